@@ -1,0 +1,88 @@
+/// An error from the Redis client.
+///
+/// Errors fall into two families that callers treat differently:
+///
+/// - **Redis unavailable** (``isUnavailable`` is `true`): the server could not be reached or
+///   the connection broke — refused, reset, closed, timed out, TLS failure, protocol garbage.
+///   The command may or may not have run. Resilience code may fail open or fall back.
+/// - **Redis said no** (``isUnavailable`` is `false`): the server answered with an error
+///   reply, or refused our credentials. Redis is up; falling back would hide a bug.
+///
+/// ```swift
+/// do {
+///     _ = try await client.send("GET", "k")
+/// } catch let error as RedisClientError where error.isUnavailable {
+///     // use the fallback store
+/// }
+/// ```
+public struct RedisClientError: Error, Sendable, Hashable, CustomStringConvertible {
+    /// What went wrong, as an extensible set of codes.
+    public struct Code: Hashable, Sendable, CustomStringConvertible {
+        enum Base: String, Hashable, Sendable {
+            case invalidURL, invalidConfiguration, connectionRefused, connectionClosed
+            case connectTimeout, commandTimeout, tlsFailure, protocolError, serverError
+            case authenticationFailed, clientClosed, unexpectedReply, addressResolution
+        }
+        let base: Base
+
+        /// The URL could not be parsed; the message names the offending part.
+        public static let invalidURL = Code(base: .invalidURL)
+        /// A configuration value is out of range (for example a pool size of 0).
+        public static let invalidConfiguration = Code(base: .invalidConfiguration)
+        /// The server refused the connection or was unreachable.
+        public static let connectionRefused = Code(base: .connectionRefused)
+        /// An established connection was closed or reset.
+        public static let connectionClosed = Code(base: .connectionClosed)
+        /// Connecting (TCP, TLS handshake, AUTH, SELECT) took longer than the connect timeout.
+        public static let connectTimeout = Code(base: .connectTimeout)
+        /// A reply did not arrive within the command timeout; the connection was replaced.
+        public static let commandTimeout = Code(base: .commandTimeout)
+        /// The TLS handshake or a TLS record failed (including certificate verification).
+        public static let tlsFailure = Code(base: .tlsFailure)
+        /// The server sent bytes that are not valid RESP2, or a reply exceeded the size limit.
+        public static let protocolError = Code(base: .protocolError)
+        /// The server replied with an error (`-ERR …`, `-WRONGTYPE …`, `-NOSCRIPT …`).
+        public static let serverError = Code(base: .serverError)
+        /// `AUTH` was rejected (wrong password, unknown user) or the server requires one.
+        public static let authenticationFailed = Code(base: .authenticationFailed)
+        /// The client was shut down.
+        public static let clientClosed = Code(base: .clientClosed)
+        /// A reply had a shape the API did not expect (for example a string where an integer was needed).
+        public static let unexpectedReply = Code(base: .unexpectedReply)
+        /// The host name could not be resolved.
+        public static let addressResolution = Code(base: .addressResolution)
+
+        public var description: String { base.rawValue }
+    }
+
+    /// The kind of failure.
+    public var code: Code
+    /// A human-readable explanation (for ``Code/serverError``, the server's error line).
+    public var message: String
+
+    public init(_ code: Code, _ message: String) {
+        self.code = code
+        self.message = message
+    }
+
+    /// `true` when Redis could not be reached or the connection broke (as opposed to Redis
+    /// answering with an error). See the type's documentation.
+    public var isUnavailable: Bool {
+        switch code.base {
+        case .connectionRefused, .connectionClosed, .connectTimeout, .commandTimeout,
+            .tlsFailure, .protocolError, .addressResolution, .clientClosed:
+            return true
+        case .invalidURL, .invalidConfiguration, .serverError, .authenticationFailed, .unexpectedReply:
+            return false
+        }
+    }
+
+    /// For a ``Code/serverError``, the first word of the server's message (`ERR`,
+    /// `WRONGTYPE`, `NOSCRIPT`, `MOVED`, …); otherwise `nil`.
+    public var serverErrorPrefix: Substring? {
+        guard code == .serverError else { return nil }
+        return message.split(separator: " ", maxSplits: 1).first
+    }
+
+    public var description: String { "RedisClientError(\(code)): \(message)" }
+}

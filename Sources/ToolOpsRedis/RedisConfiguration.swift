@@ -1,0 +1,324 @@
+/// How to reach and talk to a Redis server.
+///
+/// ```swift
+/// var config = try RedisConfiguration(url: "redis://app:s3cret@redis.internal:6379/2")
+/// config.commandTimeout = .milliseconds(250)
+/// let client = try RedisClient(configuration: config)
+/// ```
+public struct RedisConfiguration: Sendable {
+    /// Where the server listens.
+    public enum Endpoint: Sendable, Hashable, CustomStringConvertible {
+        /// A TCP host name or IP address and port.
+        case tcp(host: String, port: Int)
+        /// A unix domain socket path.
+        case unix(path: String)
+
+        public var description: String {
+            switch self {
+            case .tcp(let host, let port): return host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)"
+            case .unix(let path): return "unix:\(path)"
+            }
+        }
+    }
+
+    /// Where the server listens. Defaults to `127.0.0.1:6379`.
+    public var endpoint: Endpoint
+    /// The ACL user for `AUTH`. Defaults to `nil` (the `default` user when a password is set).
+    public var username: String?
+    /// The password for `AUTH`. Defaults to `nil` (no `AUTH`).
+    public var password: String?
+    /// The database selected on every connection. Defaults to `0` (no `SELECT`).
+    public var database: Int
+    /// TLS. Defaults to ``RedisTLSConfiguration/disabled``; `rediss://` URLs enable it.
+    public var tls: RedisTLSConfiguration
+    /// Time allowed for TCP connect, TLS handshake, `AUTH` and `SELECT`. Defaults to 5 s.
+    public var connectTimeout: Duration
+    /// Time allowed for a reply. A late reply closes and replaces the connection, failing
+    /// every command in flight on it with ``RedisClientError/Code/commandTimeout``. Defaults to 5 s.
+    public var commandTimeout: Duration
+    /// Number of pooled connections for commands (pub/sub uses its own). Commands from
+    /// concurrent callers are pipelined on each connection, so a small pool suffices.
+    /// Defaults to 2.
+    public var poolSize: Int
+    /// Delay between reconnect attempts after a failure. Defaults to 50 ms doubling to 2 s.
+    public var reconnect: ReconnectBackoff
+    /// Sent with `CLIENT SETNAME` on connect so operators can spot our connections.
+    /// Defaults to `"toolops"`; `nil` skips it.
+    public var clientName: String?
+    /// Largest reply accepted before the stream is declared broken. Defaults to 512 MiB + 64 KiB.
+    public var maximumReplyBytes: Int
+
+    /// Creates a configuration; every parameter has the documented default.
+    public init(
+        endpoint: Endpoint = .tcp(host: "127.0.0.1", port: 6379),
+        username: String? = nil,
+        password: String? = nil,
+        database: Int = 0,
+        tls: RedisTLSConfiguration = .disabled,
+        connectTimeout: Duration = .seconds(5),
+        commandTimeout: Duration = .seconds(5),
+        poolSize: Int = 2,
+        reconnect: ReconnectBackoff = .init(),
+        clientName: String? = "toolops",
+        maximumReplyBytes: Int = 512 * 1024 * 1024 + 64 * 1024
+    ) {
+        self.endpoint = endpoint
+        self.username = username
+        self.password = password
+        self.database = database
+        self.tls = tls
+        self.connectTimeout = connectTimeout
+        self.commandTimeout = commandTimeout
+        self.poolSize = poolSize
+        self.reconnect = reconnect
+        self.clientName = clientName
+        self.maximumReplyBytes = maximumReplyBytes
+    }
+
+    /// Checks that every value is usable.
+    public func validate() throws(RedisClientError) {
+        func bad(_ message: String) -> RedisClientError { RedisClientError(.invalidConfiguration, message) }
+        if poolSize < 1 || poolSize > 1024 { throw bad("poolSize must be 1...1024, got \(poolSize)") }
+        if database < 0 { throw bad("database must be >= 0, got \(database)") }
+        if connectTimeout <= .zero { throw bad("connectTimeout must be positive") }
+        if commandTimeout <= .zero { throw bad("commandTimeout must be positive") }
+        if maximumReplyBytes < 1024 { throw bad("maximumReplyBytes must be at least 1024") }
+        if reconnect.initialDelay < .zero || reconnect.maximumDelay < reconnect.initialDelay {
+            throw bad("reconnect delays must satisfy 0 <= initialDelay <= maximumDelay")
+        }
+        switch endpoint {
+        case .tcp(let host, let port):
+            if host.isEmpty { throw bad("host is empty") }
+            if !(1...65535).contains(port) { throw bad("port must be 1...65535, got \(port)") }
+        case .unix(let path):
+            if path.isEmpty { throw bad("unix socket path is empty") }
+            if path.utf8.count > 107 { throw bad("unix socket path longer than 107 bytes") }
+            if tls.isEnabled { throw bad("TLS over a unix socket is not supported") }
+        }
+        if password == nil && username != nil { throw bad("a username needs a password") }
+    }
+}
+
+/// Exponential backoff with jitter between reconnect attempts.
+public struct ReconnectBackoff: Sendable, Hashable {
+    /// The delay before the second attempt (the first one is immediate). Defaults to 50 ms.
+    public var initialDelay: Duration
+    /// The upper bound of any delay. Defaults to 2 s.
+    public var maximumDelay: Duration
+
+    public init(initialDelay: Duration = .milliseconds(50), maximumDelay: Duration = .seconds(2)) {
+        self.initialDelay = initialDelay
+        self.maximumDelay = maximumDelay
+    }
+
+    /// The delay after `failures` consecutive failed attempts: `initialDelay · 2^(failures-1)`,
+    /// capped at `maximumDelay`, with "equal jitter" (a uniform value in [d/2, d]) so replicas
+    /// that lost Redis together do not reconnect in lockstep.
+    public func delay<G: RandomNumberGenerator>(afterFailures failures: Int, using generator: inout G) -> Duration {
+        guard failures > 0 else { return .zero }
+        let exponent = min(failures - 1, 30)
+        let initial = Double(initialDelay.components.seconds) + Double(initialDelay.components.attoseconds) * 1e-18
+        let maximum = Double(maximumDelay.components.seconds) + Double(maximumDelay.components.attoseconds) * 1e-18
+        let capped = min(maximum, initial * Double(1 << exponent))
+        let jittered = capped / 2 + Double.random(in: 0...(capped / 2), using: &generator)
+        return .nanoseconds(Int64(jittered * 1e9))
+    }
+
+    public func delay(afterFailures failures: Int) -> Duration {
+        var generator = SystemRandomNumberGenerator()
+        return delay(afterFailures: failures, using: &generator)
+    }
+}
+
+/// TLS settings for connections to Redis. Verification of the server certificate and host
+/// name is on unless explicitly switched off with ``Verification/insecureNone``.
+public struct RedisTLSConfiguration: Sendable, Hashable {
+    /// How the server's certificate is checked.
+    public struct Verification: Sendable, Hashable {
+        enum Base: Hashable, Sendable { case full, noHostname, none }
+        let base: Base
+        /// Chain against the CA file (or the system store) and host name against the
+        /// certificate's SAN. The default.
+        public static let full = Verification(base: .full)
+        /// Chain only; any host name is accepted.
+        public static let noHostnameVerification = Verification(base: .noHostname)
+        /// No verification at all. Only for tests: anyone on the path can read and change traffic.
+        public static let insecureNone = Verification(base: .none)
+    }
+
+    public internal(set) var isEnabled: Bool
+    /// PEM file of the CA(s) that signed the server certificate; `nil` uses the system store.
+    public var caFile: String?
+    /// PEM client certificate chain for mutual TLS.
+    public var certificateFile: String?
+    /// PEM private key for ``certificateFile``.
+    public var privateKeyFile: String?
+    /// Name sent in SNI and checked against the certificate; defaults to the endpoint host.
+    public var serverName: String?
+    /// Defaults to ``Verification/full``.
+    public var verification: Verification
+
+    /// No TLS.
+    public static let disabled = RedisTLSConfiguration(
+        isEnabled: false, caFile: nil, certificateFile: nil, privateKeyFile: nil, serverName: nil, verification: .full)
+
+    /// TLS 1.2+ with the given trust and identity.
+    public static func enabled(
+        caFile: String? = nil,
+        certificateFile: String? = nil,
+        privateKeyFile: String? = nil,
+        serverName: String? = nil,
+        verification: Verification = .full
+    ) -> RedisTLSConfiguration {
+        RedisTLSConfiguration(
+            isEnabled: true, caFile: caFile, certificateFile: certificateFile,
+            privateKeyFile: privateKeyFile, serverName: serverName, verification: verification)
+    }
+}
+
+extension RedisConfiguration {
+    /// Parses a Redis URL:
+    ///
+    /// - `redis://[[user]:password@]host[:port][/db]` (port defaults to 6379)
+    /// - `rediss://…` the same over TLS (verification on; set ``tls`` to add a CA file)
+    /// - `unix:///path/to/redis.sock[?db=N&user=U&password=P]`
+    ///
+    /// User and password may be percent-encoded. IPv6 hosts go in brackets (`redis://[::1]:6379`).
+    /// Any other form throws ``RedisClientError/Code/invalidURL`` naming the problem.
+    public init(url: String) throws(RedisClientError) {
+        self.init()
+        func bad(_ message: String) -> RedisClientError { RedisClientError(.invalidURL, "\(message) in '\(Self.redact(url))'") }
+        guard let schemeEnd = url.firstRange(of: "://") else { throw bad("missing scheme (expected redis://, rediss:// or unix://)") }
+        let scheme = url[..<schemeEnd.lowerBound].lowercased()
+        var rest = url[schemeEnd.upperBound...]
+
+        var query: [String: String] = [:]
+        if let q = rest.firstIndex(of: "?") {
+            for pair in rest[rest.index(after: q)...].split(separator: "&") where !pair.isEmpty {
+                let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+                guard parts.count == 2, let key = Self.percentDecode(parts[0]), let value = Self.percentDecode(parts[1]) else {
+                    throw bad("malformed query parameter '\(pair)'")
+                }
+                query[key] = value
+            }
+            rest = rest[..<q]
+        }
+        for key in query.keys where !["db", "user", "password"].contains(key) {
+            throw bad("unknown query parameter '\(key)'")
+        }
+
+        switch scheme {
+        case "unix":
+            guard rest.hasPrefix("/") else { throw bad("unix socket path must be absolute (unix:///path)") }
+            endpoint = .unix(path: String(rest))
+        case "redis", "rediss":
+            if scheme == "rediss" { tls = .enabled() }
+            var hostPart = rest
+            var dbPart: Substring? = nil
+            if let slash = rest.firstIndex(of: "/") {
+                hostPart = rest[..<slash]
+                dbPart = rest[rest.index(after: slash)...]
+            }
+            if let at = hostPart.lastIndex(of: "@") {
+                let userInfo = hostPart[..<at]
+                hostPart = hostPart[hostPart.index(after: at)...]
+                let pieces = userInfo.split(separator: ":", maxSplits: 1, omittingEmptySubsequences: false)
+                if pieces.count == 2 {
+                    guard let user = Self.percentDecode(pieces[0]), let pass = Self.percentDecode(pieces[1]) else {
+                        throw bad("malformed percent-encoding in user info")
+                    }
+                    username = user.isEmpty ? nil : user
+                    password = pass
+                } else {
+                    // "redis://secret@host" — a lone value is the password (redis-cli convention).
+                    guard let pass = Self.percentDecode(pieces[0]) else { throw bad("malformed percent-encoding in user info") }
+                    password = pass
+                }
+            }
+            var host: Substring
+            var portText: Substring? = nil
+            if hostPart.hasPrefix("[") {
+                guard let close = hostPart.firstIndex(of: "]") else { throw bad("unterminated IPv6 address") }
+                host = hostPart[hostPart.index(after: hostPart.startIndex)..<close]
+                let after = hostPart[hostPart.index(after: close)...]
+                if !after.isEmpty {
+                    guard after.hasPrefix(":") else { throw bad("unexpected '\(after)' after IPv6 address") }
+                    portText = after.dropFirst()
+                }
+            } else if let colon = hostPart.lastIndex(of: ":") {
+                host = hostPart[..<colon]
+                portText = hostPart[hostPart.index(after: colon)...]
+            } else {
+                host = hostPart
+            }
+            guard !host.isEmpty else { throw bad("missing host") }
+            guard host.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "." || $0 == "-" || $0 == "_" || $0 == ":" || $0 == "%" }) else {
+                throw bad("invalid character in host '\(host)'")
+            }
+            var port = 6379
+            if let portText {
+                guard let value = Int(portText), (1...65535).contains(value) else { throw bad("invalid port '\(portText)'") }
+                port = value
+            }
+            endpoint = .tcp(host: String(host), port: port)
+            if let dbPart, !dbPart.isEmpty {
+                guard let db = Int(dbPart), db >= 0 else { throw bad("invalid database '\(dbPart)'") }
+                database = db
+            }
+        default:
+            throw bad("unsupported scheme '\(scheme)' (expected redis://, rediss:// or unix://)")
+        }
+        if let db = query["db"] {
+            guard let value = Int(db), value >= 0 else { throw bad("invalid database '\(db)'") }
+            database = value
+        }
+        if let user = query["user"] { username = user }
+        if let pass = query["password"] { password = pass }
+        do { try validate() } catch { throw RedisClientError(.invalidURL, "\(error.message) in '\(Self.redact(url))'") }
+    }
+
+    /// The URL with any password replaced by `***`, for logs and error messages.
+    public static func redact(_ url: String) -> String {
+        guard let schemeEnd = url.firstRange(of: "://") else { return url }
+        let afterScheme = url[schemeEnd.upperBound...]
+        let hostEnd = afterScheme.firstIndex(where: { $0 == "/" || $0 == "?" }) ?? afterScheme.endIndex
+        var result = url
+        if let at = afterScheme[..<hostEnd].lastIndex(of: "@") {
+            let userInfo = afterScheme[..<at]
+            let user = userInfo.split(separator: ":", maxSplits: 1, omittingEmptySubsequences: false)
+            let replacement = user.count == 2 ? "\(user[0]):***" : "***"
+            result = String(url[..<schemeEnd.upperBound]) + replacement + String(afterScheme[at...])
+        }
+        if let range = result.firstRange(of: "password=") {
+            let end = result[range.upperBound...].firstIndex(of: "&") ?? result.endIndex
+            result.replaceSubrange(range.upperBound..<end, with: "***")
+        }
+        return result
+    }
+
+    static func percentDecode(_ text: Substring) -> String? {
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(text.utf8.count)
+        var iterator = text.utf8.makeIterator()
+        while let byte = iterator.next() {
+            if byte == UInt8(ascii: "%") {
+                guard let high = iterator.next(), let low = iterator.next(),
+                    let h = hexValue(high), let l = hexValue(low)
+                else { return nil }
+                bytes.append(h << 4 | l)
+            } else {
+                bytes.append(byte)
+            }
+        }
+        return String(validating: bytes, as: UTF8.self)
+    }
+
+    private static func hexValue(_ byte: UInt8) -> UInt8? {
+        switch byte {
+        case UInt8(ascii: "0")...UInt8(ascii: "9"): return byte - UInt8(ascii: "0")
+        case UInt8(ascii: "a")...UInt8(ascii: "f"): return byte - UInt8(ascii: "a") + 10
+        case UInt8(ascii: "A")...UInt8(ascii: "F"): return byte - UInt8(ascii: "A") + 10
+        default: return nil
+        }
+    }
+}

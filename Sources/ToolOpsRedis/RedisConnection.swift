@@ -1,0 +1,541 @@
+import Logging
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// One connection to Redis, driven by its own I/O thread.
+///
+/// Callers on any task enqueue encoded commands; the I/O thread writes everything queued
+/// since its last write in one go (automatic pipelining) and matches replies to callers in
+/// FIFO order. When the connection is idle, a caller on a plain socket writes its command
+/// directly (no thread hop on the way out).
+///
+/// A connection is used once: after it fails or closes, the pool makes a new one.
+final class RedisConnection: Sendable {
+    typealias Continuation = CheckedContinuation<RESPValue, any Error>
+
+    /// What the I/O thread does with replies.
+    enum Mode: Sendable {
+        /// Replies answer commands in FIFO order.
+        case commands
+        /// Every reply after the handshake goes to the handler (pub/sub).
+        case push(@Sendable (RESPValue) -> Void)
+    }
+
+    struct Request {
+        var id: UInt64
+        var bytes: [UInt8]
+        /// Replies expected; 0 for fire-and-forget writes (pub/sub) and for the rest of a
+        /// direct write that did not fit in the socket buffer.
+        var replies: Int
+    }
+
+    enum Phase {
+        case connecting
+        case open(fd: Int32, directWrites: Bool)
+        case closed(RedisClientError)
+    }
+
+    struct State {
+        var phase: Phase = .connecting
+        var pending: [Request] = []
+        /// Requests written directly by callers, in order; the I/O thread adopts them.
+        var sentDirectly: [(id: UInt64, replies: Int, sentAt: ContinuousClock.Instant)] = []
+        var waiters: [UInt64: Continuation] = [:]
+        var cancelledBeforeWaiting: Set<UInt64> = []
+        var nextID: UInt64 = 1
+        /// The I/O thread is (about to be) blocked in poll with nothing left to write.
+        var idle = false
+        var wakeSignalled = false
+        var closeRequested = false
+        var inFlight = 0
+    }
+
+    let id: Int
+    let state = Mutex(State())
+    private let wakeRead: Int32
+    private let wakeWrite: Int32
+    let configuration: RedisConfiguration
+    let tls: TLSContext?
+    let logger: Logger
+    let mode: Mode
+    let onClose: @Sendable (RedisClientError) -> Void
+    let onOpen: @Sendable () -> Void
+
+    init(
+        id: Int, configuration: RedisConfiguration, tls: TLSContext?, logger: Logger, mode: Mode = .commands,
+        connectDelay: Duration = .zero,
+        onOpen: @escaping @Sendable () -> Void = {},
+        onClose: @escaping @Sendable (RedisClientError) -> Void = { _ in }
+    ) {
+        var fds: [Int32] = [0, 0]
+        // pipe() only fails when the process is out of file descriptors; treat as fatal config.
+        let rc = pipe(&fds)
+        precondition(rc == 0, "pipe() failed: \(PosixSocket.errnoString())")
+        PosixSocket.setNonBlocking(fds[0])
+        PosixSocket.setNonBlocking(fds[1])
+        self.wakeRead = fds[0]
+        self.wakeWrite = fds[1]
+        self.id = id
+        self.configuration = configuration
+        self.tls = tls
+        var logger = logger
+        logger[metadataKey: "redis.connection"] = "\(id)"
+        self.logger = logger
+        self.mode = mode
+        self.onOpen = onOpen
+        self.onClose = onClose
+        IOThread.start(name: "redis-io-\(id)") { [self] in
+            let io = ConnectionIO(connection: self)
+            io.run(connectDelay: connectDelay)
+        }
+    }
+
+    deinit {
+        // Closed only here: a caller may still signal the pipe after the I/O thread ended.
+        Glibc.close(wakeRead)
+        Glibc.close(wakeWrite)
+    }
+
+    var isClosed: Bool {
+        state.withLock { state in
+            if case .closed = state.phase { return true }
+            return state.closeRequested
+        }
+    }
+
+    /// Commands waiting or in flight, for picking the least-loaded connection.
+    var load: Int { state.withLock { $0.inFlight } }
+
+    /// Sends an encoded request expecting `replies` replies. One reply is returned as is;
+    /// several come back as one `.array`.
+    func execute(_ bytes: [UInt8], replies: Int) async throws -> RESPValue {
+        let id = state.withLock { state -> UInt64 in
+            defer { state.nextID &+= 1 }
+            return state.nextID
+        }
+        return try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { (continuation: Continuation) in
+                enqueue(Request(id: id, bytes: bytes, replies: replies), continuation: continuation)
+            }
+        } onCancel: {
+            cancel(id)
+        }
+    }
+
+    /// Writes without waiting for a reply (pub/sub mode).
+    func write(_ bytes: [UInt8]) throws {
+        let error: RedisClientError? = state.withLock { state in
+            if case .closed(let error) = state.phase { return error }
+            state.pending.append(Request(id: 0, bytes: bytes, replies: 0))
+            return nil
+        }
+        if let error { throw error }
+        wake()
+    }
+
+    private func enqueue(_ request: Request, continuation: Continuation) {
+        enum Action { case fail(any Error), wake, none }
+        let action: Action = state.withLock { state in
+            if state.cancelledBeforeWaiting.remove(request.id) != nil { return .fail(CancellationError()) }
+            if state.closeRequested { return .fail(RedisClientError(.clientClosed, "the connection is shutting down")) }
+            switch state.phase {
+            case .closed(let error):
+                return .fail(error)
+            case .open(let fd, let directWrites) where directWrites && state.idle && state.pending.isEmpty:
+                // Nothing else is being written: send straight away from this thread.
+                let sent = request.bytes.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL | MSG_DONTWAIT)) }
+                if sent == request.bytes.count {
+                    state.waiters[request.id] = continuation
+                    state.sentDirectly.append((request.id, request.replies, .now))
+                    state.inFlight += 1
+                    return .none  // the reply will wake the I/O thread
+                } else if sent > 0 {
+                    state.waiters[request.id] = continuation
+                    state.sentDirectly.append((request.id, request.replies, .now))
+                    state.pending.append(Request(id: 0, bytes: Array(request.bytes[sent...]), replies: 0))
+                    state.inFlight += 1
+                    return state.wakeSignalled ? .none : .wake
+                }
+                // Would block or failed: let the I/O thread deal with it.
+                fallthrough
+            default:
+                state.waiters[request.id] = continuation
+                state.pending.append(request)
+                state.inFlight += 1
+                if state.idle && !state.wakeSignalled {
+                    state.wakeSignalled = true
+                    return .wake
+                }
+                return .none
+            }
+        }
+        switch action {
+        case .fail(let error): continuation.resume(throwing: error)
+        case .wake: signalWake()
+        case .none: break
+        }
+    }
+
+    private func cancel(_ id: UInt64) {
+        let continuation: Continuation? = state.withLock { state in
+            guard let continuation = state.waiters.removeValue(forKey: id) else {
+                state.cancelledBeforeWaiting.insert(id)
+                return nil
+            }
+            // Not yet handed to the I/O thread: drop it so it is never sent.
+            if let index = state.pending.firstIndex(where: { $0.id == id }) {
+                state.pending.remove(at: index)
+                state.inFlight -= 1
+            }
+            return continuation
+        }
+        continuation?.resume(throwing: CancellationError())
+    }
+
+    /// Closes after everything in flight has been answered (bounded by the command timeout).
+    func close() {
+        state.withLock { $0.closeRequested = true }
+        wake()
+    }
+
+    func wake() {
+        let needed = state.withLock { state -> Bool in
+            guard !state.wakeSignalled else { return false }
+            state.wakeSignalled = true
+            return true
+        }
+        if needed { signalWake() }
+    }
+
+    private func signalWake() {
+        var byte: UInt8 = 1
+        _ = Glibc.write(wakeWrite, &byte, 1)
+    }
+
+    fileprivate func drainWake() {
+        var buffer = [UInt8](repeating: 0, count: 64)
+        while buffer.withUnsafeMutableBytes({ read(wakeRead, $0.baseAddress, $0.count) }) > 0 {}
+    }
+
+    fileprivate var wakeFD: Int32 { wakeRead }
+
+    /// Fails everything queued and in flight and marks the connection closed.
+    fileprivate func fail(_ error: RedisClientError) {
+        let continuations: [Continuation] = state.withLock { state in
+            if case .closed = state.phase { return [] }
+            state.phase = .closed(error)
+            state.pending.removeAll()
+            state.sentDirectly.removeAll()
+            state.inFlight = 0
+            defer { state.waiters.removeAll() }
+            return Array(state.waiters.values)
+        }
+        for continuation in continuations { continuation.resume(throwing: error) }
+        onClose(error)
+    }
+}
+
+/// The I/O thread's side of a connection: socket, TLS session, reader and the FIFO of
+/// requests awaiting replies. Only the I/O thread touches it.
+private final class ConnectionIO {
+    struct InFlight {
+        var id: UInt64
+        var remaining: Int
+        var collected: [RESPValue]?
+        var deadline: ContinuousClock.Instant
+    }
+
+    let connection: RedisConnection
+    var fd: Int32 = -1
+    var tls: TLSSession?
+    let reader: RESPReader
+    var plainOut: [UInt8] = []
+    var plainOffset = 0
+    var cipherOut: [UInt8] = []
+    var cipherOffset = 0
+    var readBuffer = [UInt8](repeating: 0, count: 64 * 1024)
+    var scratch = [UInt8](repeating: 0, count: 64 * 1024)
+    var inFlight = RingBuffer<InFlight>()
+    var replies: [RESPValue] = []
+
+    init(connection: RedisConnection) {
+        self.connection = connection
+        self.reader = RESPReader(maximumBufferedBytes: connection.configuration.maximumReplyBytes)
+    }
+
+    deinit { if fd >= 0 { close(fd) } }
+
+    var configuration: RedisConfiguration { connection.configuration }
+    var hasOutput: Bool { plainOffset < plainOut.count || cipherOffset < cipherOut.count }
+
+    func run(connectDelay: Duration) {
+        do {
+            if connectDelay > .zero {
+                // Interruptible sleep: close() wakes us through the pipe.
+                let until = ContinuousClock.now.advanced(by: connectDelay)
+                var pfd = pollfd(fd: connection.wakeFD, events: Int16(POLLIN), revents: 0)
+                while ContinuousClock.now < until && !connection.isClosed {
+                    _ = poll(&pfd, 1, PosixSocket.milliseconds(until: until))
+                    connection.drainWake()
+                    connection.state.withLock { $0.wakeSignalled = false }
+                }
+                if connection.isClosed { throw RedisClientError(.clientClosed, "the connection was closed") }
+            }
+            try connect()
+            connection.onOpen()
+            try loop()
+        } catch let error as RedisClientError {
+            connection.fail(error)
+            return
+        } catch {
+            connection.fail(RedisClientError(.protocolError, "\(error)"))
+            return
+        }
+        connection.fail(RedisClientError(.clientClosed, "the connection was closed"))
+    }
+
+    // MARK: connect and handshake
+
+    private func connect() throws {
+        let deadline = ContinuousClock.now.advanced(by: configuration.connectTimeout)
+        fd = try PosixSocket.connect(to: configuration.endpoint, deadline: deadline)
+        if let context = connection.tls, case .tcp(let host, _) = configuration.endpoint {
+            let session = try TLSSession(context: context, host: host)
+            try session.handshake(fd: fd, deadline: deadline)
+            tls = session
+        }
+        var handshake: [RedisCommand] = []
+        if let password = configuration.password {
+            if let user = configuration.username {
+                handshake.append(RedisCommand("AUTH", user, password))
+            } else {
+                handshake.append(RedisCommand("AUTH", password))
+            }
+        }
+        if let name = configuration.clientName { handshake.append(RedisCommand("CLIENT", "SETNAME", name)) }
+        if configuration.database != 0 { handshake.append(RedisCommand("SELECT", configuration.database)) }
+        if !handshake.isEmpty {
+            for command in handshake { plainOut.append(contentsOf: command.encoded) }
+            let results = try blockingReplies(handshake.count, deadline: deadline)
+            for (command, reply) in zip(handshake, results) {
+                guard case .error(let message) = reply else { continue }
+                switch command.name {
+                case "AUTH": throw RedisClientError(.authenticationFailed, message)
+                case "CLIENT":
+                    // A NOAUTH here means the server wants a password we were not given.
+                    if message.hasPrefix("NOAUTH") { throw RedisClientError(.authenticationFailed, message) }
+                    connection.logger.debug("CLIENT SETNAME refused", metadata: ["error": "\(message)"])
+                default:
+                    if message.hasPrefix("NOAUTH") { throw RedisClientError(.authenticationFailed, message) }
+                    throw RedisClientError(.serverError, "\(command.name) failed: \(message)")
+                }
+            }
+        }
+        let directWrites = tls == nil
+        connection.state.withLock { $0.phase = .open(fd: fd, directWrites: directWrites) }
+    }
+
+    /// Writes `plainOut` and reads `count` replies, blocking with poll until `deadline`.
+    private func blockingReplies(_ count: Int, deadline: ContinuousClock.Instant) throws -> [RESPValue] {
+        var results: [RESPValue] = []
+        while results.count < count {
+            try flushOutput()
+            while results.count < count, let reply = try reader.next() { results.append(reply) }
+            if results.count == count { break }
+            let events = Int16(POLLIN) | (hasOutput ? Int16(POLLOUT) : 0)
+            if try PosixSocket.wait(fd, events: events, deadline: deadline) == 0 {
+                throw RedisClientError(.connectTimeout, "no reply to the connection handshake in time")
+            }
+            try readAvailable()
+        }
+        return results
+    }
+
+    // MARK: the loop
+
+    private func loop() throws {
+        var pollFDs = [
+            pollfd(fd: fd, events: Int16(POLLIN), revents: 0),
+            pollfd(fd: connection.wakeFD, events: Int16(POLLIN), revents: 0),
+        ]
+        let timeout = configuration.commandTimeout
+        while true {
+            // Adopt new work; declare idle if there is nothing to write.
+            let hadOutput = hasOutput
+            let (direct, pending, closing) = connection.state.withLock { state in
+                let taken = (state.sentDirectly, state.pending, state.closeRequested)
+                state.sentDirectly.removeAll(keepingCapacity: true)
+                state.pending.removeAll(keepingCapacity: true)
+                // Callers may write directly only when nothing of ours is unwritten.
+                state.idle = taken.1.isEmpty && !hadOutput
+                return taken
+            }
+            if !direct.isEmpty || !pending.isEmpty {
+                for entry in direct {
+                    inFlight.append(InFlight(id: entry.id, remaining: entry.replies, collected: nil, deadline: entry.sentAt.advanced(by: timeout)))
+                }
+                let deadline = ContinuousClock.now.advanced(by: timeout)
+                for request in pending {
+                    plainOut.append(contentsOf: request.bytes)
+                    if request.replies > 0 {
+                        inFlight.append(InFlight(id: request.id, remaining: request.replies, collected: nil, deadline: deadline))
+                    }
+                }
+            }
+            if closing && inFlight.isEmpty && !hasOutput { return }
+            if hasOutput {
+                try flushOutput()
+                if !hasOutput { connection.state.withLock { $0.idle = true } }
+            }
+
+            var waitMs: Int32 = -1
+            if case .commands = connection.mode {
+                // Commands written directly by callers are adopted after poll returns, so
+                // never sleep longer than one timeout: their deadlines are checked then.
+                let until = inFlight.first?.deadline ?? ContinuousClock.now.advanced(by: timeout)
+                waitMs = PosixSocket.milliseconds(until: until)
+            }
+            pollFDs[0].events = Int16(POLLIN) | (hasOutput ? Int16(POLLOUT) : 0)
+            pollFDs[0].revents = 0
+            pollFDs[1].revents = 0
+            let rc = poll(&pollFDs, 2, waitMs)
+            if rc < 0 && errno != EINTR {
+                throw RedisClientError(.connectionClosed, "poll: \(PosixSocket.errnoString())")
+            }
+            // Adopt direct writes now: their replies may be in the bytes we are about to read.
+            let direct2 = connection.state.withLock { state in
+                state.idle = false
+                state.wakeSignalled = false
+                defer { state.sentDirectly.removeAll(keepingCapacity: true) }
+                return state.sentDirectly
+            }
+            for entry in direct2 {
+                inFlight.append(InFlight(id: entry.id, remaining: entry.replies, collected: nil, deadline: entry.sentAt.advanced(by: timeout)))
+            }
+            if pollFDs[1].revents != 0 { connection.drainWake() }
+            if pollFDs[0].revents & Int16(POLLIN | POLLHUP | POLLERR) != 0 {
+                try readAvailable()
+                try deliverReplies()
+            }
+            if let first = inFlight.first, case .commands = connection.mode, first.deadline <= .now {
+                throw RedisClientError(
+                    .commandTimeout,
+                    "no reply within \(timeout) (\(inFlight.count) command(s) in flight); connection replaced")
+            }
+        }
+    }
+
+    private func deliverReplies() throws {
+        if case .push(let handler) = connection.mode {
+            while let reply = try reader.next() { handler(reply) }
+            return
+        }
+        var completed: [(UInt64, RESPValue)] = []
+        while let reply = try reader.next() {
+            guard var head = inFlight.first else {
+                throw RedisClientError(.protocolError, "unsolicited reply from server: \(reply)")
+            }
+            if head.remaining == 1 && head.collected == nil {
+                completed.append((head.id, reply))
+                inFlight.removeFirst()
+                continue
+            }
+            head.collected = (head.collected ?? []) + [reply]
+            head.remaining -= 1
+            if head.remaining == 0 {
+                completed.append((head.id, .array(head.collected ?? [])))
+                inFlight.removeFirst()
+            } else {
+                inFlight.replaceFirst(head)
+            }
+        }
+        if completed.isEmpty { return }
+        let resumptions: [(Continuation, RESPValue)] = connection.state.withLock { state in
+            state.inFlight -= completed.count
+            return completed.compactMap { entry in
+                state.waiters.removeValue(forKey: entry.0).map { ($0, entry.1) }
+            }
+        }
+        for (continuation, value) in resumptions { continuation.resume(returning: value) }
+    }
+
+    typealias Continuation = RedisConnection.Continuation
+
+    // MARK: non-blocking socket I/O
+
+    func flushOutput() throws {
+        if let tls {
+            while true {
+                try sendCiphertext()
+                if cipherOffset < cipherOut.count { return }  // socket full
+                if plainOffset >= plainOut.count {
+                    plainOut.removeAll(keepingCapacity: true)
+                    plainOffset = 0
+                    return
+                }
+                let taken = try plainOut.withUnsafeBytes { raw in
+                    try tls.encrypt(UnsafeRawBufferPointer(rebasing: raw[plainOffset...]), into: &cipherOut)
+                }
+                plainOffset += taken
+                if taken == 0 && cipherOut.isEmpty { return }
+            }
+        } else {
+            while plainOffset < plainOut.count {
+                let sent = plainOut.withUnsafeBytes { raw in
+                    send(fd, raw.baseAddress! + plainOffset, raw.count - plainOffset, Int32(MSG_NOSIGNAL | MSG_DONTWAIT))
+                }
+                if sent > 0 { plainOffset += sent; continue }
+                if errno == EINTR { continue }
+                if errno == EAGAIN || errno == EWOULDBLOCK { break }
+                throw RedisClientError(.connectionClosed, "write failed: \(PosixSocket.errnoString())")
+            }
+            if plainOffset >= plainOut.count {
+                plainOut.removeAll(keepingCapacity: true)
+                plainOffset = 0
+            } else if plainOffset > 1 << 20 {
+                plainOut.removeFirst(plainOffset)
+                plainOffset = 0
+            }
+        }
+    }
+
+    private func sendCiphertext() throws {
+        while cipherOffset < cipherOut.count {
+            let sent = cipherOut.withUnsafeBytes { raw in
+                send(fd, raw.baseAddress! + cipherOffset, raw.count - cipherOffset, Int32(MSG_NOSIGNAL | MSG_DONTWAIT))
+            }
+            if sent > 0 { cipherOffset += sent; continue }
+            if errno == EINTR { continue }
+            if errno == EAGAIN || errno == EWOULDBLOCK { return }
+            throw RedisClientError(.connectionClosed, "write failed: \(PosixSocket.errnoString())")
+        }
+        cipherOut.removeAll(keepingCapacity: true)
+        cipherOffset = 0
+    }
+
+    func readAvailable() throws {
+        while true {
+            let count = readBuffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, Int32(MSG_DONTWAIT)) }
+            if count > 0 {
+                try readBuffer.withUnsafeBytes { raw in
+                    let chunk = UnsafeRawBufferPointer(rebasing: raw[..<count])
+                    if let tls {
+                        try tls.decrypt(chunk, scratch: &scratch, ciphertext: &cipherOut) { plain in
+                            try reader.feed(plain)
+                        }
+                    } else {
+                        try reader.feed(chunk)
+                    }
+                }
+                if count < readBuffer.count { return }
+                continue
+            }
+            if count == 0 { throw RedisClientError(.connectionClosed, "server closed the connection") }
+            if errno == EINTR { continue }
+            if errno == EAGAIN || errno == EWOULDBLOCK { return }
+            throw RedisClientError(.connectionClosed, "read failed: \(PosixSocket.errnoString())")
+        }
+    }
+}

@@ -1,0 +1,286 @@
+import Logging
+import Synchronization
+
+/// A message received on a subscribed channel.
+public struct RedisPubSubMessage: Sendable, Hashable {
+    /// The channel the message was published to.
+    public var channel: String
+    /// The pattern that matched, for pattern subscriptions.
+    public var pattern: String?
+    /// The payload, binary-safe.
+    public var payload: [UInt8]
+
+    /// The payload decoded as UTF-8.
+    public var text: String { String(decoding: payload, as: UTF8.self) }
+}
+
+/// What a subscription yields.
+public enum RedisPubSubEvent: Sendable, Hashable {
+    /// A published message.
+    case message(RedisPubSubMessage)
+    /// The pub/sub connection broke. Messages published from now until ``restored`` are
+    /// lost (pub/sub has no replay); consumers that keep derived state (a near cache, for
+    /// instance) should stop trusting it.
+    case connectionLost(RedisClientError)
+    /// The client reconnected and every channel and pattern is subscribed again.
+    case restored
+}
+
+/// An `AsyncSequence` of events for the channels and patterns it was created for.
+/// Ending the iteration (or dropping the sequence) unsubscribes.
+public struct RedisSubscription: AsyncSequence, Sendable {
+    public typealias Element = RedisPubSubEvent
+    let stream: AsyncStream<RedisPubSubEvent>
+
+    public func makeAsyncIterator() -> AsyncStream<RedisPubSubEvent>.Iterator { stream.makeAsyncIterator() }
+
+    /// Only the messages, skipping connection events.
+    public var messages: AsyncCompactMapSequence<AsyncStream<RedisPubSubEvent>, RedisPubSubMessage> {
+        stream.compactMap { event in
+            if case .message(let message) = event { return message }
+            return nil
+        }
+    }
+}
+
+/// Pub/sub on one dedicated connection, shared by all subscriptions of a client.
+/// Reconnects with backoff after a failure and restores every subscription.
+final class RedisSubscriber: Sendable {
+    typealias StreamContinuation = AsyncStream<RedisPubSubEvent>.Continuation
+
+    struct Subscriber {
+        var channels: [String]
+        var patterns: [String]
+        var continuation: StreamContinuation
+    }
+
+    struct State {
+        var connection: RedisConnection?
+        var open = false
+        var subscribers: [UInt64: Subscriber] = [:]
+        var nextID: UInt64 = 1
+        /// Subscriber counts per channel and pattern, to send (P)SUBSCRIBE/(P)UNSUBSCRIBE once.
+        var channels: [String: Int] = [:]
+        var patterns: [String: Int] = [:]
+        /// Confirmation groups waiting for "c:name" / "p:name".
+        var confirmations: [String: [UInt64]] = [:]
+        /// A subscribe call waiting for its remaining confirmations.
+        var groups: [UInt64: (Int, CheckedContinuation<Void, any Error>)] = [:]
+        var failures = 0
+        var lost = false
+        var restoreRemaining = 0
+        var closed = false
+    }
+
+    let configuration: RedisConfiguration
+    let tls: TLSContext?
+    let logger: Logger
+    let makeID: @Sendable () -> Int
+    let state = Mutex(State())
+
+    init(configuration: RedisConfiguration, tls: TLSContext?, logger: Logger, makeID: @escaping @Sendable () -> Int) {
+        self.configuration = configuration
+        self.tls = tls
+        self.logger = logger
+        self.makeID = makeID
+    }
+
+    func subscribe(channels: [String], patterns: [String]) async throws -> RedisSubscription {
+        let (stream, continuation) = AsyncStream<RedisPubSubEvent>.makeStream()
+        let (id, newChannels, newPatterns, connection) = try state.withLock { (state) throws(RedisClientError) in
+            if state.closed { throw RedisClientError(.clientClosed, "the Redis client was shut down") }
+            let id = state.nextID
+            state.nextID += 1
+            state.subscribers[id] = Subscriber(channels: channels, patterns: patterns, continuation: continuation)
+            var newChannels: [String] = []
+            var newPatterns: [String] = []
+            for channel in Set(channels) {
+                state.channels[channel, default: 0] += 1
+                if state.channels[channel] == 1 { newChannels.append(channel) }
+            }
+            for pattern in Set(patterns) {
+                state.patterns[pattern, default: 0] += 1
+                if state.patterns[pattern] == 1 { newPatterns.append(pattern) }
+            }
+            let connection = state.connection ?? startConnection(&state, delay: .zero)
+            return (id, newChannels, newPatterns, connection)
+        }
+        continuation.onTermination = { [weak self] _ in self?.remove(id) }
+        do {
+            try await confirm(channels: newChannels, patterns: newPatterns, on: connection)
+        } catch {
+            remove(id)
+            continuation.finish()
+            throw error
+        }
+        return RedisSubscription(stream: stream)
+    }
+
+    /// Sends (P)SUBSCRIBE and waits for the server's confirmations.
+    private func confirm(channels: [String], patterns: [String], on connection: RedisConnection) async throws {
+        let keys = channels.map { "c:" + $0 } + patterns.map { "p:" + $0 }
+        if keys.isEmpty { return }
+        try await withCheckedThrowingContinuation { (waiter: CheckedContinuation<Void, any Error>) in
+            state.withLock { state in
+                let group = state.nextID
+                state.nextID += 1
+                state.groups[group] = (keys.count, waiter)
+                for key in keys { state.confirmations[key, default: []].append(group) }
+            }
+            do {
+                if !channels.isEmpty { try connection.write(RedisCommand("SUBSCRIBE", arguments: channels).encoded) }
+                if !patterns.isEmpty { try connection.write(RedisCommand("PSUBSCRIBE", arguments: patterns).encoded) }
+            } catch {
+                failConfirmations(error)
+            }
+        }
+    }
+
+    private func failConfirmations(_ error: any Error) {
+        let waiters = state.withLock { state in
+            defer {
+                state.groups.removeAll()
+                state.confirmations.removeAll()
+            }
+            return state.groups.values.map(\.1)
+        }
+        for waiter in waiters { waiter.resume(throwing: error) }
+    }
+
+    private func remove(_ id: UInt64) {
+        let (connection, goneChannels, gonePatterns) = state.withLock { state -> (RedisConnection?, [String], [String]) in
+            guard let subscriber = state.subscribers.removeValue(forKey: id) else { return (nil, [], []) }
+            var goneChannels: [String] = []
+            var gonePatterns: [String] = []
+            for channel in Set(subscriber.channels) {
+                state.channels[channel, default: 1] -= 1
+                if state.channels[channel] == 0 { state.channels[channel] = nil; goneChannels.append(channel) }
+            }
+            for pattern in Set(subscriber.patterns) {
+                state.patterns[pattern, default: 1] -= 1
+                if state.patterns[pattern] == 0 { state.patterns[pattern] = nil; gonePatterns.append(pattern) }
+            }
+            return (state.open ? state.connection : nil, goneChannels, gonePatterns)
+        }
+        if !goneChannels.isEmpty { try? connection?.write(RedisCommand("UNSUBSCRIBE", arguments: goneChannels).encoded) }
+        if !gonePatterns.isEmpty { try? connection?.write(RedisCommand("PUNSUBSCRIBE", arguments: gonePatterns).encoded) }
+    }
+
+    private func startConnection(_ state: inout State, delay: Duration) -> RedisConnection {
+        let id = makeID()
+        let connection = RedisConnection(
+            id: id, configuration: configuration, tls: tls, logger: logger,
+            mode: .push({ [weak self] reply in self?.handle(reply) }),
+            connectDelay: delay,
+            onOpen: { [weak self] in self?.opened(id: id) },
+            onClose: { [weak self] error in self?.closed(id: id, error: error) }
+        )
+        state.connection = connection
+        state.open = false
+        return connection
+    }
+
+    private func opened(id: Int) {
+        let (connection, channels, patterns) = state.withLock { state -> (RedisConnection?, [String], [String]) in
+            guard state.connection?.id == id else { return (nil, [], []) }
+            state.open = true
+            state.failures = 0
+            guard state.lost else { return (nil, [], []) }
+            // Reconnected: subscribe to everything again; `restored` follows the confirmations.
+            let channels = Array(state.channels.keys)
+            let patterns = Array(state.patterns.keys)
+            state.restoreRemaining = channels.count + patterns.count
+            if state.restoreRemaining == 0 { state.lost = false }
+            return (state.connection, channels, patterns)
+        }
+        if !channels.isEmpty { try? connection?.write(RedisCommand("SUBSCRIBE", arguments: channels).encoded) }
+        if !patterns.isEmpty { try? connection?.write(RedisCommand("PSUBSCRIBE", arguments: patterns).encoded) }
+    }
+
+    private func closed(id: Int, error: RedisClientError) {
+        let (waiters, continuations) = state.withLock { state -> ([CheckedContinuation<Void, any Error>], [StreamContinuation]) in
+            guard state.connection?.id == id else { return ([], []) }
+            state.connection = nil
+            state.open = false
+            let waiters = state.groups.values.map(\.1)
+            state.groups.removeAll()
+            state.confirmations.removeAll()
+            if state.closed {
+                return (waiters, [])
+            }
+            var notify: [StreamContinuation] = []
+            if !state.lost {
+                state.lost = true
+                notify = state.subscribers.values.map(\.continuation)
+            }
+            if !state.subscribers.isEmpty {
+                state.failures += 1
+                let delay = configuration.reconnect.delay(afterFailures: state.failures)
+                _ = startConnection(&state, delay: delay)
+            }
+            return (waiters, notify)
+        }
+        for waiter in waiters { waiter.resume(throwing: error) }
+        for continuation in continuations { continuation.yield(.connectionLost(error)) }
+        if !continuations.isEmpty {
+            logger.warning("redis pub/sub connection lost; resubscribing", metadata: ["error": "\(error)"])
+        }
+    }
+
+    private func handle(_ reply: RESPValue) {
+        guard case .array(let items) = reply, let kind = items.first?.string else { return }
+        switch kind {
+        case "message" where items.count == 3:
+            guard let channel = items[1].string, let payload = items[2].bytes else { return }
+            let message = RedisPubSubMessage(channel: channel, pattern: nil, payload: payload)
+            let targets = state.withLock { state in
+                state.subscribers.values.filter { $0.channels.contains(channel) }.map(\.continuation)
+            }
+            for target in targets { target.yield(.message(message)) }
+        case "pmessage" where items.count == 4:
+            guard let pattern = items[1].string, let channel = items[2].string, let payload = items[3].bytes else { return }
+            let message = RedisPubSubMessage(channel: channel, pattern: pattern, payload: payload)
+            let targets = state.withLock { state in
+                state.subscribers.values.filter { $0.patterns.contains(pattern) }.map(\.continuation)
+            }
+            for target in targets { target.yield(.message(message)) }
+        case "subscribe", "psubscribe":
+            guard items.count >= 2, let name = items[1].string else { return }
+            let key = (kind == "subscribe" ? "c:" : "p:") + name
+            let (waiters, restored) = state.withLock { state -> ([CheckedContinuation<Void, any Error>], [StreamContinuation]) in
+                var waiters: [CheckedContinuation<Void, any Error>] = []
+                for group in state.confirmations.removeValue(forKey: key) ?? [] {
+                    guard var entry = state.groups[group] else { continue }
+                    entry.0 -= 1
+                    if entry.0 == 0 {
+                        state.groups[group] = nil
+                        waiters.append(entry.1)
+                    } else {
+                        state.groups[group] = entry
+                    }
+                }
+                guard state.lost, state.restoreRemaining > 0 else { return (waiters, []) }
+                state.restoreRemaining -= 1
+                if state.restoreRemaining == 0 {
+                    state.lost = false
+                    return (waiters, state.subscribers.values.map(\.continuation))
+                }
+                return (waiters, [])
+            }
+            for waiter in waiters { waiter.resume() }
+            for continuation in restored { continuation.yield(.restored) }
+        default:
+            break
+        }
+    }
+
+    func shutdown() {
+        let (connection, continuations) = state.withLock { state -> (RedisConnection?, [StreamContinuation]) in
+            state.closed = true
+            defer { state.subscribers.removeAll() }
+            return (state.connection, state.subscribers.values.map(\.continuation))
+        }
+        for continuation in continuations { continuation.finish() }
+        connection?.close()
+    }
+}

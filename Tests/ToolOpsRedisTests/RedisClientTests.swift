@@ -1,0 +1,314 @@
+import Foundation
+import Synchronization
+import Testing
+@testable import ToolOpsRedis
+
+@Suite("Redis client against a real redis-server")
+struct RedisClientTests {
+    func makeClient(_ url: String, _ change: (inout RedisConfiguration) -> Void = { _ in }) throws -> RedisClient {
+        var configuration = try RedisConfiguration(url: url)
+        change(&configuration)
+        return try RedisClient(configuration: configuration)
+    }
+
+    @Test func everyReplyTypeRoundTrips() async throws {
+        try await withRedisURL { url in
+            let client = try makeClient(url)
+            defer { client.shutdown() }
+            let key = "t:\(UUID())"
+            let binary: [UInt8] = [0, 255, 13, 10, 0x24, 0]
+            #expect(try await client.send("SET", key, binary) == .simpleString("OK"))
+            #expect(try await client.send("GET", key) == .bulkString(binary))
+            #expect(try await client.send("SET", key, "") == .simpleString("OK"))
+            #expect(try await client.send("GET", key) == .bulkString([]))
+            #expect(try await client.send("GET", key + ":missing") == .null)
+            #expect(try await client.send("DEL", key) == .integer(1))
+            #expect(try await client.send("INCRBY", key, -5) == .integer(-5))
+            #expect(try await client.send("RPUSH", key + ":l", "a", "b") == .integer(2))
+            #expect(try await client.send("LRANGE", key + ":l", 0, -1) == .array([.bulkString([97]), .bulkString([98])]))
+            #expect(try await client.send("LRANGE", key + ":empty", 0, -1) == .array([]))
+            let nested = try await client.send("EVAL", "return {1, 'two', {3, false}, redis.error_reply('inner')}", 0)
+            #expect(nested == .array([.integer(1), .bulkString(Array("two".utf8)), .array([.integer(3), .null]), .error("ERR inner")]))
+            let error = await #expect(throws: RedisClientError.self) { try await client.send("INCR", key + ":l") }
+            #expect(error?.code == .serverError)
+            #expect(error?.serverErrorPrefix == "WRONGTYPE")
+            #expect(error?.isUnavailable == false)
+            _ = try await client.send("DEL", key, key + ":l")
+        }
+    }
+
+    @Test func largeValuesRoundTrip() async throws {
+        try await withRedisURL { url in
+            let client = try makeClient(url)
+            defer { client.shutdown() }
+            let key = "t:big:\(UUID())"
+            let value = (0..<(3 * 1024 * 1024)).map { UInt8(truncatingIfNeeded: $0 &* 31) }
+            try await client.send("SET", key, value)
+            #expect(try await client.send("GET", key) == .bulkString(value))
+            try await client.send("DEL", key)
+        }
+    }
+
+    @Test func thousandConcurrentCallersOnOneConnectionEachGetTheirReply() async throws {
+        try await withRedisURL { url in
+            let client = try makeClient(url) { $0.poolSize = 1 }
+            defer { client.shutdown() }
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for index in 0..<1000 {
+                    group.addTask {
+                        let payload = "caller-\(index)-" + String(repeating: "x", count: index % 50)
+                        let reply = try await client.send("ECHO", payload)
+                        #expect(reply == .bulkString(Array(payload.utf8)))
+                    }
+                }
+                try await group.waitForAll()
+            }
+            // One connection for commands (plus none for pub/sub).
+            let clients = try await client.send("CLIENT", "LIST", "TYPE", "normal").string ?? ""
+            #expect(clients.split(separator: "\n").filter { $0.contains("name=toolops") }.count == 1)
+        }
+    }
+
+    @Test func pipelineReturnsEachResultInOrder() async throws {
+        try await withRedisURL { url in
+            let client = try makeClient(url)
+            defer { client.shutdown() }
+            let key = "t:p:\(UUID())"
+            let results = try await client.pipeline([
+                RedisCommand("SET", key, "1"),
+                RedisCommand("INCR", key),
+                RedisCommand("HGET", key, "field"),  // WRONGTYPE in the middle
+                RedisCommand("GET", key),
+            ])
+            #expect(results.count == 4)
+            #expect(try results[0].get() == .simpleString("OK"))
+            #expect(try results[1].get() == .integer(2))
+            #expect(throws: RedisClientError.self) { try results[2].get() }
+            #expect(try results[3].get() == .bulkString(Array("2".utf8)))
+            try await client.send("DEL", key)
+        }
+    }
+
+    @Test func scriptFlushBetweenCallsIsInvisible() async throws {
+        try await withRedisURL { url in
+            let client = try makeClient(url)
+            defer { client.shutdown() }
+            let key = "t:s:\(UUID())"
+            let script = RedisScript("return redis.call('INCRBY', KEYS[1], ARGV[1])")
+            #expect(try await client.run(script, keys: [key], arguments: [2]) == .integer(2))
+            try await client.send("SCRIPT", "FLUSH")
+            #expect(try await client.run(script, keys: [key], arguments: [3]) == .integer(5))
+            try await client.send("SCRIPT", "FLUSH")
+            let batch = try await client.pipeline([
+                .evalSHA(script, keys: [key], arguments: [1]),
+                RedisCommand("GET", key),
+                .evalSHA(script, keys: [key], arguments: [1]),
+            ])
+            #expect(try batch[0].get() == .integer(6))
+            #expect(try batch[2].get() == .integer(7))
+            try await client.send("DEL", key)
+        }
+    }
+
+    @Test func databaseIsSelectedOnConnect() async throws {
+        try await withRedisServer { server in
+            let db3 = try makeClient(server.url + "/3")
+            let db0 = try makeClient(server.url)
+            defer { db3.shutdown(); db0.shutdown() }
+            try await db3.send("SET", "where", "three")
+            #expect(try await db0.send("GET", "where") == .null)
+            #expect(try await db3.send("GET", "where") == .bulkString(Array("three".utf8)))
+        }
+    }
+
+    @Test func unixSocket() async throws {
+        var options = RedisServer.Options()
+        options.unixSocket = true
+        try await withRedisServer(options) { server in
+            let client = try makeClient("unix://\(server.socketPath)?db=1")
+            defer { client.shutdown() }
+            #expect(try await client.send("PING") == .simpleString("PONG"))
+        }
+    }
+
+    @Test func authenticationWithPasswordAndACLUser() async throws {
+        var options = RedisServer.Options()
+        options.password = "letmein"
+        options.aclUsers = [("alice", "wonderland")]
+        try await withRedisServer(options) { server in
+            let port = server.port
+            let user = try makeClient("redis://alice:wonderland@127.0.0.1:\(port)")
+            let legacy = try makeClient("redis://:letmein@127.0.0.1:\(port)")
+            let wrong = try makeClient("redis://alice:nope@127.0.0.1:\(port)")
+            let none = try makeClient("redis://127.0.0.1:\(port)")
+            defer { [user, legacy, wrong, none].forEach { $0.shutdown() } }
+            #expect(try await user.send("ACL", "WHOAMI") == .bulkString(Array("alice".utf8)))
+            #expect(try await legacy.send("ACL", "WHOAMI") == .bulkString(Array("default".utf8)))
+            let wrongError = await #expect(throws: RedisClientError.self) { try await wrong.send("PING") }
+            #expect(wrongError?.code == .authenticationFailed)
+            #expect(wrongError?.isUnavailable == false)
+            #expect(wrongError?.message.contains("WRONGPASS") == true)
+            let noneError = await #expect(throws: RedisClientError.self) { try await none.send("PING") }
+            #expect(noneError?.code == .authenticationFailed)
+        }
+    }
+
+    @Test func refusedConnectionIsTypedAndFast() async throws {
+        let port = try RedisServer.freePort()
+        let client = try makeClient("redis://127.0.0.1:\(port)")
+        defer { client.shutdown() }
+        let started = ContinuousClock.now
+        let error = await #expect(throws: RedisClientError.self) { try await client.send("PING") }
+        #expect(error?.code == .connectionRefused)
+        #expect(error?.isUnavailable == true)
+        #expect(ContinuousClock.now - started < .seconds(1))
+    }
+
+    @Test func serverKilledMidFlightFailsEveryPendingCallThenRecovers() async throws {
+        try await withRedisServer { server in
+            let client = try makeClient(server.url) { $0.poolSize = 2; $0.commandTimeout = .seconds(10) }
+            defer { client.shutdown() }
+            try await client.send("SET", "k", "v")
+            // Park the server so that everything after this is in flight when it dies.
+            let results = try await withThrowingTaskGroup(of: Result<RESPValue, RedisClientError>.self) { group in
+                group.addTask { await Self.capture { try await client.send("DEBUG", "SLEEP", 5) } }
+                for _ in 0..<200 { group.addTask { await Self.capture { try await client.send("GET", "k") } } }
+                try await Task.sleep(for: .milliseconds(200))
+                let killedAt = ContinuousClock.now
+                server.kill()
+                var results: [Result<RESPValue, RedisClientError>] = []
+                for try await result in group { results.append(result) }
+                #expect(ContinuousClock.now - killedAt < .seconds(2), "pending calls must fail fast")
+                return results
+            }
+            let failures = results.compactMap { result -> RedisClientError? in
+                if case .failure(let error) = result { return error }
+                return nil
+            }
+            #expect(failures.count == results.count, "every in-flight command fails")
+            #expect(failures.allSatisfy { $0.isUnavailable }, "\(failures.first.map(String.init(describing:)) ?? "")")
+
+            // While the server is down, calls fail fast with an "unavailable" error.
+            let down = await #expect(throws: RedisClientError.self) { try await client.send("PING") }
+            #expect(down?.isUnavailable == true)
+
+            try server.start()
+            let recovered = ContinuousClock.now
+            var reply: RESPValue?
+            while reply == nil && ContinuousClock.now - recovered < .seconds(5) {
+                reply = try? await client.send("PING")
+                if reply == nil { try await Task.sleep(for: .milliseconds(20)) }
+            }
+            #expect(reply == .simpleString("PONG"))
+            #expect(ContinuousClock.now - recovered < .seconds(3), "recovers within the maximum backoff")
+        }
+    }
+
+    @Test func commandTimeoutReplacesTheConnectionAndFailsEveryoneInFlight() async throws {
+        try await withRedisServer { server in
+            let client = try makeClient(server.url) { $0.poolSize = 1; $0.commandTimeout = .milliseconds(300) }
+            defer { client.shutdown() }
+            let before = try await client.send("CLIENT", "ID").int
+            async let slow = Self.capture { try await client.send("DEBUG", "SLEEP", 1) }
+            try await Task.sleep(for: .milliseconds(50))
+            async let behind = Self.capture { try await client.send("PING") }
+            let (slowResult, behindResult) = await (slow, behind)
+            for result in [slowResult, behindResult] {
+                guard case .failure(let error) = result else {
+                    Issue.record("expected a timeout, got \(result)")
+                    continue
+                }
+                #expect(error.code == .commandTimeout)
+                #expect(error.isUnavailable)
+            }
+            // The next command runs on a fresh connection, once the server is responsive again.
+            try await Task.sleep(for: .milliseconds(800))
+            let after = try await client.send("CLIENT", "ID").int
+            #expect(before != nil && after != nil && before != after)
+        }
+    }
+
+    @Test func cancellationReachesAWaitingCommandAndKeepsTheConnectionConsistent() async throws {
+        try await withRedisServer { server in
+            let client = try makeClient(server.url) { $0.poolSize = 1 }
+            defer { client.shutdown() }
+            try await client.send("SET", "k", "value")
+            let slow = Task { try await client.send("DEBUG", "SLEEP", 0.4) }
+            try await Task.sleep(for: .milliseconds(50))
+            let cancelledAt = ContinuousClock.now
+            slow.cancel()
+            let outcome = await slow.result
+            #expect(ContinuousClock.now - cancelledAt < .milliseconds(200))
+            #expect(throws: CancellationError.self) { try outcome.get() }
+            // The discarded DEBUG reply must not be handed to the next caller.
+            #expect(try await client.send("GET", "k") == .bulkString(Array("value".utf8)))
+
+            // A task cancelled before sending never sends.
+            let never = Task {
+                withUnsafeCurrentTask { $0?.cancel() }
+                return try await client.send("INCR", "counter")
+            }
+            await #expect(throws: CancellationError.self) { try await never.value }
+            #expect(try await client.send("GET", "counter") == .null)
+        }
+    }
+
+    @Test func garbageFromTheSocketIsAProtocolError() async throws {
+        let server = try GarbageServer(response: Array("HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n".utf8))
+        let client = try makeClient("redis://127.0.0.1:\(server.port)") { $0.clientName = nil }
+        defer { client.shutdown() }
+        let error = await #expect(throws: RedisClientError.self) { try await client.send("PING") }
+        #expect(error?.code == .protocolError)
+        #expect(error?.isUnavailable == true)
+    }
+
+    @Test func shutdownRejectsNewCommands() async throws {
+        try await withRedisURL { url in
+            let client = try makeClient(url)
+            #expect(try await client.send("PING") == .simpleString("PONG"))
+            client.shutdown()
+            let error = await #expect(throws: RedisClientError.self) { try await client.send("PING") }
+            #expect(error?.code == .clientClosed)
+        }
+    }
+
+    static func capture(_ body: () async throws -> RESPValue) async -> Result<RESPValue, RedisClientError> {
+        do { return .success(try await body()) } catch let error as RedisClientError { return .failure(error) } catch {
+            return .failure(RedisClientError(.unexpectedReply, "\(error)"))
+        }
+    }
+}
+
+/// A TCP server that answers every connection with fixed bytes, then closes it.
+final class GarbageServer: Sendable {
+    let port: Int
+    init(response: [UInt8]) throws {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        address.sin_port = 0
+        var one: Int32 = 1
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
+        _ = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        listen(fd, 8)
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
+        }
+        port = Int(UInt16(bigEndian: address.sin_port))
+        Thread.detachNewThread {
+            for _ in 0..<4 {
+                let client = accept(fd, nil, nil)
+                if client < 0 { break }
+                var request = [UInt8](repeating: 0, count: 1024)
+                _ = recv(client, &request, request.count, 0)
+                _ = response.withUnsafeBytes { send(client, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+                close(client)
+            }
+            close(fd)
+        }
+    }
+}
