@@ -134,34 +134,36 @@ public final class RedisClient: Sendable {
 
     // MARK: pool
 
-    /// Picks the least-loaded live connection, opening another one when all are busy and
-    /// a slot is free.
+    /// Picks a connection: the first live one with fewer than
+    /// ``RedisConfiguration/spreadThreshold`` commands in flight (filling one connection
+    /// first gives the biggest pipelined batches); when all are that busy, a new one in a
+    /// free slot; failing that, the least loaded.
     func connection() throws(RedisClientError) -> RedisConnection {
         let now = ContinuousClock.now
+        let threshold = configuration.spreadThreshold
         return try pool.withLock { (pool) throws(RedisClientError) -> RedisConnection in
             if pool.closed { throw RedisClientError(.clientClosed, "the Redis client was shut down") }
-            var best: (index: Int, load: Int)? = nil
+            var leastLoaded: (connection: RedisConnection, load: Int)? = nil
             var free: Int? = nil
             var backoffError: RedisClientError? = nil
             for index in pool.slots.indices {
                 if let connection = pool.slots[index].connection, !connection.isClosed {
                     let load = connection.load
-                    if best == nil || load < best!.load { best = (index, load) }
+                    if load < threshold { return connection }
+                    if leastLoaded.map({ load < $0.load }) ?? true { leastLoaded = (connection, load) }
                 } else if let retryAt = pool.slots[index].retryAt, retryAt > now {
                     backoffError = backoffError ?? pool.slots[index].lastError
                 } else if free == nil {
                     free = index
                 }
             }
-            if let best, best.load == 0 || free == nil, let connection = pool.slots[best.index].connection {
+            if let free {
+                let connection = makeConnection(slot: free)
+                pool.slots[free].connection = connection
                 return connection
             }
-            guard let free else {
-                throw backoffError ?? RedisClientError(.connectionRefused, "no Redis connection available")
-            }
-            let connection = makeConnection(slot: free)
-            pool.slots[free].connection = connection
-            return connection
+            if let leastLoaded { return leastLoaded.connection }
+            throw backoffError ?? RedisClientError(.connectionRefused, "no Redis connection available")
         }
     }
 

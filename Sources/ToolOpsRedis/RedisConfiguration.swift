@@ -40,6 +40,11 @@ public struct RedisConfiguration: Sendable {
     /// concurrent callers are pipelined on each connection, so a small pool suffices.
     /// Defaults to 2.
     public var poolSize: Int
+    /// Commands in flight on a connection before the pool puts new commands on another one.
+    /// One connection pipelines best (bigger batches, fewer thread wake-ups); more are used
+    /// only under heavy load or when one is slow (a big reply, a blocking command).
+    /// Defaults to 64.
+    public var spreadThreshold: Int
     /// Delay between reconnect attempts after a failure. Defaults to 50 ms doubling to 2 s.
     public var reconnect: ReconnectBackoff
     /// Sent with `CLIENT SETNAME` on connect so operators can spot our connections.
@@ -58,6 +63,7 @@ public struct RedisConfiguration: Sendable {
         connectTimeout: Duration = .seconds(5),
         commandTimeout: Duration = .seconds(5),
         poolSize: Int = 2,
+        spreadThreshold: Int = 64,
         reconnect: ReconnectBackoff = .init(),
         clientName: String? = "toolops",
         maximumReplyBytes: Int = 512 * 1024 * 1024 + 64 * 1024
@@ -70,6 +76,7 @@ public struct RedisConfiguration: Sendable {
         self.connectTimeout = connectTimeout
         self.commandTimeout = commandTimeout
         self.poolSize = poolSize
+        self.spreadThreshold = spreadThreshold
         self.reconnect = reconnect
         self.clientName = clientName
         self.maximumReplyBytes = maximumReplyBytes
@@ -79,6 +86,7 @@ public struct RedisConfiguration: Sendable {
     public func validate() throws(RedisClientError) {
         func bad(_ message: String) -> RedisClientError { RedisClientError(.invalidConfiguration, message) }
         if poolSize < 1 || poolSize > 1024 { throw bad("poolSize must be 1...1024, got \(poolSize)") }
+        if spreadThreshold < 1 { throw bad("spreadThreshold must be >= 1, got \(spreadThreshold)") }
         if database < 0 { throw bad("database must be >= 0, got \(database)") }
         if connectTimeout <= .zero { throw bad("connectTimeout must be positive") }
         if commandTimeout <= .zero { throw bad("commandTimeout must be positive") }

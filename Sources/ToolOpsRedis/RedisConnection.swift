@@ -143,8 +143,10 @@ final class RedisConnection: Sendable {
             switch state.phase {
             case .closed(let error):
                 return .fail(error)
-            case .open(let fd, let directWrites) where directWrites && state.idle && state.pending.isEmpty:
-                // Nothing else is being written: send straight away from this thread.
+            case .open(let fd, let directWrites) where directWrites && state.idle && state.pending.isEmpty && state.inFlight == 0:
+                // An idle connection: send straight away from this thread (saves a thread
+                // hop on the latency-bound path). With commands in flight, queue instead so
+                // the I/O thread writes them together.
                 let sent = request.bytes.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL | MSG_DONTWAIT)) }
                 if sent == request.bytes.count {
                     state.waiters[request.id] = continuation

@@ -1,6 +1,196 @@
 import ArgumentParser
+import Foundation
+import Logging
+import ToolOpsRedis
 
 struct Bench: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Benchmarks (printed side by side with a reference).")
-    func run() async throws { print("bench: not yet") }
+    static let configuration = CommandConfiguration(
+        abstract: "Benchmarks, printed side by side with a reference measured in the same run.",
+        subcommands: [RedisBench.self]
+    )
+}
+
+/// `toolops bench redis`: GET and EVALSHA through our client vs redis-benchmark, against one
+/// freshly started redis-server, at the same concurrency.
+struct RedisBench: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "redis",
+        abstract: "GET and EVALSHA ops/s through ToolOpsRedis vs redis-benchmark at concurrency 1, 16, 64."
+    )
+
+    @Option(help: "Requests per measurement.")
+    var requests: Int = 100_000
+
+    @Option(help: "Comma-separated concurrency levels.")
+    var concurrency: String = "1,16,64"
+
+    @Option(help: "Connections in our client's pool.")
+    var poolSize: Int = 2
+
+    @Option(help: "Rounds per cell; the best round of each side is reported.")
+    var rounds: Int = 1
+
+    @Option(help: "Use this server instead of starting one (it must allow SET/SCRIPT LOAD).")
+    var redisURL: String?
+
+    func run() async throws {
+        let levels = concurrency.split(separator: ",").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }
+        let server: BenchRedisServer? = redisURL == nil ? try BenchRedisServer.start() : nil
+        defer { server?.stop() }
+        let url = redisURL ?? server!.url
+        var configuration = try RedisConfiguration(url: url)
+        configuration.poolSize = poolSize
+        let client = try RedisClient(configuration: configuration)
+        defer { client.shutdown() }
+        guard case .tcp(let host, let port) = configuration.endpoint else {
+            throw ValidationError("redis-benchmark needs a TCP endpoint")
+        }
+
+        let key = "bench:key"
+        try await client.send("SET", key, "xxx")  // 3 bytes, redis-benchmark's default -d
+        let script = RedisScript("return redis.call('GET', KEYS[1])")
+        _ = try await client.send("SCRIPT", "LOAD", script.source)
+
+        say("redis-server \(try await serverVersion(client)) at \(host):\(port); \(requests) requests per cell; pool \(poolSize)")
+        say("")
+        say(pad("command", 8) + pad("conc", 6) + pad("ToolOpsRedis ops/s", 20) + pad("redis-benchmark ops/s", 23) + "ratio")
+        var rows: [(String, Int, Double, Double)] = []
+        for (name, command, args) in [
+            ("GET", RedisCommand("GET", key), ["GET", key]),
+            ("EVALSHA", RedisCommand.evalSHA(script, keys: [key]), ["EVALSHA", script.sha1, "1", key]),
+        ] {
+            for level in levels {
+                var ours = 0.0
+                var reference = 0.0
+                for _ in 0..<max(1, rounds) {
+                    ours = max(ours, try await measure(client, command, concurrency: level))
+                    reference = max(reference, try referenceOps(host: host, port: port, concurrency: level, args: args))
+                }
+                rows.append((name, level, ours, reference))
+                say(pad(name, 8) + pad("\(level)", 6) + pad(format(ours), 20) + pad(format(reference), 23)
+                    + String(format: "%.2f×", ours / reference))
+            }
+        }
+    }
+
+    func serverVersion(_ client: RedisClient) async throws -> String {
+        let info = try await client.send("INFO", "server").string ?? ""
+        return info.split(separator: "\r\n").first { $0.hasPrefix("redis_version:") }?.dropFirst(14).description ?? "?"
+    }
+
+    /// ops/s of `concurrency` tasks each sending `command` back to back through one client.
+    func measure(_ client: RedisClient, _ command: RedisCommand, concurrency: Int) async throws -> Double {
+        let perTask = max(1, requests / concurrency)
+        // Warm up: connect the pool and fault in the code paths.
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for _ in 0..<concurrency { group.addTask { for _ in 0..<min(200, perTask) { try await client.send(command) } } }
+            try await group.waitForAll()
+        }
+        let start = ContinuousClock.now
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for _ in 0..<concurrency {
+                group.addTask { for _ in 0..<perTask { try await client.send(command) } }
+            }
+            try await group.waitForAll()
+        }
+        let elapsed = ContinuousClock.now - start
+        return Double(perTask * concurrency) / elapsed.seconds
+    }
+
+    /// redis-benchmark's requests per second for the same command and concurrency.
+    func referenceOps(host: String, port: Int, concurrency: Int, args: [String]) throws -> Double {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = ["redis-benchmark", "-h", host, "-p", "\(port)", "-c", "\(concurrency)",
+                             "-n", "\(requests)", "--csv"] + args
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        let data = pipe.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        let output = String(decoding: data, as: UTF8.self)
+        // CSV: "test","rps",… — the second line holds the numbers.
+        guard let line = output.split(separator: "\n").dropFirst().first,
+            let rps = Double(line.split(separator: ",")[1].trimmingCharacters(in: CharacterSet(charactersIn: "\"")))
+        else { throw ValidationError("cannot parse redis-benchmark output: \(output)") }
+        return rps
+    }
+
+    func format(_ value: Double) -> String { String(format: "%.0f", value) }
+    func pad(_ text: String, _ width: Int) -> String { text.padding(toLength: max(width, text.count + 1), withPad: " ", startingAt: 0) }
+}
+
+extension Duration {
+    var seconds: Double { Double(components.seconds) + Double(components.attoseconds) * 1e-18 }
+}
+
+/// A throwaway redis-server for a benchmark run, in the foreground as our child.
+///
+/// `@unchecked Sendable`: `process` is set once in `init` and only read afterwards.
+final class BenchRedisServer: @unchecked Sendable {
+    let url: String
+    let process: Process
+    let directory: String
+
+    private init(url: String, process: Process, directory: String) {
+        self.url = url
+        self.process = process
+        self.directory = directory
+    }
+
+    static func start() throws -> BenchRedisServer {
+        let directory = NSTemporaryDirectory() + "toolops-bench-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let port = try freeLoopbackPort()
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = ["redis-server", "--port", "\(port)", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                             "--dir", directory, "--logfile", directory + "/redis.log"]
+        process.standardOutput = FileHandle.nullDevice
+        try process.run()
+        let server = BenchRedisServer(url: "redis://127.0.0.1:\(port)", process: process, directory: directory)
+        for _ in 0..<500 {
+            guard process.isRunning else { break }
+            if let log = try? String(contentsOfFile: directory + "/redis.log", encoding: .utf8), log.contains("Ready to accept") {
+                return server
+            }
+            usleep(10_000)
+        }
+        server.stop()
+        throw ValidationError("redis-server did not start on port \(port)")
+    }
+
+    func stop() {
+        if process.isRunning {
+            // SIGKILL: the child may inherit a signal mask that blocks SIGTERM, and the
+            // server holds nothing worth saving.
+            kill(process.processIdentifier, SIGKILL)
+            process.waitUntilExit()
+        }
+        try? FileManager.default.removeItem(atPath: directory)
+    }
+}
+
+/// Prints a line unbuffered, so progress shows while the benchmark runs.
+func say(_ line: String = "") {
+    FileHandle.standardOutput.write(Data((line + "\n").utf8))
+}
+
+/// A port the kernel just handed out on 127.0.0.1 (free at the time of asking).
+func freeLoopbackPort() throws -> Int {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    guard fd >= 0 else { throw ValidationError("socket() failed") }
+    defer { close(fd) }
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_addr.s_addr = inet_addr("127.0.0.1")
+    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+    let ok = withUnsafeMutablePointer(to: &address) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+            bind(fd, $0, length) == 0 && getsockname(fd, $0, &length) == 0
+        }
+    }
+    guard ok else { throw ValidationError("cannot find a free port") }
+    return Int(UInt16(bigEndian: address.sin_port))
 }
