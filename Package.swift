@@ -59,7 +59,11 @@ let package = Package(
         ),
         .testTarget(
             name: "ToolOpsRedisTests",
-            dependencies: ["ToolOpsRedis", "CHiredis"],
+            dependencies: [
+                "ToolOpsRedis",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
             swiftSettings: strict
         ),
     ],

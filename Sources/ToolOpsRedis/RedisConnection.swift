@@ -44,7 +44,6 @@ final class RedisConnection: Sendable {
         var sentDirectly: [(id: UInt64, replies: Int, sentAt: ContinuousClock.Instant)] = []
         var waiters: [UInt64: Continuation] = [:]
         var cancelledBeforeWaiting: Set<UInt64> = []
-        var nextID: UInt64 = 1
         /// The I/O thread is (about to be) blocked in poll with nothing left to write.
         var idle = false
         var wakeSignalled = false
@@ -54,6 +53,7 @@ final class RedisConnection: Sendable {
 
     let id: Int
     let state = Mutex(State())
+    private let requestIDs = Atomic<UInt64>(0)
     private let wakeRead: Int32
     private let wakeWrite: Int32
     let configuration: RedisConfiguration
@@ -111,10 +111,7 @@ final class RedisConnection: Sendable {
     /// Sends an encoded request expecting `replies` replies. One reply is returned as is;
     /// several come back as one `.array`.
     func execute(_ bytes: [UInt8], replies: Int) async throws -> RESPValue {
-        let id = state.withLock { state -> UInt64 in
-            defer { state.nextID &+= 1 }
-            return state.nextID
-        }
+        let id = requestIDs.add(1, ordering: .relaxed).newValue
         return try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { (continuation: Continuation) in
                 enqueue(Request(id: id, bytes: bytes, replies: replies), continuation: continuation)
@@ -225,8 +222,8 @@ final class RedisConnection: Sendable {
 
     /// Fails everything queued and in flight and marks the connection closed.
     fileprivate func fail(_ error: RedisClientError) {
-        let continuations: [Continuation] = state.withLock { state in
-            if case .closed = state.phase { return [] }
+        let continuations: [Continuation]? = state.withLock { state in
+            if case .closed = state.phase { return nil }
             state.phase = .closed(error)
             state.pending.removeAll()
             state.sentDirectly.removeAll()
@@ -234,6 +231,7 @@ final class RedisConnection: Sendable {
             defer { state.waiters.removeAll() }
             return Array(state.waiters.values)
         }
+        guard let continuations else { return }
         for continuation in continuations { continuation.resume(throwing: error) }
         onClose(error)
     }

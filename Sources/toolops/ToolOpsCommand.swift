@@ -35,7 +35,8 @@ struct Ping: AsyncParsableCommand {
         for _ in 0..<max(1, count) {
             var reply: RESPValue = .null
             let elapsed = try await clock.measure { reply = try await client.send("PING") }
-            print("\(RedisConfiguration.redact(redis)): \(reply) in \(elapsed)")
+            let micros = elapsed.components.seconds * 1_000_000 + elapsed.components.attoseconds / 1_000_000_000_000
+            print("\(RedisConfiguration.redact(redis)): \(reply) in \(micros) µs")
         }
     }
 }

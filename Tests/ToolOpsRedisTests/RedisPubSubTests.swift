@@ -5,7 +5,7 @@ import Testing
 struct RedisPubSubTests {
     @Test func messagesArriveOnChannelsAndPatterns() async throws {
         try await withRedisServer { server in
-            let client = try RedisClient(url: server.url)
+            let client = try RedisClient(url: server.url, logger: quietLogger)
             defer { client.shutdown() }
             let subscription = try await client.subscribe(to: ["news"], patterns: ["cache:*"])
             var iterator = subscription.makeAsyncIterator()
@@ -19,7 +19,7 @@ struct RedisPubSubTests {
 
     @Test func subscriptionSurvivesClientKill() async throws {
         try await withRedisServer { server in
-            let client = try RedisClient(url: server.url)
+            let client = try RedisClient(url: server.url, logger: quietLogger)
             defer { client.shutdown() }
             let subscription = try await client.subscribe(to: ["events"])
             var iterator = subscription.makeAsyncIterator()
@@ -40,7 +40,7 @@ struct RedisPubSubTests {
 
     @Test func endingTheIterationUnsubscribes() async throws {
         try await withRedisServer { server in
-            let client = try RedisClient(url: server.url)
+            let client = try RedisClient(url: server.url, logger: quietLogger)
             defer { client.shutdown() }
             do {
                 let subscription = try await client.subscribe(to: ["transient"])

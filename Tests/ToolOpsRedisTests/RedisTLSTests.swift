@@ -9,7 +9,7 @@ struct RedisTLSTests {
         var configuration = try RedisConfiguration(url: "rediss://\(host):\(server.port)")
         configuration.tls = tls
         configuration.connectTimeout = .seconds(2)
-        return try RedisClient(configuration: configuration)
+        return try RedisClient(configuration: configuration, logger: quietLogger)
     }
 
     @Test func rightCAWorksAndCarriesBinaryData() async throws {

@@ -1,4 +1,5 @@
 import Foundation
+import Logging
 import Synchronization
 import Testing
 
@@ -199,3 +200,6 @@ final class TestCertificates: Sendable {
         guard process.terminationStatus == 0 else { throw TestFailure("openssl \(arguments.joined(separator: " ")) failed") }
     }
 }
+
+/// Tests assert on errors directly; connection warnings would only clutter the CI log.
+let quietLogger = Logger(label: "toolops.test", factory: { _ in SwiftLogNoOpLogHandler() })

@@ -1,0 +1,23 @@
+SHELL := /bin/bash
+# ToolOps — the two set-up commands on a fresh Debian 12 machine are `make run` and `make test`.
+.PHONY: deps run test bench build
+
+deps:
+	@bash scripts/install-deps.sh
+
+build: deps
+	swift build
+
+# The main job (today: version + a PING through the client; the server comes later).
+run: deps
+	@bash scripts/run.sh
+
+# All tests. Each Redis test starts its own redis-server on a free loopback port
+# (or set TOOLOPS_TEST_REDIS_URL to use an existing server for the plain ones).
+test: deps
+	swift test 2>&1 | grep -v "prohibited flag"; exit $${PIPESTATUS[0]}
+
+# Benchmarks, side by side with redis-benchmark in the same run.
+bench: deps
+	swift build -c release --product toolops 2>&1 | grep -v "prohibited flag" | tail -n 3
+	.build/release/toolops bench redis

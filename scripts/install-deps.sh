@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Installs the system packages ToolOps builds and tests against (Debian/Ubuntu), if missing.
+set -euo pipefail
+packages=(libhiredis-dev libssl-dev redis-server redis-tools pkg-config openssl)
+missing=()
+for package in "${packages[@]}"; do
+    dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
+done
+if [ ${#missing[@]} -eq 0 ]; then exit 0; fi
+echo "installing: ${missing[*]}"
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+# The Debian package starts a system redis on 6379; tests start their own servers.
