@@ -482,15 +482,7 @@ private final class ConnectionIO {
                 if taken == 0 && cipherOut.isEmpty { return }
             }
         } else {
-            while plainOffset < plainOut.count {
-                let sent = plainOut.withUnsafeBytes { raw in
-                    send(fd, raw.baseAddress! + plainOffset, raw.count - plainOffset, Int32(MSG_NOSIGNAL | MSG_DONTWAIT))
-                }
-                if sent > 0 { plainOffset += sent; continue }
-                if errno == EINTR { continue }
-                if errno == EAGAIN || errno == EWOULDBLOCK { break }
-                throw RedisClientError(.connectionClosed, "write failed: \(PosixSocket.errnoString())")
-            }
+            try sendNonBlocking(plainOut, from: &plainOffset)
             if plainOffset >= plainOut.count {
                 plainOut.removeAll(keepingCapacity: true)
                 plainOffset = 0
@@ -502,17 +494,25 @@ private final class ConnectionIO {
     }
 
     private func sendCiphertext() throws {
-        while cipherOffset < cipherOut.count {
-            let sent = cipherOut.withUnsafeBytes { raw in
-                send(fd, raw.baseAddress! + cipherOffset, raw.count - cipherOffset, Int32(MSG_NOSIGNAL | MSG_DONTWAIT))
+        try sendNonBlocking(cipherOut, from: &cipherOffset)
+        if cipherOffset >= cipherOut.count {
+            cipherOut.removeAll(keepingCapacity: true)
+            cipherOffset = 0
+        }
+    }
+
+    /// Sends `buffer[offset...]` until done or the socket buffer is full; advances `offset`.
+    private func sendNonBlocking(_ buffer: [UInt8], from offset: inout Int) throws {
+        while offset < buffer.count {
+            let start = offset
+            let sent = buffer.withUnsafeBytes { raw in
+                send(fd, raw.baseAddress! + start, raw.count - start, Int32(MSG_NOSIGNAL | MSG_DONTWAIT))
             }
-            if sent > 0 { cipherOffset += sent; continue }
+            if sent > 0 { offset += sent; continue }
             if errno == EINTR { continue }
             if errno == EAGAIN || errno == EWOULDBLOCK { return }
             throw RedisClientError(.connectionClosed, "write failed: \(PosixSocket.errnoString())")
         }
-        cipherOut.removeAll(keepingCapacity: true)
-        cipherOffset = 0
     }
 
     func readAvailable() throws {
