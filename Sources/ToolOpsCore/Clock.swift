@@ -1,0 +1,118 @@
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A point in time on a ``ToolOpsClock``, in nanoseconds since the clock's origin.
+public struct ClockInstant: Hashable, Comparable, Sendable, CustomStringConvertible {
+    public var nanoseconds: Int64
+    public init(nanoseconds: Int64) { self.nanoseconds = nanoseconds }
+
+    public static func < (lhs: Self, rhs: Self) -> Bool { lhs.nanoseconds < rhs.nanoseconds }
+    public static func + (lhs: Self, rhs: Duration) -> Self { Self(nanoseconds: lhs.nanoseconds &+ rhs.nanosecondsClamped) }
+    public static func - (lhs: Self, rhs: Duration) -> Self { Self(nanoseconds: lhs.nanoseconds &- rhs.nanosecondsClamped) }
+    public static func - (lhs: Self, rhs: Self) -> Duration { .nanoseconds(lhs.nanoseconds &- rhs.nanoseconds) }
+    public var description: String { "\(nanoseconds)ns" }
+}
+
+extension Duration {
+    /// The duration in whole nanoseconds, saturating at the `Int64` range.
+    public var nanosecondsClamped: Int64 {
+        let (seconds, attoseconds) = components
+        let (product, overflow) = seconds.multipliedReportingOverflow(by: 1_000_000_000)
+        if overflow { return seconds < 0 ? .min : .max }
+        let (sum, overflow2) = product.addingReportingOverflow(attoseconds / 1_000_000_000)
+        return overflow2 ? (product < 0 ? .min : .max) : sum
+    }
+
+    /// The duration in seconds as a `Double`.
+    public var secondsDouble: Double { Double(components.seconds) + Double(components.attoseconds) * 1e-18 }
+}
+
+/// Time for policies, injectable so that tests never sleep.
+public protocol ToolOpsClock: Sendable {
+    var now: ClockInstant { get }
+    /// Sleeps until `deadline`; throws `CancellationError` when the task is cancelled.
+    func sleep(until deadline: ClockInstant) async throws
+}
+
+extension ToolOpsClock {
+    public func sleep(for duration: Duration) async throws { try await sleep(until: now + duration) }
+}
+
+/// The system's monotonic clock (`CLOCK_MONOTONIC`): one timeline for every process on a
+/// host, so file-backed state can be shared between processes.
+public struct SystemClock: ToolOpsClock {
+    public init() {}
+    public var now: ClockInstant {
+        var spec = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &spec)
+        return ClockInstant(nanoseconds: Int64(spec.tv_sec) * 1_000_000_000 + Int64(spec.tv_nsec))
+    }
+    public func sleep(until deadline: ClockInstant) async throws {
+        let remaining = deadline - now
+        if remaining > .zero { try await Task.sleep(for: remaining) } else { try Task.checkCancellation() }
+    }
+}
+
+/// A clock that only moves when told to. Sleepers wake when ``advance(by:)`` passes their deadline.
+///
+/// ```swift
+/// let clock = ManualClock()
+/// async let done: Void = clock.sleep(for: .seconds(5))
+/// clock.advance(by: .seconds(5))   // wakes the sleeper
+/// ```
+public final class ManualClock: ToolOpsClock {
+    struct Sleeper {
+        var deadline: ClockInstant
+        var continuation: CheckedContinuation<Void, any Error>
+    }
+    struct State {
+        var now: ClockInstant
+        var sleepers: [UInt64: Sleeper] = [:]
+        var nextID: UInt64 = 0
+    }
+    private let state: Mutex<State>
+
+    public init(now: ClockInstant = ClockInstant(nanoseconds: 1_000_000_000_000)) { state = Mutex(State(now: now)) }
+
+    public var now: ClockInstant { state.withLock { $0.now } }
+
+    /// Number of tasks currently sleeping on this clock.
+    public var sleeperCount: Int { state.withLock { $0.sleepers.count } }
+
+    public func advance(by duration: Duration) {
+        let woken: [CheckedContinuation<Void, any Error>] = state.withLock { state in
+            state.now = state.now + duration
+            let due = state.sleepers.filter { $0.value.deadline <= state.now }
+            for id in due.keys { state.sleepers[id] = nil }
+            return due.values.sorted { $0.deadline < $1.deadline }.map(\.continuation)
+        }
+        for continuation in woken { continuation.resume() }
+    }
+
+    public func sleep(until deadline: ClockInstant) async throws {
+        let id = state.withLock { state -> UInt64 in
+            state.nextID += 1
+            return state.nextID
+        }
+        try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+                let resumeNow: (any Error)?? = state.withLock { state in
+                    if Task.isCancelled { return .some(CancellationError()) }
+                    if deadline <= state.now { return .some(nil) }
+                    state.sleepers[id] = Sleeper(deadline: deadline, continuation: continuation)
+                    return .none
+                }
+                switch resumeNow {
+                case .some(.some(let error)): continuation.resume(throwing: error)
+                case .some(.none): continuation.resume()
+                case .none: break
+                }
+            }
+        } onCancel: {
+            let sleeper = state.withLock { $0.sleepers.removeValue(forKey: id) }
+            sleeper?.continuation.resume(throwing: CancellationError())
+        }
+    }
+}
