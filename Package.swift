@@ -12,6 +12,7 @@ let package = Package(
     products: [
         .library(name: "ToolOpsRedis", targets: ["ToolOpsRedis"]),
         .library(name: "ToolOpsCore", targets: ["ToolOpsCore"]),
+        .library(name: "ToolOpsResilience", targets: ["ToolOpsResilience"]),
         .executable(name: "toolops", targets: ["toolops"]),
     ],
     dependencies: [
@@ -49,6 +50,11 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceContextModule", package: "swift-service-context"),
             ],
+            swiftSettings: strict
+        ),
+        .target(
+            name: "ToolOpsResilience",
+            dependencies: ["ToolOpsCore"],
             swiftSettings: strict
         ),
         .executableTarget(

@@ -7,15 +7,14 @@ import Glibc
 enum IOThread {
     private final class Body {
         let run: @Sendable () -> Void
-        let name: String
-        init(_ name: String, _ run: @escaping @Sendable () -> Void) {
-            self.name = name
+        init(_ run: @escaping @Sendable () -> Void) {
             self.run = run
         }
     }
 
-    static func start(name: String, _ body: @escaping @Sendable () -> Void) {
-        let context = Unmanaged.passRetained(Body(name, body)).toOpaque()
+    /// Returns `false` when the thread could not be created (out of resources).
+    static func start(_ body: @escaping @Sendable () -> Void) -> Bool {
+        let context = Unmanaged.passRetained(Body(body)).toOpaque()
         var thread = pthread_t()
         var attributes = pthread_attr_t()
         pthread_attr_init(&attributes)
@@ -28,7 +27,10 @@ enum IOThread {
             body.run()
             return nil
         }, context)
-        // Thread creation only fails when the process is out of resources.
-        precondition(rc == 0, "pthread_create failed: \(rc)")
+        if rc != 0 {
+            Unmanaged<Body>.fromOpaque(context).release()
+            return false
+        }
+        return true
     }
 }

@@ -99,7 +99,13 @@ public final class RedisClient: Sendable {
         bytes.reserveCapacity(commands.reduce(0) { $0 + $1.encoded.count })
         for command in commands { bytes.append(contentsOf: command.encoded) }
         let reply = try await connection().execute(bytes, replies: commands.count)
-        guard case .array(let replies) = reply, replies.count == commands.count else {
+        // One expected reply comes back bare; several come back collected in an array.
+        let replies: [RESPValue]
+        if commands.count == 1 {
+            replies = [reply]
+        } else if case .array(let collected) = reply, collected.count == commands.count {
+            replies = collected
+        } else {
             throw RedisClientError(.protocolError, "pipeline reply count mismatch")
         }
         var results: [Result<RESPValue, RedisClientError>] = []
@@ -147,6 +153,11 @@ public final class RedisClient: Sendable {
             var free: Int? = nil
             var backoffError: RedisClientError? = nil
             for index in pool.slots.indices {
+                if let connection = pool.slots[index].connection, let error = connection.closedError {
+                    // Closed but its close callback has not run yet: account for it here, so
+                    // a burst of callers cannot skip the backoff.
+                    recordClosed(&pool, slot: index, id: connection.id, error: error)
+                }
                 if let connection = pool.slots[index].connection, !connection.isClosed {
                     let load = connection.load
                     if load < threshold { return connection }
@@ -158,7 +169,7 @@ public final class RedisClient: Sendable {
                 }
             }
             if let free {
-                let connection = makeConnection(slot: free)
+                let connection = try makeConnection(slot: free)
                 pool.slots[free].connection = connection
                 return connection
             }
@@ -167,9 +178,9 @@ public final class RedisClient: Sendable {
         }
     }
 
-    private func makeConnection(slot: Int) -> RedisConnection {
+    private func makeConnection(slot: Int) throws(RedisClientError) -> RedisConnection {
         let id = nextConnectionID()
-        return RedisConnection(
+        return try RedisConnection(
             id: id, configuration: configuration, tls: tls, logger: logger,
             onOpen: { [weak self] in self?.connectionOpened(slot: slot, id: id) },
             onClose: { [weak self] error in self?.connectionClosed(slot: slot, id: id, error: error) }
@@ -187,22 +198,27 @@ public final class RedisClient: Sendable {
     }
 
     private func connectionClosed(slot: Int, id: Int, error: RedisClientError) {
-        let delay: Duration? = pool.withLock { pool in
-            guard pool.slots[slot].connection?.id == id else { return nil }
-            pool.slots[slot].connection = nil
-            pool.slots[slot].lastError = error
-            if pool.closed { return nil }
-            pool.slots[slot].consecutiveFailures += 1
-            // A connection that broke after working may reconnect at once; repeated failures back off.
-            let delay = configuration.reconnect.delay(afterFailures: pool.slots[slot].consecutiveFailures - 1)
-            pool.slots[slot].retryAt = delay > .zero ? .now.advanced(by: delay) : nil
-            return delay
-        }
+        let delay: Duration? = pool.withLock { pool in recordClosed(&pool, slot: slot, id: id, error: error) }
         if let delay {
             logger.warning(
                 "redis connection closed",
                 metadata: ["redis.connection": "\(id)", "error": "\(error)", "redis.retry_in": "\(delay)"])
         }
+    }
+
+    /// Frees the slot of a closed connection (once per connection) and schedules the next
+    /// attempt: at once after a working connection broke, with backoff after failed attempts.
+    /// Returns the delay, or `nil` if already accounted for.
+    @discardableResult
+    private func recordClosed(_ pool: inout Pool, slot: Int, id: Int, error: RedisClientError) -> Duration? {
+        guard pool.slots[slot].connection?.id == id else { return nil }
+        pool.slots[slot].connection = nil
+        pool.slots[slot].lastError = error
+        if pool.closed { return nil }
+        pool.slots[slot].consecutiveFailures += 1
+        let delay = configuration.reconnect.delay(afterFailures: pool.slots[slot].consecutiveFailures - 1)
+        pool.slots[slot].retryAt = delay > .zero ? .now.advanced(by: delay) : nil
+        return delay
     }
 
     // MARK: lifecycle

@@ -43,7 +43,6 @@ final class RedisConnection: Sendable {
         /// Requests written directly by callers, in order; the I/O thread adopts them.
         var sentDirectly: [(id: UInt64, replies: Int, sentAt: ContinuousClock.Instant)] = []
         var waiters: [UInt64: Continuation] = [:]
-        var cancelledBeforeWaiting: Set<UInt64> = []
         /// The I/O thread is (about to be) blocked in poll with nothing left to write.
         var idle = false
         var wakeSignalled = false
@@ -68,11 +67,11 @@ final class RedisConnection: Sendable {
         connectDelay: Duration = .zero,
         onOpen: @escaping @Sendable () -> Void = {},
         onClose: @escaping @Sendable (RedisClientError) -> Void = { _ in }
-    ) {
+    ) throws(RedisClientError) {
         var fds: [Int32] = [0, 0]
-        // pipe() only fails when the process is out of file descriptors; treat as fatal config.
-        let rc = pipe(&fds)
-        precondition(rc == 0, "pipe() failed: \(PosixSocket.errnoString())")
+        guard pipe(&fds) == 0 else {
+            throw RedisClientError(.connectionRefused, "cannot create a wake-up pipe: \(PosixSocket.errnoString())")
+        }
         PosixSocket.setNonBlocking(fds[0])
         PosixSocket.setNonBlocking(fds[1])
         self.wakeRead = fds[0]
@@ -86,9 +85,13 @@ final class RedisConnection: Sendable {
         self.mode = mode
         self.onOpen = onOpen
         self.onClose = onClose
-        IOThread.start(name: "redis-io-\(id)") { [self] in
+        let started = IOThread.start { [self] in
             let io = ConnectionIO(connection: self)
             io.run(connectDelay: connectDelay)
+        }
+        guard started else {
+            state.withLock { $0.phase = .closed(RedisClientError(.connectionRefused, "cannot start an I/O thread")) }
+            throw RedisClientError(.connectionRefused, "cannot start an I/O thread (out of resources)")
         }
     }
 
@@ -102,6 +105,14 @@ final class RedisConnection: Sendable {
         state.withLock { state in
             if case .closed = state.phase { return true }
             return state.closeRequested
+        }
+    }
+
+    /// Why the connection closed, once it has.
+    var closedError: RedisClientError? {
+        state.withLock { state in
+            if case .closed(let error) = state.phase { return error }
+            return nil
         }
     }
 
@@ -135,7 +146,8 @@ final class RedisConnection: Sendable {
     private func enqueue(_ request: Request, continuation: Continuation) {
         enum Action { case fail(any Error), wake, none }
         let action: Action = state.withLock { state in
-            if state.cancelledBeforeWaiting.remove(request.id) != nil { return .fail(CancellationError()) }
+            // A cancellation handler that ran before this registration found nothing to cancel.
+            if Task.isCancelled { return .fail(CancellationError()) }
             if state.closeRequested { return .fail(RedisClientError(.clientClosed, "the connection is shutting down")) }
             switch state.phase {
             case .closed(let error):
@@ -179,10 +191,8 @@ final class RedisConnection: Sendable {
 
     private func cancel(_ id: UInt64) {
         let continuation: Continuation? = state.withLock { state in
-            guard let continuation = state.waiters.removeValue(forKey: id) else {
-                state.cancelledBeforeWaiting.insert(id)
-                return nil
-            }
+            // Not registered yet: enqueue() sees Task.isCancelled. Already answered: nothing to do.
+            guard let continuation = state.waiters.removeValue(forKey: id) else { return nil }
             // Not yet handed to the I/O thread: drop it so it is never sent.
             if let index = state.pending.firstIndex(where: { $0.id == id }) {
                 state.pending.remove(at: index)
@@ -232,8 +242,9 @@ final class RedisConnection: Sendable {
             return Array(state.waiters.values)
         }
         guard let continuations else { return }
-        for continuation in continuations { continuation.resume(throwing: error) }
+        // Let the owner account for the failure before woken callers ask for a connection.
         onClose(error)
+        for continuation in continuations { continuation.resume(throwing: error) }
     }
 }
 
@@ -316,7 +327,10 @@ private final class ConnectionIO {
         }
         if let name = configuration.clientName { handshake.append(RedisCommand("CLIENT", "SETNAME", name)) }
         if configuration.database != 0 { handshake.append(RedisCommand("SELECT", configuration.database)) }
-        if !handshake.isEmpty {
+        // A server at maxclients (or loading) accepts and then answers with an error: only a
+        // real reply proves the connection usable.
+        handshake.append(RedisCommand("PING"))
+        do {
             for command in handshake { plainOut.append(contentsOf: command.encoded) }
             let results = try blockingReplies(handshake.count, deadline: deadline)
             for (command, reply) in zip(handshake, results) {
@@ -327,6 +341,9 @@ private final class ConnectionIO {
                     // A NOAUTH here means the server wants a password we were not given.
                     if message.hasPrefix("NOAUTH") { throw RedisClientError(.authenticationFailed, message) }
                     connection.logger.debug("CLIENT SETNAME refused", metadata: ["error": "\(message)"])
+                case "PING":
+                    if message.hasPrefix("NOAUTH") { throw RedisClientError(.authenticationFailed, message) }
+                    throw RedisClientError(.connectionRefused, "server refused the connection: \(message)")
                 default:
                     if message.hasPrefix("NOAUTH") { throw RedisClientError(.authenticationFailed, message) }
                     throw RedisClientError(.serverError, "\(command.name) failed: \(message)")
@@ -387,7 +404,14 @@ private final class ConnectionIO {
             if closing && inFlight.isEmpty && !hasOutput { return }
             if hasOutput {
                 try flushOutput()
-                if !hasOutput { connection.state.withLock { $0.idle = true } }
+                let hasOutput = self.hasOutput
+                let moreQueued = connection.state.withLock { state -> Bool in
+                    // Work queued while we wrote saw idle == false and sent no wake: take it now.
+                    if !state.pending.isEmpty { return true }
+                    state.idle = !hasOutput
+                    return false
+                }
+                if moreQueued { continue }
             }
 
             var waitMs: Int32 = -1
@@ -404,6 +428,9 @@ private final class ConnectionIO {
             if rc < 0 && errno != EINTR {
                 throw RedisClientError(.connectionClosed, "poll: \(PosixSocket.errnoString())")
             }
+            // Drain before clearing the flag: a wake signalled after the drain leaves a byte
+            // behind (a spurious wake later), never a set flag with an empty pipe.
+            if pollFDs[1].revents != 0 { connection.drainWake() }
             // Adopt direct writes now: their replies may be in the bytes we are about to read.
             let direct2 = connection.state.withLock { state in
                 state.idle = false
@@ -414,7 +441,6 @@ private final class ConnectionIO {
             for entry in direct2 {
                 inFlight.append(InFlight(id: entry.id, remaining: entry.replies, collected: nil, deadline: entry.sentAt.advanced(by: timeout)))
             }
-            if pollFDs[1].revents != 0 { connection.drainWake() }
             if pollFDs[0].revents & Int16(POLLIN | POLLHUP | POLLERR) != 0 {
                 try readAvailable()
                 try deliverReplies()

@@ -68,7 +68,7 @@ final class RedisSubscriber: Sendable {
         var groups: [UInt64: (Int, CheckedContinuation<Void, any Error>)] = [:]
         var failures = 0
         var lost = false
-        var restoreRemaining = 0
+        var restorePending: Set<String> = []
         var closed = false
     }
 
@@ -87,27 +87,54 @@ final class RedisSubscriber: Sendable {
 
     func subscribe(channels: [String], patterns: [String]) async throws -> RedisSubscription {
         let (stream, continuation) = AsyncStream<RedisPubSubEvent>.makeStream()
-        let (id, newChannels, newPatterns, connection) = try state.withLock { (state) throws(RedisClientError) in
-            if state.closed { throw RedisClientError(.clientClosed, "the Redis client was shut down") }
-            let id = state.nextID
+        let id = state.withLock { state -> UInt64 in
             state.nextID += 1
-            state.subscribers[id] = Subscriber(channels: channels, patterns: patterns, continuation: continuation)
-            var newChannels: [String] = []
-            var newPatterns: [String] = []
-            for channel in Set(channels) {
-                state.channels[channel, default: 0] += 1
-                if state.channels[channel] == 1 { newChannels.append(channel) }
-            }
-            for pattern in Set(patterns) {
-                state.patterns[pattern, default: 0] += 1
-                if state.patterns[pattern] == 1 { newPatterns.append(pattern) }
-            }
-            let connection = state.connection ?? startConnection(&state, delay: .zero)
-            return (id, newChannels, newPatterns, connection)
+            return state.nextID
         }
         continuation.onTermination = { [weak self] _ in self?.remove(id) }
         do {
-            try await confirm(channels: newChannels, patterns: newPatterns, on: connection)
+            try await withCheckedThrowingContinuation { (waiter: CheckedContinuation<Void, any Error>) in
+                // Register, and write (P)SUBSCRIBE under the same lock, so a concurrent
+                // unsubscribe of the same channel cannot be written after our subscribe.
+                let outcome: Result<Bool, RedisClientError> = state.withLock { state in
+                    if state.closed { return .failure(RedisClientError(.clientClosed, "the Redis client was shut down")) }
+                    state.subscribers[id] = Subscriber(channels: channels, patterns: patterns, continuation: continuation)
+                    var newChannels: [String] = []
+                    var newPatterns: [String] = []
+                    for channel in Set(channels) {
+                        state.channels[channel, default: 0] += 1
+                        if state.channels[channel] == 1 { newChannels.append(channel) }
+                    }
+                    for pattern in Set(patterns) {
+                        state.patterns[pattern, default: 0] += 1
+                        if state.patterns[pattern] == 1 { newPatterns.append(pattern) }
+                    }
+                    let keys = newChannels.map { "c:" + $0 } + newPatterns.map { "p:" + $0 }
+                    if keys.isEmpty { return .success(true) }
+                    do {
+                        let connection = try state.connection ?? startConnection(&state, delay: .zero)
+                        state.nextID += 1
+                        let group = state.nextID
+                        state.groups[group] = (keys.count, waiter)
+                        for key in keys { state.confirmations[key, default: []].append(group) }
+                        do {
+                            if !newChannels.isEmpty { try connection.write(RedisCommand("SUBSCRIBE", arguments: newChannels).encoded) }
+                            if !newPatterns.isEmpty { try connection.write(RedisCommand("PSUBSCRIBE", arguments: newPatterns).encoded) }
+                        } catch {
+                            state.groups[group] = nil
+                            return .failure((error as? RedisClientError) ?? RedisClientError(.connectionClosed, "\(error)"))
+                        }
+                        return .success(false)
+                    } catch {
+                        return .failure((error as? RedisClientError) ?? RedisClientError(.connectionRefused, "\(error)"))
+                    }
+                }
+                switch outcome {
+                case .success(true): waiter.resume()
+                case .success(false): break
+                case .failure(let error): waiter.resume(throwing: error)
+                }
+            }
         } catch {
             remove(id)
             continuation.finish()
@@ -116,40 +143,9 @@ final class RedisSubscriber: Sendable {
         return RedisSubscription(stream: stream)
     }
 
-    /// Sends (P)SUBSCRIBE and waits for the server's confirmations.
-    private func confirm(channels: [String], patterns: [String], on connection: RedisConnection) async throws {
-        let keys = channels.map { "c:" + $0 } + patterns.map { "p:" + $0 }
-        if keys.isEmpty { return }
-        try await withCheckedThrowingContinuation { (waiter: CheckedContinuation<Void, any Error>) in
-            state.withLock { state in
-                let group = state.nextID
-                state.nextID += 1
-                state.groups[group] = (keys.count, waiter)
-                for key in keys { state.confirmations[key, default: []].append(group) }
-            }
-            do {
-                if !channels.isEmpty { try connection.write(RedisCommand("SUBSCRIBE", arguments: channels).encoded) }
-                if !patterns.isEmpty { try connection.write(RedisCommand("PSUBSCRIBE", arguments: patterns).encoded) }
-            } catch {
-                failConfirmations(error)
-            }
-        }
-    }
-
-    private func failConfirmations(_ error: any Error) {
-        let waiters = state.withLock { state in
-            defer {
-                state.groups.removeAll()
-                state.confirmations.removeAll()
-            }
-            return state.groups.values.map(\.1)
-        }
-        for waiter in waiters { waiter.resume(throwing: error) }
-    }
-
     private func remove(_ id: UInt64) {
-        let (connection, goneChannels, gonePatterns) = state.withLock { state -> (RedisConnection?, [String], [String]) in
-            guard let subscriber = state.subscribers.removeValue(forKey: id) else { return (nil, [], []) }
+        state.withLock { state in
+            guard let subscriber = state.subscribers.removeValue(forKey: id) else { return }
             var goneChannels: [String] = []
             var gonePatterns: [String] = []
             for channel in Set(subscriber.channels) {
@@ -160,15 +156,16 @@ final class RedisSubscriber: Sendable {
                 state.patterns[pattern, default: 1] -= 1
                 if state.patterns[pattern] == 0 { state.patterns[pattern] = nil; gonePatterns.append(pattern) }
             }
-            return (state.open ? state.connection : nil, goneChannels, gonePatterns)
+            // Written under our lock, so it is ordered with any later SUBSCRIBE.
+            guard state.open, let connection = state.connection else { return }
+            if !goneChannels.isEmpty { try? connection.write(RedisCommand("UNSUBSCRIBE", arguments: goneChannels).encoded) }
+            if !gonePatterns.isEmpty { try? connection.write(RedisCommand("PUNSUBSCRIBE", arguments: gonePatterns).encoded) }
         }
-        if !goneChannels.isEmpty { try? connection?.write(RedisCommand("UNSUBSCRIBE", arguments: goneChannels).encoded) }
-        if !gonePatterns.isEmpty { try? connection?.write(RedisCommand("PUNSUBSCRIBE", arguments: gonePatterns).encoded) }
     }
 
-    private func startConnection(_ state: inout State, delay: Duration) -> RedisConnection {
+    private func startConnection(_ state: inout State, delay: Duration) throws(RedisClientError) -> RedisConnection {
         let id = makeID()
-        let connection = RedisConnection(
+        let connection = try RedisConnection(
             id: id, configuration: configuration, tls: tls, logger: logger,
             mode: .push({ [weak self] reply in self?.handle(reply) }),
             connectDelay: delay,
@@ -181,20 +178,18 @@ final class RedisSubscriber: Sendable {
     }
 
     private func opened(id: Int) {
-        let (connection, channels, patterns) = state.withLock { state -> (RedisConnection?, [String], [String]) in
-            guard state.connection?.id == id else { return (nil, [], []) }
+        state.withLock { state in
+            guard state.connection?.id == id, let connection = state.connection else { return }
             state.open = true
-            state.failures = 0
-            guard state.lost else { return (nil, [], []) }
+            guard state.lost else { return }
             // Reconnected: subscribe to everything again; `restored` follows the confirmations.
             let channels = Array(state.channels.keys)
             let patterns = Array(state.patterns.keys)
-            state.restoreRemaining = channels.count + patterns.count
-            if state.restoreRemaining == 0 { state.lost = false }
-            return (state.connection, channels, patterns)
+            state.restorePending = Set(channels.map { "c:" + $0 } + patterns.map { "p:" + $0 })
+            if state.restorePending.isEmpty { state.lost = false }
+            if !channels.isEmpty { try? connection.write(RedisCommand("SUBSCRIBE", arguments: channels).encoded) }
+            if !patterns.isEmpty { try? connection.write(RedisCommand("PSUBSCRIBE", arguments: patterns).encoded) }
         }
-        if !channels.isEmpty { try? connection?.write(RedisCommand("SUBSCRIBE", arguments: channels).encoded) }
-        if !patterns.isEmpty { try? connection?.write(RedisCommand("PSUBSCRIBE", arguments: patterns).encoded) }
     }
 
     private func closed(id: Int, error: RedisClientError) {
@@ -216,7 +211,9 @@ final class RedisSubscriber: Sendable {
             if !state.subscribers.isEmpty {
                 state.failures += 1
                 let delay = configuration.reconnect.delay(afterFailures: state.failures)
-                _ = startConnection(&state, delay: delay)
+                // If even that fails (out of descriptors), the subscribers stay lost; the
+                // next subscribe() tries again.
+                _ = try? startConnection(&state, delay: delay)
             }
             return (waiters, notify)
         }
@@ -259,9 +256,9 @@ final class RedisSubscriber: Sendable {
                         state.groups[group] = entry
                     }
                 }
-                guard state.lost, state.restoreRemaining > 0 else { return (waiters, []) }
-                state.restoreRemaining -= 1
-                if state.restoreRemaining == 0 {
+                guard state.lost, state.restorePending.remove(key) != nil else { return (waiters, []) }
+                if state.restorePending.isEmpty {
+                    state.failures = 0  // a working connection: the next outage starts its backoff afresh
                     state.lost = false
                     return (waiters, state.subscribers.values.map(\.continuation))
                 }

@@ -85,7 +85,12 @@ struct RedisClientTests {
             #expect(try results[1].get() == .integer(2))
             #expect(throws: RedisClientError.self) { try results[2].get() }
             #expect(try results[3].get() == .bulkString(Array("2".utf8)))
-            try await client.send("DEL", key)
+            // A batch of one keeps the reply's own shape (a one-element array stays an array).
+            try await client.send("RPUSH", key + ":l", "only")
+            let single = try await client.pipeline([RedisCommand("LRANGE", key + ":l", 0, -1)])
+            #expect(single.count == 1)
+            #expect(try single[0].get() == .array([.bulkString(Array("only".utf8))]))
+            try await client.send("DEL", key, key + ":l")
         }
     }
 
@@ -106,6 +111,11 @@ struct RedisClientTests {
             ])
             #expect(try batch[0].get() == .integer(6))
             #expect(try batch[2].get() == .integer(7))
+            // Exactly one script in the batch needs reloading.
+            try await client.send("SCRIPT", "FLUSH")
+            let mixed = try await client.pipeline([RedisCommand("GET", key), .evalSHA(script, keys: [key], arguments: [1])])
+            #expect(try mixed[0].get() == .bulkString(Array("7".utf8)))
+            #expect(try mixed[1].get() == .integer(8))
             try await client.send("DEL", key)
         }
     }

@@ -1,0 +1,187 @@
+import Synchronization
+import ToolOpsCore
+
+/// A slot in a bulkhead, returned to the store when the call ends.
+public struct BulkheadPermit: Sendable, Hashable {
+    public var key: String
+    /// Unique per acquisition (a fencing token): releasing a permit twice, or releasing one
+    /// that expired and was re-issued, can never free somebody else's slot.
+    public var token: String
+    public init(key: String, token: String) {
+        self.key = key
+        self.token = token
+    }
+}
+
+/// Where bulkhead occupancy lives.
+public protocol BulkheadStore: Sendable {
+    /// Takes one of `limit` slots for `key`, waiting up to `maxWait` in FIFO order; throws
+    /// ``ToolOpsError/Code/bulkheadFull`` when none frees up in time. `lease` bounds how long
+    /// a permit of a crashed holder keeps its slot (stores shared between processes).
+    func acquire(key: String, limit: Int, lease: Duration, maxWait: Duration) async throws -> BulkheadPermit
+    /// Returns a slot. Unknown or already released permits are ignored.
+    func release(_ permit: BulkheadPermit) async
+}
+
+/// Bulkhead slots in this process, with a FIFO wait queue. The default store.
+public final class MemoryBulkheadStore: BulkheadStore {
+    typealias Waiter = CheckedContinuation<BulkheadPermit, any Error>
+    struct Compartment {
+        var held: Set<String> = []
+        var queue: [(id: UInt64, waiter: Waiter)] = []
+    }
+    struct State {
+        var compartments: [String: Compartment] = [:]
+        var nextToken: UInt64 = 0
+    }
+    private let state = Mutex(State())
+    private let clock: any ToolOpsClock
+
+    public init(clock: any ToolOpsClock = SystemClock()) { self.clock = clock }
+
+    public func acquire(key: String, limit: Int, lease: Duration, maxWait: Duration) async throws -> BulkheadPermit {
+        enum Immediate { case permit(BulkheadPermit), full, wait(UInt64) }
+        let immediate: Immediate = state.withLock { state in
+            state.nextToken += 1
+            let token = state.nextToken
+            var compartment = state.compartments[key, default: Compartment()]
+            defer { state.compartments[key] = compartment }
+            if compartment.held.count < limit && compartment.queue.isEmpty {
+                let permit = BulkheadPermit(key: key, token: String(token))
+                compartment.held.insert(permit.token)
+                return .permit(permit)
+            }
+            return maxWait > .zero ? .wait(token) : .full
+        }
+        switch immediate {
+        case .permit(let permit): return permit
+        case .full: throw ToolOpsError(.bulkheadFull, "bulkhead \(key) is full (\(limit) in use)")
+        case .wait(let id): return try await wait(id: id, key: key, limit: limit, maxWait: maxWait)
+        }
+    }
+
+    private func wait(id: UInt64, key: String, limit: Int, maxWait: Duration) async throws -> BulkheadPermit {
+        let clock = self.clock
+        return try await withThrowingTaskGroup(of: BulkheadPermit?.self) { group in
+            // The timer gives up on the wait; the grant path hands over a released slot.
+            group.addTask {
+                try? await clock.sleep(for: maxWait)
+                self.abandon(id: id, key: key, error: ToolOpsError(.bulkheadFull, "no slot in bulkhead \(key) within \(maxWait) (\(limit) in use)"))
+                return nil
+            }
+            group.addTask {
+                try await withTaskCancellationHandler {
+                    try await withCheckedThrowingContinuation { (waiter: Waiter) in
+                        let cancelled = self.state.withLock { state -> Bool in
+                            if Task.isCancelled { return true }
+                            state.compartments[key, default: Compartment()].queue.append((id, waiter))
+                            return false
+                        }
+                        if cancelled { waiter.resume(throwing: CancellationError()) }
+                    }
+                } onCancel: {
+                    self.abandon(id: id, key: key, error: CancellationError())
+                }
+            }
+            defer { group.cancelAll() }
+            while let result = try await group.next() {
+                if let permit = result { return permit }
+            }
+            throw CancellationError()
+        }
+    }
+
+    /// Removes a waiter that timed out or was cancelled (if it is still waiting).
+    private func abandon(id: UInt64, key: String, error: any Error) {
+        let waiter: Waiter? = state.withLock { state in
+            guard let index = state.compartments[key]?.queue.firstIndex(where: { $0.id == id }) else { return nil }
+            return state.compartments[key]?.queue.remove(at: index).waiter
+        }
+        waiter?.resume(throwing: error)
+    }
+
+    public func release(_ permit: BulkheadPermit) async { releaseNow(permit) }
+
+    func releaseNow(_ permit: BulkheadPermit) {
+        let handOver: (Waiter, BulkheadPermit)? = state.withLock { state in
+            guard var compartment = state.compartments[permit.key], compartment.held.remove(permit.token) != nil else { return nil }
+            defer {
+                if compartment.held.isEmpty && compartment.queue.isEmpty {
+                    state.compartments[permit.key] = nil
+                } else {
+                    state.compartments[permit.key] = compartment
+                }
+            }
+            guard !compartment.queue.isEmpty else { return nil }
+            let next = compartment.queue.removeFirst()
+            let granted = BulkheadPermit(key: permit.key, token: String(next.id))
+            compartment.held.insert(granted.token)
+            return (next.waiter, granted)
+        }
+        if let (waiter, granted) = handOver { waiter.resume(returning: granted) }
+    }
+
+    /// Slots in use for `key`.
+    public func inUse(_ key: String) -> Int { state.withLock { $0.compartments[key]?.held.count ?? 0 } }
+    /// Callers waiting for `key`.
+    public func waiting(_ key: String) -> Int { state.withLock { $0.compartments[key]?.queue.count ?? 0 } }
+}
+
+/// Limits concurrent calls per key, with an optional bounded FIFO wait.
+public struct BulkheadMiddleware: ToolMiddleware {
+    public struct Configuration: Sendable {
+        /// Concurrent calls per key. Defaults to 10.
+        public var maxConcurrent: Int
+        /// How long a call may wait for a slot. Defaults to zero (refuse at once).
+        public var maxWait: Duration
+        /// Defaults to one bulkhead per tool.
+        public var key: PolicyKey
+        /// How long a permit outlives a crashed holder in a shared store. Defaults to 5 minutes.
+        public var lease: Duration
+        public var mode: PolicyMode
+        /// Defaults to `bh`.
+        public var keyPrefix: String
+        public var observer: ResilienceObserver?
+        public init(
+            maxConcurrent: Int = 10, maxWait: Duration = .zero, key: PolicyKey = .tool, lease: Duration = .seconds(300),
+            mode: PolicyMode = .enforce, keyPrefix: String = "bh", observer: ResilienceObserver? = nil
+        ) {
+            self.maxConcurrent = maxConcurrent
+            self.maxWait = maxWait
+            self.key = key
+            self.lease = lease
+            self.mode = mode
+            self.keyPrefix = keyPrefix
+            self.observer = observer
+        }
+    }
+
+    public let configuration: Configuration
+    let store: any BulkheadStore
+
+    public init(_ configuration: Configuration, store: any BulkheadStore = MemoryBulkheadStore()) throws(ToolOpsError) {
+        try requireConfiguration(configuration.maxConcurrent >= 1, "maxConcurrent must be at least 1, got \(configuration.maxConcurrent)")
+        try requireConfiguration(configuration.maxWait >= .zero, "maxWait must not be negative")
+        try requireConfiguration(configuration.lease > .zero, "lease must be positive")
+        self.configuration = configuration
+        self.store = store
+    }
+
+    public func run(_ call: ToolCall, next: any ToolRunner) async throws -> ToolResult {
+        let key = "\(configuration.keyPrefix):\(configuration.key):\(configuration.key.key(for: call))"
+        let shadow = configuration.mode.isShadow
+        var permit: BulkheadPermit?
+        do {
+            permit = try await store.acquire(
+                key: key, limit: configuration.maxConcurrent, lease: configuration.lease,
+                maxWait: shadow ? .zero : configuration.maxWait)
+        } catch let error as ToolOpsError where error.code == .bulkheadFull {
+            configuration.observer?(.bulkheadRejected(tool: call.tool, key: key, shadow: shadow))
+            if !shadow { throw error }
+        }
+        let result: Result<ToolResult, any Error>
+        do { result = .success(try await next.run(call)) } catch { result = .failure(error) }
+        if let permit { await store.release(permit) }
+        return try result.get()
+    }
+}

@@ -1,0 +1,163 @@
+import Synchronization
+import ToolOpsCore
+
+/// An operator action on a breaker.
+public enum CircuitControl: Sendable, Hashable {
+    /// Refuse every call until ``reset``.
+    case forceOpen
+    /// Let every call through and count nothing until ``reset``.
+    case disable
+    /// Back to closed with an empty window.
+    case reset
+}
+
+/// What a breaker looks like right now.
+public struct CircuitBreakerSnapshot: Sendable, Hashable {
+    public var state: CircuitState
+    public var counts: CircuitWindowCounts
+    public var halfOpenInFlight: Int
+}
+
+/// Where breaker state lives. A store one round trip away may answer ``admit`` from a local
+/// view while the breaker is closed (the Redis store does), and batch ``record`` calls.
+public protocol CircuitBreakerStore: Sendable {
+    func admit(key: String, policy: CircuitBreakerPolicy) async throws -> CircuitAdmission
+    /// Records an outcome; returns the transition it caused, if any.
+    func record(key: String, outcome: CallOutcome, probe: Bool, policy: CircuitBreakerPolicy) async throws -> CircuitTransition?
+    func control(key: String, _ action: CircuitControl, policy: CircuitBreakerPolicy) async throws -> CircuitTransition?
+    func snapshot(key: String, policy: CircuitBreakerPolicy) async throws -> CircuitBreakerSnapshot
+}
+
+/// Breaker state in this process. The default store.
+public final class MemoryCircuitBreakerStore: CircuitBreakerStore {
+    private let machines = Mutex<[String: CircuitBreakerStateMachine]>([:])
+    private let clock: any ToolOpsClock
+
+    public init(clock: any ToolOpsClock = SystemClock()) { self.clock = clock }
+
+    public func admit(key: String, policy: CircuitBreakerPolicy) async throws -> CircuitAdmission {
+        let now = clock.now.nanoseconds
+        return machines.withLock { $0[key, default: CircuitBreakerStateMachine()].admit(now: now, policy: policy) }
+    }
+
+    public func record(key: String, outcome: CallOutcome, probe: Bool, policy: CircuitBreakerPolicy) async throws -> CircuitTransition? {
+        let now = clock.now.nanoseconds
+        return machines.withLock { $0[key, default: CircuitBreakerStateMachine()].record(outcome, probe: probe, now: now, policy: policy) }
+    }
+
+    public func control(key: String, _ action: CircuitControl, policy: CircuitBreakerPolicy) async throws -> CircuitTransition? {
+        machines.withLock { machines in
+            switch action {
+            case .forceOpen: return machines[key, default: CircuitBreakerStateMachine()].forceOpen()
+            case .disable: return machines[key, default: CircuitBreakerStateMachine()].disable()
+            case .reset: return machines[key, default: CircuitBreakerStateMachine()].reset()
+            }
+        }
+    }
+
+    public func snapshot(key: String, policy: CircuitBreakerPolicy) async throws -> CircuitBreakerSnapshot {
+        let now = clock.now.nanoseconds
+        return machines.withLock { machines in
+            var machine = machines[key] ?? CircuitBreakerStateMachine()
+            let counts = machine.windowCounts(now: now, policy: policy)
+            return CircuitBreakerSnapshot(state: machine.state, counts: counts, halfOpenInFlight: machine.halfOpenInFlight)
+        }
+    }
+}
+
+/// Circuit breaking per tool (or any ``PolicyKey``).
+///
+/// ```swift
+/// let breaker = CircuitBreakerMiddleware(.init(policy: try CircuitBreakerPolicy(failureRateThreshold: 0.5)))
+/// ```
+///
+/// Cancellation is never a failure, nor are refusals by other policies (rate limit, open
+/// breaker, full bulkhead) or invalid input; a custom ``Configuration/isFailure`` decides
+/// the rest. State changes reach the observer after every lock is released.
+public struct CircuitBreakerMiddleware: ToolMiddleware {
+    public struct Configuration: Sendable {
+        public var policy: CircuitBreakerPolicy
+        /// Defaults to one breaker per tool.
+        public var key: PolicyKey
+        /// Whether an error counts as a failure. Defaults to every error.
+        public var isFailure: @Sendable (any Error) -> Bool
+        public var mode: PolicyMode
+        /// Prefix of every breaker key in the store. Defaults to `cb`.
+        public var keyPrefix: String
+        public var observer: ResilienceObserver?
+
+        public init(
+            policy: CircuitBreakerPolicy, key: PolicyKey = .tool, isFailure: @escaping @Sendable (any Error) -> Bool = { _ in true },
+            mode: PolicyMode = .enforce, keyPrefix: String = "cb", observer: ResilienceObserver? = nil
+        ) {
+            self.policy = policy
+            self.key = key
+            self.isFailure = isFailure
+            self.mode = mode
+            self.keyPrefix = keyPrefix
+            self.observer = observer
+        }
+    }
+
+    public let configuration: Configuration
+    let store: any CircuitBreakerStore
+    let clock: any ToolOpsClock
+
+    public init(_ configuration: Configuration, store: any CircuitBreakerStore = MemoryCircuitBreakerStore(), clock: any ToolOpsClock = SystemClock()) {
+        self.configuration = configuration
+        self.store = store
+        self.clock = clock
+    }
+
+    func storeKey(_ key: String) -> String { "\(configuration.keyPrefix):\(configuration.key):\(key)" }
+
+    public func run(_ call: ToolCall, next: any ToolRunner) async throws -> ToolResult {
+        let key = storeKey(configuration.key.key(for: call))
+        let policy = configuration.policy
+        let admission = try await store.admit(key: key, policy: policy)
+        if let transition = admission.transition { configuration.observer?(.circuitStateChanged(key: key, from: transition.from, to: transition.to)) }
+        if !admission.allowed {
+            configuration.observer?(.circuitRejected(tool: call.tool, key: key, retryAfter: admission.retryAfter, shadow: configuration.mode.isShadow))
+            if !configuration.mode.isShadow {
+                throw ToolOpsError(.circuitOpen, "circuit \(key) is open", retryAfter: admission.retryAfter)
+            }
+        }
+        let started = clock.now
+        let outcome: CallOutcome
+        let result: Result<ToolResult, any Error>
+        do {
+            result = .success(try await next.run(call))
+            outcome = .success(duration: clock.now - started)
+        } catch {
+            result = .failure(error)
+            outcome = classify(error, duration: clock.now - started)
+        }
+        // Recording must not turn a tool's answer into a store error.
+        if let transition = try? await store.record(key: key, outcome: outcome, probe: admission.probe, policy: policy) {
+            configuration.observer?(.circuitStateChanged(key: key, from: transition.from, to: transition.to))
+        }
+        return try result.get()
+    }
+
+    func classify(_ error: any Error, duration: Duration) -> CallOutcome {
+        if error is CancellationError { return .ignored }
+        if let error = error as? ToolOpsError,
+            [.rateLimited, .circuitOpen, .bulkheadFull, .invalidInput].contains(error.code)
+        {
+            return .ignored
+        }
+        return configuration.isFailure(error) ? .failure(duration: duration) : .success(duration: duration)
+    }
+
+    /// Applies an operator action to the breaker for `key` (a value of ``Configuration/key``).
+    public func control(_ action: CircuitControl, key: String) async throws {
+        let storeKey = storeKey(key)
+        if let transition = try await store.control(key: storeKey, action, policy: configuration.policy) {
+            configuration.observer?(.circuitStateChanged(key: storeKey, from: transition.from, to: transition.to))
+        }
+    }
+
+    public func snapshot(key: String) async throws -> CircuitBreakerSnapshot {
+        try await store.snapshot(key: storeKey(key), policy: configuration.policy)
+    }
+}

@@ -1,0 +1,288 @@
+import ToolOpsCore
+
+/// A breaker's state.
+public enum CircuitState: String, Sendable, Hashable, CaseIterable {
+    /// Calls flow; outcomes are counted.
+    case closed
+    /// Calls are refused until the open duration has passed.
+    case open
+    /// A limited number of probe calls decide whether to close or reopen.
+    case halfOpen = "half_open"
+    /// Opened by an operator; stays open until reset.
+    case forcedOpen = "forced_open"
+    /// Switched off by an operator: everything passes, nothing is counted.
+    case disabled
+}
+
+/// How a call ended, as far as a breaker is concerned.
+public enum CallOutcome: Sendable, Hashable {
+    case success(duration: Duration)
+    case failure(duration: Duration)
+    /// Neither (cancelled, refused by another policy): only frees a probe slot.
+    case ignored
+}
+
+/// Breaker settings. Invalid values are refused at construction.
+public struct CircuitBreakerPolicy: Sendable, Hashable {
+    /// Which recent calls the failure rate is computed over.
+    public struct Window: Sendable, Hashable, CustomStringConvertible {
+        enum Kind: Hashable, Sendable { case count(Int), time(Duration) }
+        let kind: Kind
+        /// The last `n` calls.
+        public static func count(_ n: Int) -> Window { Window(kind: .count(n)) }
+        /// The calls of the last `duration` (kept in 20 buckets).
+        public static func time(_ duration: Duration) -> Window { Window(kind: .time(duration)) }
+        public var description: String {
+            switch kind {
+            case .count(let n): return "last \(n) calls"
+            case .time(let d): return "last \(d)"
+            }
+        }
+    }
+
+    /// Defaults to the last 100 calls.
+    public var window: Window
+    /// Failure rate (0…1) at or above which the breaker opens. Defaults to 0.5.
+    public var failureRateThreshold: Double
+    /// Calls at least this slow count as slow. Defaults to 10 s.
+    public var slowCallDuration: Duration
+    /// Slow-call rate (0…1) at or above which the breaker opens. Defaults to 1.0 (only when every call is slow).
+    public var slowCallRateThreshold: Double
+    /// Calls the window must hold before rates are judged. Defaults to 10.
+    public var minimumCalls: Int
+    /// How long the breaker stays open before admitting probes. Defaults to 30 s.
+    public var openDuration: Duration
+    /// Probe calls admitted in half-open; all must succeed to close, any failure reopens. Defaults to 3.
+    public var permittedHalfOpenCalls: Int
+
+    public init(
+        window: Window = .count(100), failureRateThreshold: Double = 0.5, slowCallDuration: Duration = .seconds(10),
+        slowCallRateThreshold: Double = 1.0, minimumCalls: Int = 10, openDuration: Duration = .seconds(30),
+        permittedHalfOpenCalls: Int = 3
+    ) throws(ToolOpsError) {
+        switch window.kind {
+        case .count(let n): try requireConfiguration(n >= 1 && n <= 100_000, "count window must be 1...100000, got \(n)")
+        case .time(let d): try requireConfiguration(d >= .milliseconds(20), "time window must be at least 20 ms, got \(d)")
+        }
+        try requireConfiguration((0...1).contains(failureRateThreshold) && failureRateThreshold > 0,
+            "failureRateThreshold must be in (0, 1], got \(failureRateThreshold)")
+        try requireConfiguration((0...1).contains(slowCallRateThreshold) && slowCallRateThreshold > 0,
+            "slowCallRateThreshold must be in (0, 1], got \(slowCallRateThreshold)")
+        try requireConfiguration(slowCallDuration > .zero, "slowCallDuration must be positive")
+        try requireConfiguration(minimumCalls >= 1, "minimumCalls must be at least 1, got \(minimumCalls)")
+        try requireConfiguration(openDuration > .zero, "openDuration must be positive")
+        try requireConfiguration(permittedHalfOpenCalls >= 1, "permittedHalfOpenCalls must be at least 1")
+        self.window = window
+        self.failureRateThreshold = failureRateThreshold
+        self.slowCallDuration = slowCallDuration
+        self.slowCallRateThreshold = slowCallRateThreshold
+        self.minimumCalls = minimumCalls
+        self.openDuration = openDuration
+        self.permittedHalfOpenCalls = permittedHalfOpenCalls
+    }
+}
+
+/// A state change, reported to observers after the lock is released.
+public struct CircuitTransition: Sendable, Hashable {
+    public var from: CircuitState
+    public var to: CircuitState
+}
+
+/// The breaker's answer to "may this call run?".
+public struct CircuitAdmission: Sendable, Hashable {
+    public var allowed: Bool
+    /// The call is a half-open probe: its outcome decides the breaker's state.
+    public var probe: Bool
+    /// For a refusal: when probes will be admitted.
+    public var retryAfter: Duration
+    public var transition: CircuitTransition?
+}
+
+/// Counts of the calls in the window.
+public struct CircuitWindowCounts: Sendable, Hashable {
+    public var calls = 0
+    public var failures = 0
+    public var slow = 0
+    public var failureRate: Double { calls == 0 ? 0 : Double(failures) / Double(calls) }
+    public var slowRate: Double { calls == 0 ? 0 : Double(slow) / Double(calls) }
+}
+
+/// The breaker's logic, free of I/O and clocks (time is passed in), so every store — memory,
+/// file, and the Redis script's mirror — shares it and it can be tested directly.
+public struct CircuitBreakerStateMachine: Sendable, Hashable {
+    public private(set) var state: CircuitState = .closed
+    /// When the breaker last opened (nanoseconds on the store's clock).
+    public private(set) var openedAt: Int64 = 0
+    public private(set) var halfOpenInFlight = 0
+    public private(set) var halfOpenSuccesses = 0
+    /// Count window: one byte per call, bit 0 failure, bit 1 slow.
+    var ring: [UInt8] = []
+    var ringNext = 0
+    /// Time window: (bucket start, calls, failures, slow).
+    var buckets: [Bucket] = []
+    public private(set) var counts = CircuitWindowCounts()
+
+    struct Bucket: Sendable, Hashable {
+        var start: Int64
+        var calls: Int
+        var failures: Int
+        var slow: Int
+    }
+
+    public init() {}
+
+    public mutating func admit(now: Int64, policy: CircuitBreakerPolicy) -> CircuitAdmission {
+        var transition: CircuitTransition? = nil
+        switch state {
+        case .closed, .disabled:
+            return CircuitAdmission(allowed: true, probe: false, retryAfter: .zero, transition: nil)
+        case .forcedOpen:
+            return CircuitAdmission(allowed: false, probe: false, retryAfter: policy.openDuration, transition: nil)
+        case .open:
+            let reopenAt = openedAt &+ policy.openDuration.nanosecondsClamped
+            if now < reopenAt {
+                return CircuitAdmission(allowed: false, probe: false, retryAfter: .nanoseconds(reopenAt - now), transition: nil)
+            }
+            transition = move(to: .halfOpen)
+            fallthrough
+        case .halfOpen:
+            if halfOpenInFlight + halfOpenSuccesses < policy.permittedHalfOpenCalls {
+                halfOpenInFlight += 1
+                return CircuitAdmission(allowed: true, probe: true, retryAfter: .zero, transition: transition)
+            }
+            // Probes are out; their results arrive shortly.
+            let hint = min(policy.openDuration, .seconds(1))
+            return CircuitAdmission(allowed: false, probe: false, retryAfter: hint, transition: transition)
+        }
+    }
+
+    /// Records a finished call. `probe` must be the admission's flag.
+    @discardableResult
+    public mutating func record(_ outcome: CallOutcome, probe: Bool, now: Int64, policy: CircuitBreakerPolicy) -> CircuitTransition? {
+        if probe {
+            guard state == .halfOpen else { return nil }  // an operator moved the breaker meanwhile
+            halfOpenInFlight = max(0, halfOpenInFlight - 1)
+            switch outcome {
+            case .ignored:
+                return nil
+            case .failure:
+                return open(now: now)
+            case .success(let duration):
+                if duration >= policy.slowCallDuration { return open(now: now) }  // a slow probe is a failed probe
+                halfOpenSuccesses += 1
+                if halfOpenSuccesses >= policy.permittedHalfOpenCalls {
+                    resetWindow()
+                    return move(to: .closed)
+                }
+                return nil
+            }
+        }
+        guard state == .closed else { return nil }  // late results from before the breaker opened
+        let failed: Bool
+        let duration: Duration
+        switch outcome {
+        case .ignored: return nil
+        case .success(let d): failed = false; duration = d
+        case .failure(let d): failed = true; duration = d
+        }
+        add(failed: failed, slow: duration >= policy.slowCallDuration, now: now, policy: policy)
+        if counts.calls >= policy.minimumCalls
+            && (counts.failureRate >= policy.failureRateThreshold || counts.slowRate >= policy.slowCallRateThreshold)
+        {
+            return open(now: now)
+        }
+        return nil
+    }
+
+    /// Operator controls.
+    public mutating func forceOpen() -> CircuitTransition? { move(to: .forcedOpen) }
+    public mutating func disable() -> CircuitTransition? { move(to: .disabled) }
+    public mutating func reset() -> CircuitTransition? {
+        resetWindow()
+        return move(to: .closed)
+    }
+
+    /// The window's counts as of `now` (time windows drop expired buckets).
+    public mutating func windowCounts(now: Int64, policy: CircuitBreakerPolicy) -> CircuitWindowCounts {
+        if case .time(let duration) = policy.window.kind { expire(now: now, duration: duration) }
+        return counts
+    }
+
+    private mutating func open(now: Int64) -> CircuitTransition? {
+        openedAt = now
+        return move(to: .open)
+    }
+
+    private mutating func move(to next: CircuitState) -> CircuitTransition? {
+        guard next != state else { return nil }
+        let transition = CircuitTransition(from: state, to: next)
+        state = next
+        halfOpenInFlight = 0
+        halfOpenSuccesses = 0
+        return transition
+    }
+
+    private mutating func resetWindow() {
+        ring.removeAll()
+        ringNext = 0
+        buckets.removeAll()
+        counts = CircuitWindowCounts()
+    }
+
+    private mutating func add(failed: Bool, slow: Bool, now: Int64, policy: CircuitBreakerPolicy) {
+        switch policy.window.kind {
+        case .count(let size):
+            let entry: UInt8 = (failed ? 1 : 0) | (slow ? 2 : 0)
+            if ring.count < size {
+                ring.append(entry)
+            } else {
+                if ring.count > size {  // the policy's window shrank
+                    ring = Array(ring.suffix(size))
+                    ringNext = 0
+                    recount()
+                }
+                let old = ring[ringNext]
+                counts.calls -= 1
+                counts.failures -= Int(old & 1)
+                counts.slow -= Int((old >> 1) & 1)
+                ring[ringNext] = entry
+                ringNext = (ringNext + 1) % size
+            }
+            counts.calls += 1
+            counts.failures += failed ? 1 : 0
+            counts.slow += slow ? 1 : 0
+        case .time(let duration):
+            expire(now: now, duration: duration)
+            let width = max(1, duration.nanosecondsClamped / 20)
+            let start = now - now % width
+            if buckets.last?.start != start { buckets.append(Bucket(start: start, calls: 0, failures: 0, slow: 0)) }
+            buckets[buckets.count - 1].calls += 1
+            buckets[buckets.count - 1].failures += failed ? 1 : 0
+            buckets[buckets.count - 1].slow += slow ? 1 : 0
+            counts.calls += 1
+            counts.failures += failed ? 1 : 0
+            counts.slow += slow ? 1 : 0
+        }
+    }
+
+    private mutating func expire(now: Int64, duration: Duration) {
+        let cutoff = now - duration.nanosecondsClamped
+        var dropped = 0
+        while dropped < buckets.count, buckets[dropped].start + max(1, duration.nanosecondsClamped / 20) <= cutoff {
+            counts.calls -= buckets[dropped].calls
+            counts.failures -= buckets[dropped].failures
+            counts.slow -= buckets[dropped].slow
+            dropped += 1
+        }
+        if dropped > 0 { buckets.removeFirst(dropped) }
+    }
+
+    private mutating func recount() {
+        counts = CircuitWindowCounts()
+        for entry in ring {
+            counts.calls += 1
+            counts.failures += Int(entry & 1)
+            counts.slow += Int((entry >> 1) & 1)
+        }
+    }
+}

@@ -1,0 +1,143 @@
+import ToolOpsCore
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A directory of small state files shared by the processes of one host.
+///
+/// Each key is a file; a read-modify-write holds an exclusive `flock` on the key's lock file,
+/// and the new state replaces the old with an atomic `rename`, so readers never see a torn
+/// file and a crash mid-write leaves the previous state. A file that cannot be parsed
+/// (corrupt, truncated, from an older format) is treated as empty state and overwritten.
+///
+/// File operations run on the calling thread; each critical section is one small read and
+/// at most one small write on local disk.
+public final class FileStateDirectory: Sendable {
+    public let path: String
+    /// Identifies this boot: monotonic-clock timestamps from another boot are meaningless,
+    /// so state written before a reboot is discarded.
+    let bootID: String
+
+    public init(path: String) throws(ToolOpsError) {
+        self.path = path
+        var current = ""
+        for component in path.split(separator: "/", omittingEmptySubsequences: false) {
+            current += (current.isEmpty && path.hasPrefix("/") ? "" : (current.isEmpty ? "" : "/")) + component
+            if current.isEmpty { current = "/"; continue }
+            if mkdir(current, 0o700) != 0 && errno != EEXIST {
+                throw ToolOpsError(.invalidConfiguration, "cannot create state directory \(current): \(String(cString: strerror(errno)))")
+            }
+        }
+        bootID = Self.readBootID()
+    }
+
+    static func readBootID() -> String {
+        guard let file = fopen("/proc/sys/kernel/random/boot_id", "r") else { return "unknown" }
+        defer { fclose(file) }
+        var buffer = [CChar](repeating: 0, count: 64)
+        guard fgets(&buffer, Int32(buffer.count), file) != nil else { return "unknown" }
+        return buffer.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }.filter { $0 != "\n" }
+    }
+
+    /// A file name for `key`: safe characters kept, others percent-encoded, long keys hashed.
+    func fileName(for key: String) -> String {
+        var name = ""
+        for byte in key.utf8 {
+            let safe = (byte >= 0x30 && byte <= 0x39) || (byte >= 0x41 && byte <= 0x5A) || (byte >= 0x61 && byte <= 0x7A)
+                || byte == UInt8(ascii: "-") || byte == UInt8(ascii: "_") || byte == UInt8(ascii: ".")
+            if safe { name.append(Character(Unicode.Scalar(byte))) } else {
+                name += "%" + String(byte, radix: 16, uppercase: true).leftPadded(to: 2)
+            }
+        }
+        if name.utf8.count > 180 || name.hasPrefix(".") {
+            var hash: UInt64 = 0xcbf2_9ce4_8422_2325  // FNV-1a
+            for byte in key.utf8 { hash = (hash ^ UInt64(byte)) &* 0x100_0000_01b3 }
+            name = String(name.prefix(120)) + "~" + String(hash, radix: 16)
+        }
+        return name
+    }
+
+    /// Locks the files of `keys` (in sorted order, so concurrent batches cannot deadlock),
+    /// hands their current states to `body`, and writes back the states it changed.
+    /// A state is a JSON object; `nil` means none (or unreadable).
+    public func update<R>(_ keys: [String], _ body: (inout [JSONValue?]) throws -> R) throws -> R {
+        let order = Array(Set(keys)).sorted()
+        var locks: [Int32] = []
+        defer {
+            for fd in locks {
+                flock(fd, LOCK_UN)
+                close(fd)
+            }
+        }
+        for key in order {
+            let lockPath = "\(path)/\(fileName(for: key)).lock"
+            let fd = open(lockPath, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+            guard fd >= 0 else {
+                throw ToolOpsError(.storeUnavailable, "cannot open \(lockPath): \(String(cString: strerror(errno)))")
+            }
+            locks.append(fd)
+            while flock(fd, LOCK_EX) != 0 {
+                if errno != EINTR { throw ToolOpsError(.storeUnavailable, "flock \(lockPath): \(String(cString: strerror(errno)))") }
+            }
+        }
+        let original = keys.map { read(key: $0) }
+        var states = original
+        let result = try body(&states)
+        for (index, key) in keys.enumerated() where states[index] != original[index] {
+            try write(key: key, state: states[index])
+        }
+        return result
+    }
+
+    private func read(key: String) -> JSONValue? {
+        let file = "\(path)/\(fileName(for: key)).state"
+        let fd = open(file, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        var bytes: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 4096)
+        while true {
+            let count = chunk.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
+            if count < 0 && errno == EINTR { continue }
+            if count <= 0 { break }
+            bytes.append(contentsOf: chunk[..<count])
+            if bytes.count > 16 * 1024 * 1024 { return nil }
+        }
+        // Unparseable or from another boot: start afresh (the next write repairs the file).
+        guard let value = try? JSONValue(parsing: bytes), value["boot"]?.stringValue == bootID else { return nil }
+        return value["state"]
+    }
+
+    private func write(key: String, state: JSONValue?) throws {
+        let file = "\(path)/\(fileName(for: key)).state"
+        guard let state else {
+            unlink(file)
+            return
+        }
+        let document: JSONValue = .object(["boot": .string(bootID), "state": state])
+        let bytes = try document.canonicalEncoding()
+        let temporary = "\(file).\(getpid()).tmp"
+        let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw ToolOpsError(.storeUnavailable, "cannot write \(temporary): \(String(cString: strerror(errno)))") }
+        var offset = 0
+        while offset < bytes.count {
+            let written = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress! + offset, $0.count - offset) }
+            if written < 0 && errno == EINTR { continue }
+            if written <= 0 {
+                close(fd)
+                unlink(temporary)
+                throw ToolOpsError(.storeUnavailable, "cannot write \(temporary): \(String(cString: strerror(errno)))")
+            }
+            offset += written
+        }
+        close(fd)
+        guard rename(temporary, file) == 0 else {
+            unlink(temporary)
+            throw ToolOpsError(.storeUnavailable, "cannot replace \(file): \(String(cString: strerror(errno)))")
+        }
+    }
+}
+
+extension String {
+    func leftPadded(to width: Int) -> String { count >= width ? self : String(repeating: "0", count: width - count) + self }
+}

@@ -1,0 +1,119 @@
+import ToolOpsCore
+
+/// One limit applied to the calls whose tool matches `pattern`, bucketed by `key`.
+///
+/// Among rules with the same ``scope`` only the most specific matching pattern applies
+/// (`ns:name` over `ns:*` over `*`), so a per-tool limit overrides a namespace default.
+/// Rules in different scopes all apply — e.g. a per-tool limit *and* a per-tenant limit.
+public struct RateLimitRule: Sendable {
+    public var pattern: ToolPattern
+    public var limit: RateLimit
+    public var key: PolicyKey
+    /// Defaults to the key's kind (`tool`, `tenant`, …).
+    public var scope: String
+
+    public init(_ pattern: ToolPattern = .any, limit: RateLimit, key: PolicyKey = .tool, scope: String? = nil) {
+        self.pattern = pattern
+        self.limit = limit
+        self.key = key
+        self.scope = scope ?? key.description
+    }
+}
+
+/// Rate limiting for tool calls.
+///
+/// ```swift
+/// let limiter = try RateLimitMiddleware(.init(rules: [
+///     RateLimitRule(try ToolPattern("github:*"), limit: try RateLimit(rate: 10), key: .tenant),
+///     RateLimitRule(limit: try RateLimit(rate: 1000), key: .global),
+/// ]))
+/// ```
+public struct RateLimitMiddleware: ToolMiddleware {
+    public struct Configuration: Sendable {
+        public var rules: [RateLimitRule]
+        /// Tokens a call costs. Defaults to 1. A cost above a rule's burst can never pass
+        /// and is refused as invalid input rather than waiting forever.
+        public var cost: @Sendable (ToolCall) -> Int
+        /// How long a call may wait for a reserved slot instead of being refused. Waiting
+        /// callers are served in arrival order (the slot is reserved when they arrive).
+        /// Defaults to zero (refuse at once).
+        public var maxWait: Duration
+        /// Defaults to ``PolicyMode/enforce``.
+        public var mode: PolicyMode
+        /// Prefix of every bucket key in the store. Defaults to `rl`.
+        public var keyPrefix: String
+        public var observer: ResilienceObserver?
+
+        public init(
+            rules: [RateLimitRule], cost: @escaping @Sendable (ToolCall) -> Int = { _ in 1 },
+            maxWait: Duration = .zero, mode: PolicyMode = .enforce, keyPrefix: String = "rl",
+            observer: ResilienceObserver? = nil
+        ) {
+            self.rules = rules
+            self.cost = cost
+            self.maxWait = maxWait
+            self.mode = mode
+            self.keyPrefix = keyPrefix
+            self.observer = observer
+        }
+    }
+
+    public let configuration: Configuration
+    let store: any RateLimitStore
+    let clock: any ToolOpsClock
+
+    public init(
+        _ configuration: Configuration, store: any RateLimitStore = MemoryRateLimitStore(), clock: any ToolOpsClock = SystemClock()
+    ) throws(ToolOpsError) {
+        try requireConfiguration(!configuration.rules.isEmpty, "a rate limiter needs at least one rule")
+        try requireConfiguration(configuration.maxWait >= .zero, "maxWait must not be negative")
+        self.configuration = configuration
+        self.store = store
+        self.clock = clock
+    }
+
+    /// The bucket requests a call would make: one per scope, most specific rule first.
+    public func requests(for call: ToolCall) throws(ToolOpsError) -> [RateLimitRequest] {
+        var chosen: [String: RateLimitRule] = [:]
+        var order: [String] = []
+        for rule in configuration.rules where rule.pattern.matches(call.tool) {
+            if let existing = chosen[rule.scope] {
+                if rule.pattern.specificity > existing.pattern.specificity { chosen[rule.scope] = rule }
+            } else {
+                chosen[rule.scope] = rule
+                order.append(rule.scope)
+            }
+        }
+        let cost = configuration.cost(call)
+        if cost < 0 { throw ToolOpsError(.invalidInput, "rate-limit cost must not be negative, got \(cost)") }
+        return try order.map { (scope) throws(ToolOpsError) -> RateLimitRequest in
+            // `order` only holds scopes present in `chosen`.
+            let rule = chosen[scope]!
+            if cost > rule.limit.burst {
+                throw ToolOpsError(.invalidInput, "call costs \(cost) tokens but the \(scope) limit's burst is \(rule.limit.burst)")
+            }
+            let key = "\(configuration.keyPrefix):\(scope):\(rule.pattern):\(rule.key.key(for: call))"
+            return RateLimitRequest(key: key, cost: cost, limit: rule.limit)
+        }
+    }
+
+    public func run(_ call: ToolCall, next: any ToolRunner) async throws -> ToolResult {
+        let requests = try requests(for: call)
+        if requests.isEmpty { return try await next.run(call) }
+        let shadow = configuration.mode.isShadow
+        let decisions = try await store.acquire(requests, maxWait: shadow ? .zero : configuration.maxWait)
+        if let refused = decisions.indices.first(where: { !decisions[$0].allowed }) {
+            let decision = decisions[refused]
+            configuration.observer?(.rateLimited(tool: call.tool, key: requests[refused].key, decision: decision, shadow: shadow))
+            if !shadow {
+                throw ToolOpsError(
+                    .rateLimited, "rate limit \(requests[refused].limit) exceeded for \(requests[refused].key)",
+                    retryAfter: decision.retryAfter)
+            }
+        } else if let wait = decisions.first?.wait, wait > .zero {
+            configuration.observer?(.rateLimitWaited(tool: call.tool, key: requests[0].key, wait: wait))
+            try await clock.sleep(for: wait)
+        }
+        return try await next.run(call)
+    }
+}
