@@ -62,6 +62,7 @@ let package = Package(
             dependencies: [
                 "ToolOpsRedis",
                 "ToolOpsCore",
+                "ToolOpsResilience",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -74,6 +75,16 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "ToolOpsCoreTests",
+            dependencies: ["ToolOpsCore", .product(name: "ServiceContextModule", package: "swift-service-context")],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "ToolOpsResilienceTests",
+            dependencies: ["ToolOpsResilience", "ToolOpsCore", "toolops"],
             swiftSettings: strict
         ),
     ],

@@ -55,6 +55,11 @@ public final class MemoryCircuitBreakerStore: CircuitBreakerStore {
         }
     }
 
+    /// The state of the breaker stored under `key` (closed if unknown), without waiting.
+    public func currentState(of key: String) -> CircuitState {
+        machines.withLock { $0[key]?.state ?? .closed }
+    }
+
     public func snapshot(key: String, policy: CircuitBreakerPolicy) async throws -> CircuitBreakerSnapshot {
         let now = clock.now.nanoseconds
         return machines.withLock { machines in

@@ -286,3 +286,60 @@ public struct CircuitBreakerStateMachine: Sendable, Hashable {
         }
     }
 }
+
+extension CircuitBreakerStateMachine {
+    /// The state as JSON, for stores that persist it (the file store).
+    public var json: JSONValue {
+        .object([
+            "state": .string(state.rawValue),
+            "openedAt": .integer(openedAt),
+            "halfOpenInFlight": .integer(Int64(halfOpenInFlight)),
+            "halfOpenSuccesses": .integer(Int64(halfOpenSuccesses)),
+            "ring": .string(String(ring.map { Character(Unicode.Scalar($0 + 48)) })),
+            "ringNext": .integer(Int64(ringNext)),
+            "buckets": .array(buckets.map { .array([.integer($0.start), .integer(Int64($0.calls)), .integer(Int64($0.failures)), .integer(Int64($0.slow))]) }),
+        ])
+    }
+
+    /// Restores a state written by ``json``; `nil` for anything malformed (the caller then
+    /// starts from a fresh, closed breaker). Counts are recomputed, never trusted.
+    public init?(json: JSONValue) {
+        guard let stateName = json["state"]?.stringValue, let state = CircuitState(rawValue: stateName),
+            let openedAt = json["openedAt"]?.int64Value,
+            let inFlight = json["halfOpenInFlight"]?.int64Value, inFlight >= 0, inFlight < 1_000_000,
+            let successes = json["halfOpenSuccesses"]?.int64Value, successes >= 0, successes < 1_000_000,
+            let ringText = json["ring"]?.stringValue, ringText.utf8.count <= 100_000,
+            let ringNext = json["ringNext"]?.int64Value,
+            case .array(let bucketValues)? = json["buckets"], bucketValues.count <= 10_000
+        else { return nil }
+        var ring: [UInt8] = []
+        for byte in ringText.utf8 {
+            guard byte >= 48 && byte <= 51 else { return nil }
+            ring.append(byte - 48)
+        }
+        guard ringNext >= 0 && (ring.isEmpty ? ringNext == 0 : ringNext < ring.count) else { return nil }
+        var buckets: [Bucket] = []
+        for value in bucketValues {
+            guard case .array(let fields) = value, fields.count == 4,
+                let start = fields[0].int64Value, let calls = fields[1].int64Value,
+                let failures = fields[2].int64Value, let slow = fields[3].int64Value,
+                calls >= 0, failures >= 0, slow >= 0, failures <= calls, slow <= calls, calls < 1 << 40
+            else { return nil }
+            buckets.append(Bucket(start: start, calls: Int(calls), failures: Int(failures), slow: Int(slow)))
+        }
+        self.init()
+        self.state = state
+        self.openedAt = openedAt
+        self.halfOpenInFlight = Int(inFlight)
+        self.halfOpenSuccesses = Int(successes)
+        self.ring = ring
+        self.ringNext = Int(ringNext)
+        self.buckets = buckets
+        recount()
+        for bucket in buckets {
+            counts.calls += bucket.calls
+            counts.failures += bucket.failures
+            counts.slow += bucket.slow
+        }
+    }
+}

@@ -1,7 +1,7 @@
 import Testing
 @testable import ToolOpsRedis
 
-@Suite("RESP reader and encoder (hiredis codec)")
+@Suite("RESP reader and encoder (hiredis codec)", .timeLimit(.minutes(1)))
 struct RESPReaderTests {
     func parse(_ text: String) throws -> [RESPValue] {
         let reader = RESPReader()

@@ -3,7 +3,7 @@ import Synchronization
 import Testing
 @testable import ToolOpsRedis
 
-@Suite("Redis client against a real redis-server")
+@Suite("Redis client against a real redis-server", .timeLimit(.minutes(1)))
 struct RedisClientTests {
     func makeClient(_ url: String, _ change: (inout RedisConfiguration) -> Void = { _ in }) throws -> RedisClient {
         var configuration = try RedisConfiguration(url: url)

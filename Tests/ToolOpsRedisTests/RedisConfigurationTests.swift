@@ -1,7 +1,7 @@
 import Testing
 @testable import ToolOpsRedis
 
-@Suite("Redis URLs and configuration")
+@Suite("Redis URLs and configuration", .timeLimit(.minutes(1)))
 struct RedisConfigurationTests {
     @Test func plainURL() throws {
         let config = try RedisConfiguration(url: "redis://cache.internal:6380/3")

@@ -1,7 +1,7 @@
 import Testing
 @testable import ToolOpsRedis
 
-@Suite("Pub/sub")
+@Suite("Pub/sub", .timeLimit(.minutes(1)))
 struct RedisPubSubTests {
     @Test func messagesArriveOnChannelsAndPatterns() async throws {
         try await withRedisServer { server in

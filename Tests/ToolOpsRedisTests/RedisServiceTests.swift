@@ -3,7 +3,7 @@ import ServiceLifecycle
 import Testing
 @testable import ToolOpsRedis
 
-@Suite("Redis client as a ServiceLifecycle service")
+@Suite("Redis client as a ServiceLifecycle service", .timeLimit(.minutes(1)))
 struct RedisServiceTests {
     @Test func gracefulShutdownClosesTheClient() async throws {
         try await withRedisServer { server in

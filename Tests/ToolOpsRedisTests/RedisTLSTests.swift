@@ -1,7 +1,7 @@
 import Testing
 @testable import ToolOpsRedis
 
-@Suite("TLS to redis-server through OpenSSL")
+@Suite("TLS to redis-server through OpenSSL", .timeLimit(.minutes(1)))
 struct RedisTLSTests {
     let certs = TestCertificates.shared
 

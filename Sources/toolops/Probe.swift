@@ -1,0 +1,40 @@
+import ArgumentParser
+import ToolOpsCore
+import ToolOpsResilience
+
+/// Hidden helpers that tests run as separate OS processes.
+struct Probe: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "_probe", abstract: "Test helpers (not for users).", shouldDisplay: false,
+        subcommands: [FileRateLimitProbe.self]
+    )
+}
+
+/// Spends a file-backed rate limit as fast as possible for a while and prints
+/// `allowed start end` (start/end on the host's monotonic clock, in ns).
+struct FileRateLimitProbe: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "file-ratelimit")
+
+    @Option var directory: String
+    @Option var key: String = "shared"
+    @Option var rate: Int
+    @Option var burst: Int
+    @Option var durationMs: Int = 1000
+    /// Start together: spin until this monotonic instant (ns).
+    @Option var startAt: Int64 = 0
+
+    func run() async throws {
+        let clock = SystemClock()
+        let store = try FileRateLimitStore(directory: directory, clock: clock)
+        let limit = try RateLimit(rate: rate, per: .seconds(1), burst: burst)
+        while clock.now.nanoseconds < startAt { try await Task.sleep(for: .microseconds(200)) }
+        let start = clock.now
+        let end = start + .milliseconds(durationMs)
+        var allowed = 0
+        while clock.now < end {
+            let decision = try await store.acquire([RateLimitRequest(key: key, limit: limit)], maxWait: .zero)
+            if decision[0].allowed { allowed += 1 }
+        }
+        print("\(allowed) \(start.nanoseconds) \(clock.now.nanoseconds)")
+    }
+}

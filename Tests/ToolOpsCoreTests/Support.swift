@@ -1,0 +1,5 @@
+import ServiceContextModule
+
+enum ServiceContextHelpers {
+    static var empty: ServiceContext { .topLevel }
+}

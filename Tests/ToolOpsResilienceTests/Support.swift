@@ -1,0 +1,54 @@
+import Synchronization
+import ToolOpsCore
+import ToolOpsResilience
+
+func call(_ tool: String = "t:tool", tenant: String? = nil, identity: String? = nil) throws -> ToolCall {
+    var context = ToolCall(tool: try ToolID(tool)).context
+    context.toolTenant = tenant
+    context.toolIdentity = identity
+    return ToolCall(tool: try ToolID(tool), context: context)
+}
+
+let ok = ToolFunction { _ in ToolResult("ok") }
+
+struct Boom: Error, Equatable { var n = 0 }
+
+/// Collects observer events.
+final class Events: Sendable {
+    private let list = Mutex<[ResilienceEvent]>([])
+    var observer: ResilienceObserver { { event in self.list.withLock { $0.append(event) } } }
+    var all: [ResilienceEvent] { list.withLock { $0 } }
+    var transitions: [String] {
+        all.compactMap {
+            if case .circuitStateChanged(_, let from, let to) = $0 { return "\(from.rawValue)->\(to.rawValue)" }
+            return nil
+        }
+    }
+}
+
+final class Counter: Sendable {
+    private let value = Mutex(0)
+    func increment() -> Int { value.withLock { $0 += 1; return $0 } }
+    var current: Int { value.withLock { $0 } }
+}
+
+/// Waits (yielding, not sleeping) until `condition` holds, up to a generous bound.
+func eventually(_ condition: () -> Bool) async -> Bool {
+    for _ in 0..<100_000 {
+        if condition() { return true }
+        await Task.yield()
+    }
+    return condition()
+}
+
+final class Log: Sendable {
+    private let entries = Mutex<[Int]>([])
+    func append(_ value: Int) { entries.withLock { $0.append(value) } }
+    var all: [Int] { entries.withLock { $0 } }
+}
+
+final class Flag: Sendable {
+    private let value = Mutex(false)
+    func set() { value.withLock { $0 = true } }
+    var isSet: Bool { value.withLock { $0 } }
+}
