@@ -9,6 +9,8 @@
 public struct ToolID: Hashable, Sendable, Comparable, CustomStringConvertible {
     public let namespace: String
     public let name: String
+    /// `namespace:name`, built once (it keys every policy lookup).
+    public let description: String
 
     /// The longest part accepted.
     public static let maximumPartLength = 64
@@ -26,9 +28,11 @@ public struct ToolID: Hashable, Sendable, Comparable, CustomStringConvertible {
         try Self.validate(name, part: "name")
         self.namespace = namespace
         self.name = name
+        self.description = namespace + ":" + name
     }
 
-    public var description: String { "\(namespace):\(name)" }
+    public static func == (lhs: ToolID, rhs: ToolID) -> Bool { lhs.description == rhs.description }
+    public func hash(into hasher: inout Hasher) { hasher.combine(description) }
 
     public static func < (lhs: ToolID, rhs: ToolID) -> Bool { lhs.description < rhs.description }
 

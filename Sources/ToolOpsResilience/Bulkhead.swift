@@ -6,8 +6,8 @@ public struct BulkheadPermit: Sendable, Hashable {
     public var key: String
     /// Unique per acquisition (a fencing token): releasing a permit twice, or releasing one
     /// that expired and was re-issued, can never free somebody else's slot.
-    public var token: String
-    public init(key: String, token: String) {
+    public var token: UInt64
+    public init(key: String, token: UInt64) {
         self.key = key
         self.token = token
     }
@@ -27,7 +27,7 @@ public protocol BulkheadStore: Sendable {
 public final class MemoryBulkheadStore: BulkheadStore {
     typealias Waiter = CheckedContinuation<BulkheadPermit, any Error>
     struct Compartment {
-        var held: Set<String> = []
+        var held: Set<UInt64> = []
         var queue: [(id: UInt64, waiter: Waiter)] = []
     }
     struct State {
@@ -40,18 +40,11 @@ public final class MemoryBulkheadStore: BulkheadStore {
     public init(clock: any ToolOpsClock = SystemClock()) { self.clock = clock }
 
     public func acquire(key: String, limit: Int, lease: Duration, maxWait: Duration) async throws -> BulkheadPermit {
-        enum Immediate { case permit(BulkheadPermit), full, wait(UInt64) }
         let immediate: Immediate = state.withLock { state in
             state.nextToken += 1
             let token = state.nextToken
-            var compartment = state.compartments[key, default: Compartment()]
-            defer { state.compartments[key] = compartment }
-            if compartment.held.count < limit && compartment.queue.isEmpty {
-                let permit = BulkheadPermit(key: key, token: String(token))
-                compartment.held.insert(permit.token)
-                return .permit(permit)
-            }
-            return maxWait > .zero ? .wait(token) : .full
+            // Mutated in place: copying the compartment out would copy its set on every call.
+            return Self.take(&state.compartments[key, default: Compartment()], token: token, key: key, limit: limit, maxWait: maxWait)
         }
         switch immediate {
         case .permit(let permit): return permit
@@ -59,6 +52,16 @@ public final class MemoryBulkheadStore: BulkheadStore {
         case .wait(let id): return try await wait(id: id, key: key, limit: limit, maxWait: maxWait)
         }
     }
+
+    private static func take(_ compartment: inout Compartment, token: UInt64, key: String, limit: Int, maxWait: Duration) -> Immediate {
+        if compartment.held.count < limit && compartment.queue.isEmpty {
+            compartment.held.insert(token)
+            return .permit(BulkheadPermit(key: key, token: token))
+        }
+        return maxWait > .zero ? .wait(token) : .full
+    }
+
+    enum Immediate { case permit(BulkheadPermit), full, wait(UInt64) }
 
     private func wait(id: UInt64, key: String, limit: Int, maxWait: Duration) async throws -> BulkheadPermit {
         let clock = self.clock
@@ -104,18 +107,14 @@ public final class MemoryBulkheadStore: BulkheadStore {
 
     func releaseNow(_ permit: BulkheadPermit) {
         let handOver: (Waiter, BulkheadPermit)? = state.withLock { state in
-            guard var compartment = state.compartments[permit.key], compartment.held.remove(permit.token) != nil else { return nil }
-            defer {
-                if compartment.held.isEmpty && compartment.queue.isEmpty {
-                    state.compartments[permit.key] = nil
-                } else {
-                    state.compartments[permit.key] = compartment
-                }
+            guard state.compartments[permit.key]?.held.remove(permit.token) != nil else { return nil }
+            guard state.compartments[permit.key]?.queue.isEmpty == false else {
+                if state.compartments[permit.key]?.held.isEmpty == true { state.compartments[permit.key] = nil }
+                return nil
             }
-            guard !compartment.queue.isEmpty else { return nil }
-            let next = compartment.queue.removeFirst()
-            let granted = BulkheadPermit(key: permit.key, token: String(next.id))
-            compartment.held.insert(granted.token)
+            guard let next = state.compartments[permit.key]?.queue.removeFirst() else { return nil }
+            let granted = BulkheadPermit(key: permit.key, token: next.id)
+            state.compartments[permit.key]?.held.insert(granted.token)
             return (next.waiter, granted)
         }
         if let (waiter, granted) = handOver { waiter.resume(returning: granted) }
@@ -165,10 +164,13 @@ public struct BulkheadMiddleware: ToolMiddleware {
         try requireConfiguration(configuration.lease > .zero, "lease must be positive")
         self.configuration = configuration
         self.store = store
+        self.storeKeyPrefix = "\(configuration.keyPrefix):\(configuration.key):"
     }
 
+    let storeKeyPrefix: String
+
     public func run(_ call: ToolCall, next: any ToolRunner) async throws -> ToolResult {
-        let key = "\(configuration.keyPrefix):\(configuration.key):\(configuration.key.key(for: call))"
+        let key = storeKeyPrefix + configuration.key.key(for: call)
         let shadow = configuration.mode.isShadow
         var permit: BulkheadPermit?
         do {

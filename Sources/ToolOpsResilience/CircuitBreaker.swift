@@ -112,9 +112,11 @@ public struct CircuitBreakerMiddleware: ToolMiddleware {
         self.configuration = configuration
         self.store = store
         self.clock = clock
+        self.storeKeyPrefix = "\(configuration.keyPrefix):\(configuration.key):"
     }
 
-    func storeKey(_ key: String) -> String { "\(configuration.keyPrefix):\(configuration.key):\(key)" }
+    let storeKeyPrefix: String
+    func storeKey(_ key: String) -> String { storeKeyPrefix + key }
 
     public func run(_ call: ToolCall, next: any ToolRunner) async throws -> ToolResult {
         let key = storeKey(configuration.key.key(for: call))

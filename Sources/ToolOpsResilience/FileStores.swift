@@ -94,7 +94,8 @@ public final class FileBulkheadStore: BulkheadStore {
         let deadline = clock.now + maxWait
         var pause = Duration.milliseconds(1)
         while true {
-            let token = ToolCall.makeID()
+            var generator = SystemRandomNumberGenerator()
+            let token = generator.next() as UInt64
             let granted: Bool = try files.update([key]) { states in
                 let now = clock.now.nanoseconds
                 var holders: [String: JSONValue] = [:]
@@ -103,7 +104,7 @@ public final class FileBulkheadStore: BulkheadStore {
                 }
                 defer { states[0] = .object(["holders": .object(holders)]) }
                 guard holders.count < limit else { return false }
-                holders[token] = .integer((clock.now + lease).nanoseconds)
+                holders[String(token)] = .integer((clock.now + lease).nanoseconds)
                 return true
             }
             if granted { return BulkheadPermit(key: key, token: token) }
@@ -119,7 +120,7 @@ public final class FileBulkheadStore: BulkheadStore {
     public func release(_ permit: BulkheadPermit) async {
         _ = try? files.update([permit.key]) { states in
             guard case .object(var holders)? = states[0]?["holders"] else { return }
-            holders[permit.token] = nil  // an unknown token (expired, released) changes nothing else
+            holders[String(permit.token)] = nil  // an unknown token (expired, released) changes nothing else
             states[0] = .object(["holders": .object(holders)])
         }
     }

@@ -121,6 +121,15 @@ public enum GCRA {
     static func apply(
         _ requests: [RateLimitRequest], maxWait: Duration, now: Int64, tats: inout [String: Int64]
     ) -> [RateLimitDecision] {
+        if requests.count == 1 {
+            // The common case, without the batch bookkeeping.
+            let request = requests[0]
+            let tat = tats[request.key]
+            let outcome = evaluate(tat: tat, now: now, cost: request.cost, limit: request.limit)
+            let accepted = outcome.waitNanos <= 0 || outcome.waitNanos <= maxWait.nanosecondsClamped
+            if accepted { tats[request.key] = outcome.newTAT }
+            return [decision(accepted: accepted, tat: tat, outcome: outcome, now: now, limit: request.limit)]
+        }
         var outcomes: [Outcome] = []
         outcomes.reserveCapacity(requests.count)
         var pending: [String: Int64] = [:]  // the same key twice in one batch stacks

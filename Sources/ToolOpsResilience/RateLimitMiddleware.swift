@@ -1,3 +1,4 @@
+import Synchronization
 import ToolOpsCore
 
 /// One limit applied to the calls whose tool matches `pattern`, bucketed by `key`.
@@ -61,6 +62,11 @@ public struct RateLimitMiddleware: ToolMiddleware {
     public let configuration: Configuration
     let store: any RateLimitStore
     let clock: any ToolOpsClock
+    private let cache = SelectionCache()
+
+    final class SelectionCache: Sendable {
+        let selections = Mutex<[ToolID: [Selection]]>([:])
+    }
 
     public init(
         _ configuration: Configuration, store: any RateLimitStore = MemoryRateLimitStore(), clock: any ToolOpsClock = SystemClock()
@@ -72,11 +78,18 @@ public struct RateLimitMiddleware: ToolMiddleware {
         self.clock = clock
     }
 
-    /// The bucket requests a call would make: one per scope, most specific rule first.
-    public func requests(for call: ToolCall) throws(ToolOpsError) -> [RateLimitRequest] {
+    /// The rules that apply to a tool (one per scope, most specific first), with the fixed
+    /// part of their bucket keys. Cached per tool: rule matching is pure.
+    struct Selection: Sendable {
+        var rule: RateLimitRule
+        var keyPrefix: String
+    }
+
+    private func selection(for tool: ToolID) -> [Selection] {
+        if let cached = cache.selections.withLock({ $0[tool] }) { return cached }
         var chosen: [String: RateLimitRule] = [:]
         var order: [String] = []
-        for rule in configuration.rules where rule.pattern.matches(call.tool) {
+        for rule in configuration.rules where rule.pattern.matches(tool) {
             if let existing = chosen[rule.scope] {
                 if rule.pattern.specificity > existing.pattern.specificity { chosen[rule.scope] = rule }
             } else {
@@ -84,17 +97,29 @@ public struct RateLimitMiddleware: ToolMiddleware {
                 order.append(rule.scope)
             }
         }
+        let selections = order.compactMap { scope in
+            chosen[scope].map { Selection(rule: $0, keyPrefix: "\(configuration.keyPrefix):\(scope):\($0.pattern):") }
+        }
+        cache.selections.withLock { cache in
+            if cache.count >= 10_000 { cache.removeAll() }  // bounded: tool ids may come from callers
+            cache[tool] = selections
+        }
+        return selections
+    }
+
+    /// The bucket requests a call would make.
+    public func requests(for call: ToolCall) throws(ToolOpsError) -> [RateLimitRequest] {
         let cost = configuration.cost(call)
         if cost < 0 { throw ToolOpsError(.invalidInput, "rate-limit cost must not be negative, got \(cost)") }
-        return try order.map { (scope) throws(ToolOpsError) -> RateLimitRequest in
-            // `order` only holds scopes present in `chosen`.
-            let rule = chosen[scope]!
-            if cost > rule.limit.burst {
-                throw ToolOpsError(.invalidInput, "call costs \(cost) tokens but the \(scope) limit's burst is \(rule.limit.burst)")
+        var requests: [RateLimitRequest] = []
+        for selection in selection(for: call.tool) {
+            if cost > selection.rule.limit.burst {
+                throw ToolOpsError(
+                    .invalidInput, "call costs \(cost) tokens but the \(selection.rule.scope) limit's burst is \(selection.rule.limit.burst)")
             }
-            let key = "\(configuration.keyPrefix):\(scope):\(rule.pattern):\(rule.key.key(for: call))"
-            return RateLimitRequest(key: key, cost: cost, limit: rule.limit)
+            requests.append(RateLimitRequest(key: selection.keyPrefix + selection.rule.key.key(for: call), cost: cost, limit: selection.rule.limit))
         }
+        return requests
     }
 
     public func run(_ call: ToolCall, next: any ToolRunner) async throws -> ToolResult {

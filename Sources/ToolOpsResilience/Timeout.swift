@@ -51,6 +51,24 @@ public struct TimeoutMiddleware: ToolMiddleware {
             return try await next.run(call)
         }
         let clock = self.clock
+        if clock is SystemClock && DeadlineWatcher.shared.isAvailable {
+            // Fast path: the work runs as the only child task and a shared watcher thread
+            // cancels it at the deadline — no timer is created per call.
+            let deadline = (clock.now + limit).nanoseconds
+            return try await withThrowingTaskGroup(of: ToolResult.self) { group in
+                group.addTask {
+                    let (result, fired) = await DeadlineWatcher.shared.withDeadline(deadline) { try await next.run(call) }
+                    if fired, case .failure = result {
+                        configuration.observer?(.timedOut(tool: call.tool, after: limit, shadow: false))
+                        throw ToolOpsError(.timedOut, "\(call.tool) exceeded its timeout of \(limit)")
+                    }
+                    return try result.get()
+                }
+                guard let result = try await group.next() else { throw CancellationError() }
+                return result
+            }
+        }
+        // Any other clock (a test's manual clock): race the work against a sleep on that clock.
         return try await withThrowingTaskGroup(of: ToolResult?.self) { group in
             group.addTask { try await next.run(call) }
             group.addTask {

@@ -165,13 +165,15 @@ struct RedisClientTests {
 
     @Test func refusedConnectionIsTypedAndFast() async throws {
         let port = try RedisServer.freePort()
-        let client = try makeClient("redis://127.0.0.1:\(port)")
+        let client = try makeClient("redis://127.0.0.1:\(port)") { $0.connectTimeout = .seconds(20) }
         defer { client.shutdown() }
         let started = ContinuousClock.now
         let error = await #expect(throws: RedisClientError.self) { try await client.send("PING") }
         #expect(error?.code == .connectionRefused)
         #expect(error?.isUnavailable == true)
-        #expect(ContinuousClock.now - started < .seconds(1))
+        // Far below the connect timeout: a refusal is reported, not waited out (the margin
+        // absorbs a loaded CI machine).
+        #expect(ContinuousClock.now - started < .seconds(3))
     }
 
     @Test func serverKilledMidFlightFailsEveryPendingCallThenRecovers() async throws {
@@ -188,7 +190,7 @@ struct RedisClientTests {
                 server.kill()
                 var results: [Result<RESPValue, RedisClientError>] = []
                 for try await result in group { results.append(result) }
-                #expect(ContinuousClock.now - killedAt < .seconds(2), "pending calls must fail fast")
+                #expect(ContinuousClock.now - killedAt < .seconds(4), "pending calls fail fast, not after the 10 s timeout")
                 return results
             }
             let failures = results.compactMap { result -> RedisClientError? in
@@ -205,22 +207,23 @@ struct RedisClientTests {
             try server.start()
             let recovered = ContinuousClock.now
             var reply: RESPValue?
-            while reply == nil && ContinuousClock.now - recovered < .seconds(5) {
+            while reply == nil && ContinuousClock.now - recovered < .seconds(10) {
                 reply = try? await client.send("PING")
                 if reply == nil { try await Task.sleep(for: .milliseconds(20)) }
             }
             #expect(reply == .simpleString("PONG"))
-            #expect(ContinuousClock.now - recovered < .seconds(3), "recovers within the maximum backoff")
+            #expect(ContinuousClock.now - recovered < .seconds(5), "recovers within the maximum backoff (2 s) plus slack")
         }
     }
 
     @Test func commandTimeoutReplacesTheConnectionAndFailsEveryoneInFlight() async throws {
         try await withRedisServer { server in
-            let client = try makeClient(server.url) { $0.poolSize = 1; $0.commandTimeout = .milliseconds(300) }
+            let client = try makeClient(server.url) { $0.poolSize = 1; $0.commandTimeout = .seconds(1) }
             defer { client.shutdown() }
             let before = try await client.send("CLIENT", "ID").int
-            async let slow = Self.capture { try await client.send("DEBUG", "SLEEP", 1) }
-            try await Task.sleep(for: .milliseconds(50))
+            async let slow = Self.capture { try await client.send("DEBUG", "SLEEP", 2.5) }
+            // Queue the PING behind it on the same connection while it is still in flight.
+            while try client.connection().load == 0 { await Task.yield() }
             async let behind = Self.capture { try await client.send("PING") }
             let (slowResult, behindResult) = await (slow, behind)
             for result in [slowResult, behindResult] {
@@ -232,7 +235,7 @@ struct RedisClientTests {
                 #expect(error.isUnavailable)
             }
             // The next command runs on a fresh connection, once the server is responsive again.
-            try await Task.sleep(for: .milliseconds(800))
+            try await Task.sleep(for: .milliseconds(1600))
             let after = try await client.send("CLIENT", "ID").int
             #expect(before != nil && after != nil && before != after)
         }
@@ -243,13 +246,13 @@ struct RedisClientTests {
             let client = try makeClient(server.url) { $0.poolSize = 1 }
             defer { client.shutdown() }
             try await client.send("SET", "k", "value")
-            let slow = Task { try await client.send("DEBUG", "SLEEP", 1.5) }
+            let slow = Task { try await client.send("DEBUG", "SLEEP", 3) }
             try await Task.sleep(for: .milliseconds(50))
             let cancelledAt = ContinuousClock.now
             slow.cancel()
             let outcome = await slow.result
-            // Well before the server answers (1.5 s): the caller did not wait for the reply.
-            #expect(ContinuousClock.now - cancelledAt < .milliseconds(750))
+            // Well before the server answers (3 s): the caller did not wait for the reply.
+            #expect(ContinuousClock.now - cancelledAt < .milliseconds(1500))
             #expect(throws: CancellationError.self) { try outcome.get() }
             // The discarded DEBUG reply must not be handed to the next caller.
             #expect(try await client.send("GET", "k") == .bulkString(Array("value".utf8)))

@@ -105,7 +105,7 @@ struct FileStoreTests {
             let pipe = Pipe()
             process.executableURL = URL(fileURLWithPath: binary)
             process.arguments = ["_probe", "file-ratelimit", "--directory", directory, "--rate", "\(rate)", "--burst", "\(burst)",
-                                 "--duration-ms", "1000", "--start-at", "\(startAt.nanoseconds)"]
+                                 "--duration-ms", "600", "--start-at", "\(startAt.nanoseconds)"]
             process.standardOutput = pipe
             try process.run()
             processes.append((process, pipe))
