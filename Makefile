@@ -21,3 +21,4 @@ test: deps
 bench: deps
 	swift build -c release --product toolops 2>&1 | grep -v "prohibited flag" | tail -n 3
 	.build/release/toolops bench redis
+	.build/release/toolops bench resilience

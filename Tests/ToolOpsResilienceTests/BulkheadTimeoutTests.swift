@@ -154,6 +154,39 @@ struct TimeoutTests {
         #expect(clock.sleeperCount == 0)
     }
 
+    @Test func systemClockPathCancelsOnlyTheWork() async throws {
+        // SystemClock uses the shared deadline watcher instead of a sleeping child task.
+        let timeout = try TimeoutMiddleware(.init(timeout: .milliseconds(50)))
+        let cancelled = Flag()
+        let slow = ToolFunction { _ in
+            do { try await Task.sleep(for: .seconds(30)) } catch {
+                cancelled.set()
+                throw error
+            }
+            return ToolResult("late")
+        }
+        let started = ContinuousClock.now
+        let error = await #expect(throws: ToolOpsError.self) { try await timeout.run(try call(), next: slow) }
+        #expect(error?.code == .timedOut)
+        #expect(cancelled.isSet)
+        #expect(ContinuousClock.now - started < .seconds(10))
+        // The caller's own task was not cancelled: it can go on (e.g. to retry).
+        #expect(!Task.isCancelled)
+        #expect(try await timeout.run(try call(), next: ok).value == "ok")
+        // Many concurrent deadlines, most met, some missed.
+        try await withThrowingTaskGroup(of: Bool.self) { group in
+            for index in 0..<200 {
+                group.addTask {
+                    let tool = index % 10 == 0 ? slow : ok
+                    do { _ = try await timeout.run(try call(), next: tool); return true } catch { return false }
+                }
+            }
+            var succeeded = 0
+            for try await outcome in group where outcome { succeeded += 1 }
+            #expect(succeeded == 180)
+        }
+    }
+
     @Test func fastWorkAndErrorsPassThrough() async throws {
         let timeout = try TimeoutMiddleware(.init(timeout: .seconds(5)))
         #expect(try await timeout.run(try call(), next: ok).value == "ok")
