@@ -30,8 +30,8 @@ public struct ToolFunction: ToolRunner {
 /// the chain at all, so a disabled feature costs nothing.
 ///
 /// ```swift
-/// let pipeline = ToolPipeline(runner: tools) {
-///     RateLimitMiddleware(limiter)
+/// let pipeline = try ToolPipeline(runner: tools) {
+///     try RateLimitMiddleware(limiterConfiguration)
 ///     if cachingEnabled { CacheMiddleware(cache) }
 ///     RetryMiddleware(retry)
 ///     CircuitBreakerMiddleware(breaker)
@@ -51,8 +51,10 @@ public struct ToolPipeline: ToolRunner {
     /// The middlewares in the chain, outermost first.
     public let middlewares: [any ToolMiddleware]
 
-    public init(runner: any ToolRunner, @ToolMiddlewareBuilder _ middlewares: () -> [any ToolMiddleware]) {
-        self.init(runner: runner, middlewares: middlewares())
+    /// Builds the chain; middlewares whose initialisers validate (and throw) can be listed
+    /// with `try`, and the pipeline then needs `try` too.
+    public init(runner: any ToolRunner, @ToolMiddlewareBuilder _ middlewares: () throws -> [any ToolMiddleware]) rethrows {
+        self.init(runner: runner, middlewares: try middlewares())
     }
 
     public init(runner: any ToolRunner, middlewares: [any ToolMiddleware]) {
