@@ -13,6 +13,7 @@ let package = Package(
         .library(name: "ToolOpsRedis", targets: ["ToolOpsRedis"]),
         .library(name: "ToolOpsCore", targets: ["ToolOpsCore"]),
         .library(name: "ToolOpsResilience", targets: ["ToolOpsResilience"]),
+        .library(name: "ToolOpsRedisBackend", targets: ["ToolOpsRedisBackend"]),
         .executable(name: "toolops", targets: ["toolops"]),
     ],
     dependencies: [
@@ -57,12 +58,18 @@ let package = Package(
             dependencies: ["ToolOpsCore"],
             swiftSettings: strict
         ),
+        .target(
+            name: "ToolOpsRedisBackend",
+            dependencies: ["ToolOpsRedis", "ToolOpsCore", "ToolOpsResilience"],
+            swiftSettings: strict
+        ),
         .executableTarget(
             name: "toolops",
             dependencies: [
                 "ToolOpsRedis",
                 "ToolOpsCore",
                 "ToolOpsResilience",
+                "ToolOpsRedisBackend",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -72,6 +79,9 @@ let package = Package(
             name: "ToolOpsRedisTests",
             dependencies: [
                 "ToolOpsRedis",
+                "ToolOpsRedisBackend",
+                "ToolOpsResilience",
+                "ToolOpsCore",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],

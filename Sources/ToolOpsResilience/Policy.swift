@@ -30,6 +30,10 @@ public enum ResilienceEvent: Sendable {
     case retryBudgetExhausted(tool: ToolID)
     /// A call exceeded its timeout (in shadow mode it was left to finish).
     case timedOut(tool: ToolID, after: Duration, shadow: Bool)
+    /// A shared store (Redis) failed; the named policy now runs in its degraded mode.
+    case storeDegraded(store: String, error: any Error)
+    /// The shared store answered again; the policy is back on it.
+    case storeRecovered(store: String)
 }
 
 /// Receives ``ResilienceEvent``s. Called outside any lock; keep it quick.

@@ -1,0 +1,13 @@
+/// Every Redis key ToolOps uses, in one place (documented in `Docs/redis-keys.md`).
+///
+/// Keys are `<prefix>:<kind>:{<name>}`. The `{…}` hash tag keeps all keys of one logical
+/// object in one Redis Cluster slot.
+public struct RedisKeySchema: Sendable, Hashable {
+    /// Defaults to `toolops`; give each deployment sharing a Redis its own prefix.
+    public var prefix: String
+
+    public init(prefix: String = "toolops") { self.prefix = prefix }
+
+    /// The GCRA state (theoretical arrival time, µs) of one rate-limit bucket.
+    public func rateLimit(_ bucket: String) -> String { "\(prefix):rl:{\(bucket)}" }
+}

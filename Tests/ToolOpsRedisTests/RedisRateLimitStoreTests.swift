@@ -1,0 +1,185 @@
+import Foundation
+import Synchronization
+import Testing
+import ToolOpsCore
+import ToolOpsRedis
+import ToolOpsRedisBackend
+import ToolOpsResilience
+
+@Suite("Redis rate-limit store", .timeLimit(.minutes(1)))
+struct RedisRateLimitStoreTests {
+    func client(_ url: String) throws -> RedisClient { try RedisClient(url: url, logger: quietLogger) }
+
+    func evalshaCalls(_ client: RedisClient) async throws -> (evalsha: Int, total: Int) {
+        let info = try await client.send("INFO", "commandstats").string ?? ""
+        var evalsha = 0
+        var total = 0
+        for line in info.split(separator: "\r\n") where line.hasPrefix("cmdstat_") {
+            guard let calls = line.split(separator: "calls=").dropFirst().first?.split(separator: ",").first.flatMap({ Int($0) }) else { continue }
+            // TIME, GET and SET run inside the script; count only what clients sent.
+            if !["cmdstat_time:", "cmdstat_get:", "cmdstat_set:"].contains(where: { line.hasPrefix($0) }) { total += calls }
+            if line.hasPrefix("cmdstat_evalsha:") { evalsha = calls }
+        }
+        return (evalsha, total)
+    }
+
+    @Test func gcraDecisionsAndExactlyOneRoundTripEach() async throws {
+        try await withRedisServer { server in
+            let redis = try client(server.url)
+            let probe = try client(server.url)
+            defer { redis.shutdown(); probe.shutdown() }
+            let store = RedisRateLimitStore(client: redis, keys: RedisKeySchema(prefix: "t"))
+            let limit = try RateLimit(rate: 10, per: .seconds(100), burst: 3)  // slow refill: no drift during the test
+            let tool = RateLimitRequest(key: "tool", limit: limit)
+            let tenant = RateLimitRequest(key: "tenant", limit: try RateLimit(rate: 1000, per: .seconds(1000), burst: 1000))
+            _ = try await store.acquire([tool], maxWait: .zero)  // loads the script
+            let before = try await evalshaCalls(probe)
+            var decisions: [[RateLimitDecision]] = []
+            for _ in 0..<4 { decisions.append(try await store.acquire([tool, tenant], maxWait: .zero)) }
+            let after = try await evalshaCalls(probe)
+            #expect(after.evalsha - before.evalsha == 4, "one EVALSHA per decision, however many limits")
+            #expect(after.total - before.total == 4 + 1, "nothing else but the INFO probe itself")
+            #expect(decisions.map { $0[0].allowed } == [true, true, false, false])
+            #expect(decisions[0][0].remaining == 1 && decisions[1][0].remaining == 0)
+            let refused = decisions[2]
+            #expect(refused[1].allowed == false, "all or nothing")
+            #expect(refused[0].retryAfter > .seconds(9) && refused[0].retryAfter <= .seconds(10))
+            // The refused batches took nothing from the tenant bucket: 2 spent of 1000.
+            #expect(try await store.acquire([tenant], maxWait: .zero)[0].remaining == 997)
+            // Keys follow the schema and expire when the bucket would be full again.
+            let ttl = try await probe.send("PTTL", "t:rl:{tool}").int ?? -1
+            #expect(ttl > 0 && ttl <= 30_000 + 2)
+        }
+    }
+
+    @Test func threeReplicasShareOneLimit() async throws {
+        try await withRedisServer { server in
+            let replicas = try (0..<3).map { _ in try client(server.url) }
+            let probe = try client(server.url)
+            defer { (replicas + [probe]).forEach { $0.shutdown() } }
+            let (rate, burst) = (500, 50)
+            let limit = try RateLimit(rate: rate, per: .seconds(1), burst: burst)
+            func serverMicros() async throws -> Int64 {
+                let time = try await probe.send("TIME").array ?? []
+                return (time.first?.int ?? 0) * 1_000_000 + (time.last?.int ?? 0)
+            }
+            let start = try await serverMicros()
+            let allowed = try await withThrowingTaskGroup(of: Int.self) { group in
+                for replica in replicas {
+                    let store = RedisRateLimitStore(client: replica)
+                    for _ in 0..<8 {  // 8 concurrent callers per replica
+                        group.addTask {
+                            var allowed = 0
+                            let until = ContinuousClock.now + .milliseconds(1200)
+                            while ContinuousClock.now < until {
+                                if try await store.acquire([RateLimitRequest(key: "shared", limit: limit)], maxWait: .zero)[0].allowed { allowed += 1 }
+                            }
+                            return allowed
+                        }
+                    }
+                }
+                return try await group.reduce(0, +)
+            }
+            let elapsed = Double(try await serverMicros() - start) / 1e6
+            let ceiling = Double(burst) + Double(rate) * elapsed
+            #expect(Double(allowed) <= ceiling, "allowed \(allowed) over \(elapsed) s; ceiling \(ceiling)")
+            #expect(Double(allowed) >= ceiling * 0.85, "allowed \(allowed) over \(elapsed) s; ceiling \(ceiling)")
+        }
+    }
+
+    @Test func scriptFlushAndClientKillAreInvisible() async throws {
+        try await withRedisServer { server in
+            let redis = try client(server.url)
+            let probe = try client(server.url)
+            defer { redis.shutdown(); probe.shutdown() }
+            let store = RedisRateLimitStore(client: redis)
+            let limit = try RateLimit(rate: 1000, burst: 1000)
+            #expect(try await store.acquire([RateLimitRequest(key: "k", limit: limit)], maxWait: .zero)[0].allowed)
+            try await probe.send("SCRIPT", "FLUSH")
+            #expect(try await store.acquire([RateLimitRequest(key: "k", limit: limit)], maxWait: .zero)[0].allowed)
+            let killed = try await probe.send("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes").int ?? 0
+            #expect(killed >= 1)
+            // The killed idle connection is replaced before the next decision needs it.
+            var outcome: Bool?
+            for _ in 0..<50 where outcome == nil {
+                outcome = try? await store.acquire([RateLimitRequest(key: "k", limit: limit)], maxWait: .zero)[0].allowed
+                if outcome == nil { try await Task.sleep(for: .milliseconds(10)) }
+            }
+            #expect(outcome == true)
+        }
+    }
+
+    @Test func redisSayingNoIsNotAnOutage() async throws {
+        try await withRedisServer { server in
+            let redis = try client(server.url)
+            defer { redis.shutdown() }
+            try await redis.send("HSET", "toolops:rl:{wrong}", "f", "v")  // a bucket key of the wrong type
+            let events = EventLog()
+            let store = try FallbackRateLimitStore(primary: RedisRateLimitStore(client: redis), observer: events.observer)
+            let error = await #expect(throws: RedisClientError.self) {
+                try await store.acquire([RateLimitRequest(key: "wrong", limit: try RateLimit(rate: 1))], maxWait: .zero)
+            }
+            #expect(error?.isUnavailable == false)
+            #expect(!store.isDegraded && events.count == 0)
+        }
+    }
+
+    @Test(arguments: ["local", "open", "closed"])
+    func degradedModesWhenRedisDiesAndRecoveryAfterRestart(mode: String) async throws {
+        try await withRedisServer { server in
+            var configuration = try RedisConfiguration(url: server.url)
+            configuration.reconnect = ReconnectBackoff(initialDelay: .milliseconds(20), maximumDelay: .milliseconds(100))
+            let redis = try RedisClient(configuration: configuration, logger: quietLogger)
+            defer { redis.shutdown() }
+            let events = EventLog()
+            let degradedMode: DegradedMode = mode == "local" ? .local(scale: 0.5) : mode == "open" ? .failOpen : .failClosed
+            let store = try FallbackRateLimitStore(
+                primary: RedisRateLimitStore(client: redis), mode: degradedMode, deadline: .milliseconds(200),
+                probeInterval: .milliseconds(100), observer: events.observer)
+            let limit = try RateLimit(rate: 10, per: .seconds(100), burst: 10)
+            let request = RateLimitRequest(key: "k-\(mode)", limit: limit)
+            #expect(try await store.acquire([request], maxWait: .zero)[0].allowed)
+            #expect(!store.isDegraded)
+
+            server.kill()
+            var outcomes: [Bool] = []
+            for _ in 0..<12 {
+                let started = ContinuousClock.now
+                outcomes.append(try await store.acquire([request], maxWait: .zero)[0].allowed)
+                #expect(ContinuousClock.now - started < .seconds(2), "no decision hangs")
+            }
+            #expect(store.isDegraded)
+            switch mode {
+            case "local": #expect(outcomes.filter { $0 }.count == 5)  // burst 10 × scale 0.5
+            case "open": #expect(outcomes.allSatisfy { $0 })
+            default: #expect(outcomes.allSatisfy { !$0 })
+            }
+
+            try server.start()
+            var recovered = false
+            let restarted = ContinuousClock.now
+            while !recovered && ContinuousClock.now - restarted < .seconds(5) {
+                _ = try await store.acquire([request], maxWait: .zero)
+                recovered = !store.isDegraded
+                if !recovered { try await Task.sleep(for: .milliseconds(20)) }
+            }
+            #expect(recovered, "back on Redis after a restart")
+            #expect(events.names == ["degraded", "recovered"])
+        }
+    }
+}
+
+final class EventLog: Sendable {
+    private let events = Mutex<[String]>([])
+    var observer: ResilienceObserver {
+        { event in
+            switch event {
+            case .storeDegraded: self.events.withLock { $0.append("degraded") }
+            case .storeRecovered: self.events.withLock { $0.append("recovered") }
+            default: break
+            }
+        }
+    }
+    var names: [String] { events.withLock { $0 } }
+    var count: Int { names.count }
+}
