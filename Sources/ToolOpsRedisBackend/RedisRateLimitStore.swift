@@ -29,9 +29,23 @@ public final class RedisRateLimitStore: RateLimitStore {
     public static let script = RedisScript(
         """
         local t = redis.call('TIME')
-        local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+        local now = t[1] * 1000000 + t[2]
         local maxWait = tonumber(ARGV[1])
         local n = #KEYS
+        if n == 1 then
+          local cost, interval, burst = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+          local tolerance = burst * interval
+          local tat = tonumber(redis.call('GET', KEYS[1])) or now
+          if tat < now then tat = now end
+          local newTat = tat + cost * interval
+          local wait = newTat - tolerance - now
+          if wait <= 0 or wait <= maxWait then
+            local ttl = newTat - now
+            redis.call('SET', KEYS[1], string.format('%.0f', newTat), 'PX', math.ceil(ttl / 1000) + 1)
+            return {1, wait > 0 and math.ceil(wait) or 0, math.floor((tolerance - ttl) / interval), 0, math.ceil(ttl)}
+          end
+          return {0, math.ceil(wait), math.max(0, math.floor((tolerance - (tat - now)) / interval)), math.ceil(wait), math.ceil(tat - now)}
+        end
         local tats, newTats, waits = {}, {}, {}
         local worst = nil
         for i = 1, n do

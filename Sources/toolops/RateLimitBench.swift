@@ -1,0 +1,136 @@
+import ArgumentParser
+import Foundation
+import ToolOpsCore
+import ToolOpsRedis
+import ToolOpsRedisBackend
+import ToolOpsResilience
+
+/// `toolops bench ratelimit`: cluster rate-limit decisions/s through `RedisRateLimitStore`
+/// vs redis-benchmark running EVALSHA of the same script with the same arguments, and vs
+/// Python's `limits` package when it is installed — one fresh redis-server, one run.
+struct RateLimitBench: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "ratelimit",
+        abstract: "Redis rate-limit decisions/s vs redis-benchmark (same GCRA script) and Python limits."
+    )
+
+    @Option(help: "Decisions per measurement.")
+    var decisions: Int = 100_000
+
+    @Option(help: "Comma-separated concurrency levels.")
+    var concurrency: String = "1,16,64"
+
+    @Option(help: "Commands in flight per connection before the pool uses another (client default 64).")
+    var spreadThreshold: Int = 64
+
+    @Option(help: "Rounds per cell; the best round of each side is reported.")
+    var rounds: Int = 1
+
+    @Option(help: "Connections in the client's pool.")
+    var poolSize: Int = 2
+
+    @Option(help: "Decisions per measurement for Python limits (it is slow).")
+    var pythonDecisions: Int = 20_000
+
+    func run() async throws {
+        let levels = concurrency.split(separator: ",").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }
+        let server = try BenchRedisServer.start()
+        defer { server.stop() }
+        var configuration = try RedisConfiguration(url: server.url)
+        configuration.spreadThreshold = spreadThreshold
+        configuration.poolSize = poolSize
+        guard case .tcp(let host, let port) = configuration.endpoint else { return }
+        let client = try RedisClient(configuration: configuration)
+        let probe = try RedisClient(configuration: configuration)
+        defer { client.shutdown(); probe.shutdown() }
+        let store = RedisRateLimitStore(client: client)
+        let limit = try RateLimit(rate: 1_000_000_000, per: .seconds(1), burst: 1_000_000_000)
+        let request = RateLimitRequest(key: "bench", limit: limit)
+        _ = try await probe.send("SCRIPT", "LOAD", RedisRateLimitStore.script.source)
+        let python = pythonAvailable()
+        say("redis-server at \(host):\(port); \(decisions) decisions per cell (Python limits: \(python ? "\(pythonDecisions)" : "not installed"))")
+        say("")
+        say(pad("conc", 6) + pad("ToolOps ops/s", 15) + pad("redis-benchmark", 17) + pad("ratio", 8) + pad("EVALSHA/decision", 18)
+            + pad("limits ops/s", 14) + "ratio")
+        for level in levels {
+            var ours = (opsPerSecond: 0.0, count: 0)
+            var reference = 0.0
+            var perDecision = 0.0
+            for _ in 0..<max(1, rounds) {
+                let before = try await evalshaCount(probe)
+                let round = try await measure(store, request, concurrency: level)
+                let after = try await evalshaCount(probe)
+                perDecision = Double(after - before) / Double(round.count)
+                if round.opsPerSecond > ours.opsPerSecond { ours = round }
+                // Same script, same key and arguments as our store sends.
+                reference = max(reference, try referenceOps(
+                    host: host, port: port, concurrency: level,
+                    args: ["EVALSHA", RedisRateLimitStore.script.sha1, "1", "toolops:rl:{bench}", "0", "1",
+                           String(Double(limit.emissionInterval) / 1000), String(limit.burst)]))
+            }
+            var pythonColumns = pad("—", 14) + "—"
+            if python, let pythonOps = try? pythonOps(url: server.url, concurrency: level) {
+                pythonColumns = pad(String(format: "%.0f", pythonOps), 14) + String(format: "%.1f×", ours.opsPerSecond / pythonOps)
+            }
+            say(pad("\(level)", 6) + pad(String(format: "%.0f", ours.opsPerSecond), 15) + pad(String(format: "%.0f", reference), 17)
+                + pad(String(format: "%.2f×", ours.opsPerSecond / reference), 8) + pad(String(format: "%.3f", perDecision), 18) + pythonColumns)
+        }
+    }
+
+    func measure(_ store: RedisRateLimitStore, _ request: RateLimitRequest, concurrency: Int) async throws -> (opsPerSecond: Double, count: Int) {
+        let perTask = max(1, decisions / concurrency)
+        let start = ContinuousClock.now
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for _ in 0..<concurrency {
+                group.addTask { for _ in 0..<perTask { _ = try await store.acquire([request], maxWait: .zero) } }
+            }
+            try await group.waitForAll()
+        }
+        let count = perTask * concurrency
+        return (Double(count) / (ContinuousClock.now - start).seconds, count)
+    }
+
+    func evalshaCount(_ client: RedisClient) async throws -> Int {
+        let info = try await client.send("INFO", "commandstats").string ?? ""
+        guard let line = info.split(separator: "\r\n").first(where: { $0.hasPrefix("cmdstat_evalsha:") }),
+            let calls = line.split(separator: "calls=").dropFirst().first?.split(separator: ",").first.flatMap({ Int($0) })
+        else { return 0 }
+        return calls
+    }
+
+    func referenceOps(host: String, port: Int, concurrency: Int, args: [String]) throws -> Double {
+        let output = try capture("/usr/bin/env", ["redis-benchmark", "-h", host, "-p", "\(port)", "-c", "\(concurrency)", "-n", "\(decisions)", "--csv"] + args)
+        guard let line = output.split(separator: "\n").dropFirst().first,
+            let rps = Double(line.split(separator: ",")[1].trimmingCharacters(in: CharacterSet(charactersIn: "\"")))
+        else { throw ValidationError("cannot parse redis-benchmark output: \(output)") }
+        return rps
+    }
+
+    func pythonAvailable() -> Bool {
+        (try? capture("/usr/bin/env", ["python3", "-c", "import limits, redis"])) != nil
+    }
+
+    func pythonOps(url: String, concurrency: Int) throws -> Double {
+        let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().appendingPathComponent("Benchmarks/limits_bench.py").path
+        let output = try capture("/usr/bin/env", ["python3", script, url, "\(concurrency)", "\(pythonDecisions)"])
+        guard let value = Double(output.trimmingCharacters(in: .whitespacesAndNewlines)) else { throw ValidationError("limits: \(output)") }
+        return value
+    }
+
+    func capture(_ executable: String, _ arguments: [String]) throws -> String {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: executable)
+        process.arguments = arguments
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        let data = pipe.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        guard process.terminationStatus == 0 else { throw ValidationError("\(arguments.first ?? executable) failed") }
+        return String(decoding: data, as: UTF8.self)
+    }
+
+    func pad(_ text: String, _ width: Int) -> String { text.padding(toLength: max(width, text.count + 1), withPad: " ", startingAt: 0) }
+}
