@@ -10,4 +10,10 @@ public struct RedisKeySchema: Sendable, Hashable {
 
     /// The GCRA state (theoretical arrival time, µs) of one rate-limit bucket.
     public func rateLimit(_ bucket: String) -> String { "\(prefix):rl:{\(bucket)}" }
+
+    /// The leases of one bulkhead: a sorted set, member = fencing token, score = expiry (ms, Redis time).
+    public func bulkheadLeases(_ name: String) -> String { "\(prefix):bh:{\(name)}" }
+
+    /// The fencing-token counter of one bulkhead (never expires, so tokens are never reused).
+    public func bulkheadSequence(_ name: String) -> String { "\(prefix):bh:{\(name)}:seq" }
 }

@@ -171,3 +171,75 @@ public final class FallbackRateLimitStore: RateLimitStore {
         }
     }
 }
+
+/// A bulkhead store that uses a shared store (Redis) and, when it is unreachable, the
+/// declared ``DegradedMode`` (local: the fallback store with `limit × scale` slots). Permits
+/// are released to the store that issued them.
+public final class FallbackBulkheadStore: BulkheadStore {
+    public let primary: any BulkheadStore
+    public let fallback: any BulkheadStore
+    public let mode: DegradedMode
+    public let deadline: Duration
+    let clock: any ToolOpsClock
+    let tracker: OutageTracker
+    /// Permits from the fallback store carry this bit, so releases find their way back.
+    static let localBit: UInt64 = 1 << 63
+
+    public init(
+        primary: any BulkheadStore, fallback: any BulkheadStore = MemoryBulkheadStore(), mode: DegradedMode = .local(),
+        deadline: Duration = .milliseconds(100), probeInterval: Duration = .seconds(1),
+        clock: any ToolOpsClock = SystemClock(), name: String = "bulkhead", observer: ResilienceObserver? = nil
+    ) throws(ToolOpsError) {
+        try requireConfiguration(deadline > .zero, "deadline must be positive")
+        try requireConfiguration(probeInterval > .zero, "probeInterval must be positive")
+        if case .local(let scale) = mode.kind {
+            try requireConfiguration(scale > 0 && scale <= 1, "local fallback scale must be in (0, 1], got \(scale)")
+        }
+        self.primary = primary
+        self.fallback = fallback
+        self.mode = mode
+        self.deadline = deadline
+        self.clock = clock
+        self.tracker = OutageTracker(name: name, probeInterval: probeInterval, observer: observer)
+    }
+
+    public var isDegraded: Bool { tracker.isDegraded }
+
+    public func acquire(key: String, limit: Int, lease: Duration, maxWait: Duration) async throws -> BulkheadPermit {
+        if tracker.shouldTryPrimary(now: clock.now) {
+            do {
+                let primary = self.primary
+                // The deadline bounds each attempt to reach the store, on top of any wait for a slot.
+                if let permit = try await withDeadline(deadline + maxWait, clock: clock, {
+                    try await primary.acquire(key: key, limit: limit, lease: lease, maxWait: maxWait)
+                }) {
+                    tracker.succeeded()
+                    return permit
+                }
+                tracker.failed(ToolOpsError(.storeUnavailable, "no answer within \(deadline)"), now: clock.now)
+            } catch let error as ToolOpsError where error.code == .storeUnavailable {
+                tracker.failed(error, now: clock.now)
+            }
+            try Task.checkCancellation()
+        }
+        switch mode.kind {
+        case .failOpen:
+            return BulkheadPermit(key: key, token: 0)
+        case .failClosed:
+            throw ToolOpsError(.bulkheadFull, "bulkhead \(key) refuses calls while its store is unavailable")
+        case .local(let scale):
+            let scaled = max(1, Int((Double(limit) * scale).rounded(.down)))
+            let permit = try await fallback.acquire(key: key, limit: scaled, lease: lease, maxWait: maxWait)
+            return BulkheadPermit(key: key, token: permit.token | Self.localBit)
+        }
+    }
+
+    public func release(_ permit: BulkheadPermit) async {
+        if permit.token == 0 { return }  // a fail-open pass
+        if permit.token & Self.localBit != 0 {
+            await fallback.release(BulkheadPermit(key: permit.key, token: permit.token & ~Self.localBit))
+        } else {
+            await primary.release(permit)
+        }
+    }
+}
