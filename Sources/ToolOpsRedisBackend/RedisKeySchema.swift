@@ -14,6 +14,12 @@ public struct RedisKeySchema: Sendable, Hashable {
     /// The leases of one bulkhead: a sorted set, member = fencing token, score = expiry (ms, Redis time).
     public func bulkheadLeases(_ name: String) -> String { "\(prefix):bh:{\(name)}" }
 
+    /// One circuit breaker: a hash with its state and time-bucketed counts.
+    public func circuitBreaker(_ name: String) -> String { "\(prefix):cb:{\(name)}" }
+
+    /// The pub/sub channel on which breaker transitions are announced.
+    public var circuitBreakerEvents: String { "\(prefix):cb:events" }
+
     /// The fencing-token counter of one bulkhead (never expires, so tokens are never reused).
     public func bulkheadSequence(_ name: String) -> String { "\(prefix):bh:{\(name)}:seq" }
 }

@@ -16,6 +16,11 @@ public struct CircuitBreakerSnapshot: Sendable, Hashable {
     public var state: CircuitState
     public var counts: CircuitWindowCounts
     public var halfOpenInFlight: Int
+    public init(state: CircuitState, counts: CircuitWindowCounts, halfOpenInFlight: Int) {
+        self.state = state
+        self.counts = counts
+        self.halfOpenInFlight = halfOpenInFlight
+    }
 }
 
 /// Where breaker state lives. A store one round trip away may answer ``admit`` from a local

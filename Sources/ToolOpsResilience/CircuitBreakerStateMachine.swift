@@ -32,6 +32,16 @@ public struct CircuitBreakerPolicy: Sendable, Hashable {
         public static func count(_ n: Int) -> Window { Window(kind: .count(n)) }
         /// The calls of the last `duration` (kept in 20 buckets).
         public static func time(_ duration: Duration) -> Window { Window(kind: .time(duration)) }
+        /// The duration of a time window; `nil` for a count window.
+        public var duration: Duration? {
+            if case .time(let duration) = kind { return duration }
+            return nil
+        }
+        /// The size of a count window; `nil` for a time window.
+        public var count: Int? {
+            if case .count(let n) = kind { return n }
+            return nil
+        }
         public var description: String {
             switch kind {
             case .count(let n): return "last \(n) calls"
@@ -86,6 +96,10 @@ public struct CircuitBreakerPolicy: Sendable, Hashable {
 public struct CircuitTransition: Sendable, Hashable {
     public var from: CircuitState
     public var to: CircuitState
+    public init(from: CircuitState, to: CircuitState) {
+        self.from = from
+        self.to = to
+    }
 }
 
 /// The breaker's answer to "may this call run?".
@@ -96,10 +110,17 @@ public struct CircuitAdmission: Sendable, Hashable {
     /// For a refusal: when probes will be admitted.
     public var retryAfter: Duration
     public var transition: CircuitTransition?
+    public init(allowed: Bool, probe: Bool, retryAfter: Duration, transition: CircuitTransition?) {
+        self.allowed = allowed
+        self.probe = probe
+        self.retryAfter = retryAfter
+        self.transition = transition
+    }
 }
 
 /// Counts of the calls in the window.
 public struct CircuitWindowCounts: Sendable, Hashable {
+    public init() {}
     public var calls = 0
     public var failures = 0
     public var slow = 0

@@ -1,0 +1,140 @@
+import Testing
+import ToolOpsCore
+import ToolOpsRedis
+import ToolOpsRedisBackend
+import ToolOpsResilience
+
+@Suite("Redis circuit-breaker store", .timeLimit(.minutes(1)))
+struct RedisCircuitBreakerStoreTests {
+    let policy = try! CircuitBreakerPolicy(
+        window: .time(.seconds(10)), failureRateThreshold: 0.5, minimumCalls: 4, openDuration: .milliseconds(500), permittedHalfOpenCalls: 2)
+
+    func replicas(_ url: String, count: Int = 3, quorum: Int = 1) async throws -> [(RedisClient, RedisCircuitBreakerStore)] {
+        var result: [(RedisClient, RedisCircuitBreakerStore)] = []
+        for index in 0..<count {
+            let client = try RedisClient(url: url, logger: quietLogger)
+            let store = RedisCircuitBreakerStore(
+                client: client, configuration: .init(flushInterval: .milliseconds(5), quorum: quorum, replicaID: "r\(index)"))
+            try await store.start()
+            result.append((client, store))
+        }
+        return result
+    }
+
+    func fail(_ store: RedisCircuitBreakerStore, _ times: Int, key: String = "svc") async throws {
+        for _ in 0..<times { _ = try await store.record(key: key, outcome: .failure(duration: .milliseconds(1)), probe: false, policy: policy) }
+        await store.flush()
+    }
+
+    @Test func aBreakerOpenedOnOneReplicaRejectsOnTheOthersWithoutRoundTrips() async throws {
+        try await withRedisServer { server in
+            let all = try await replicas(server.url)
+            defer { all.forEach { $0.0.shutdown() } }
+            let (a, b, c) = (all[0].1, all[1].1, all[2].1)
+            for store in [a, b, c] { #expect(try await store.admit(key: "svc", policy: policy).allowed) }
+
+            // Closed admissions cost no round trip.
+            let evalsBefore = try await evalshaCalls(all[0].0)
+            for _ in 0..<1000 { #expect(try await b.admit(key: "svc", policy: policy).allowed) }
+            #expect(try await evalshaCalls(all[0].0) == evalsBefore)
+
+            try await fail(a, 4)
+            let opened = ContinuousClock.now
+            var rejectedOnBoth = false
+            while !rejectedOnBoth && ContinuousClock.now - opened < .seconds(2) {
+                let onB = try await b.admit(key: "svc", policy: policy)
+                let onC = try await c.admit(key: "svc", policy: policy)
+                rejectedOnBoth = !onB.allowed && !onC.allowed
+                if !rejectedOnBoth { try await Task.sleep(for: .milliseconds(2)) }
+            }
+            #expect(rejectedOnBoth)
+            #expect(ContinuousClock.now - opened < .milliseconds(100), "B and C follow A within 100 ms")
+            let refused = try await c.admit(key: "svc", policy: policy)
+            #expect(refused.retryAfter > .zero && refused.retryAfter <= .milliseconds(500))
+            #expect(try await a.snapshot(key: "svc", policy: policy).state == .open)
+        }
+    }
+
+    @Test func halfOpenAdmitsAtMostNProbesClusterWideThenCloses() async throws {
+        try await withRedisServer { server in
+            let all = try await replicas(server.url)
+            defer { all.forEach { $0.0.shutdown() } }
+            let stores = all.map(\.1)
+            try await fail(stores[0], 4)
+            try await Task.sleep(for: .milliseconds(600))  // the open duration (Redis time) passes
+            let admissions = try await withThrowingTaskGroup(of: CircuitAdmission.self) { group in
+                for index in 0..<30 { group.addTask { try await stores[index % 3].admit(key: "svc", policy: policy) } }
+                return try await group.reduce(into: []) { $0.append($1) }
+            }
+            let probes = admissions.filter(\.probe)
+            #expect(probes.count == 2, "at most permittedHalfOpenCalls probes across all replicas")
+            #expect(admissions.filter(\.allowed).count == 2)
+            // Both probes succeed (reported by two different replicas): closed everywhere.
+            _ = try await stores[1].record(key: "svc", outcome: .success(duration: .milliseconds(1)), probe: true, policy: policy)
+            await stores[1].flush()
+            #expect(try await stores[0].snapshot(key: "svc", policy: policy).state == .halfOpen)
+            _ = try await stores[2].record(key: "svc", outcome: .success(duration: .milliseconds(1)), probe: true, policy: policy)
+            await stores[2].flush()
+            #expect(try await stores[0].snapshot(key: "svc", policy: policy).state == .closed)
+            var allowedEverywhere = false
+            for _ in 0..<100 where !allowedEverywhere {
+                var allowed = true
+                for store in stores where !(try await store.admit(key: "svc", policy: policy).allowed) { allowed = false }
+                allowedEverywhere = allowed
+                if !allowedEverywhere { try await Task.sleep(for: .milliseconds(5)) }
+            }
+            #expect(allowedEverywhere)
+        }
+    }
+
+    @Test func quorumNeedsFailuresFromSeveralReplicas() async throws {
+        try await withRedisServer { server in
+            let all = try await replicas(server.url, count: 2, quorum: 2)
+            defer { all.forEach { $0.0.shutdown() } }
+            let (a, b) = (all[0].1, all[1].1)
+            try await fail(a, 10)
+            #expect(try await a.snapshot(key: "svc", policy: policy).state == .closed, "one replica's failures are not enough")
+            try await fail(b, 1)
+            #expect(try await a.snapshot(key: "svc", policy: policy).state == .open)
+        }
+    }
+
+    @Test func manualControlIsClusterWide() async throws {
+        try await withRedisServer { server in
+            let all = try await replicas(server.url, count: 2)
+            defer { all.forEach { $0.0.shutdown() } }
+            let (a, b) = (all[0].1, all[1].1)
+            #expect(try await b.admit(key: "svc", policy: policy).allowed)
+            #expect(try await a.control(key: "svc", .forceOpen, policy: policy) == CircuitTransition(from: .closed, to: .forcedOpen))
+            var refused = false
+            for _ in 0..<100 where !refused {
+                refused = !(try await b.admit(key: "svc", policy: policy).allowed)
+                if !refused { try await Task.sleep(for: .milliseconds(2)) }
+            }
+            #expect(refused)
+            _ = try await a.control(key: "svc", .reset, policy: policy)
+            var allowed = false
+            for _ in 0..<100 where !allowed {
+                allowed = try await b.admit(key: "svc", policy: policy).allowed
+                if !allowed { try await Task.sleep(for: .milliseconds(2)) }
+            }
+            #expect(allowed)
+        }
+    }
+
+    @Test func countWindowsAreRefusedClearly() async throws {
+        try await withRedisServer { server in
+            let client = try RedisClient(url: server.url, logger: quietLogger)
+            defer { client.shutdown() }
+            let store = RedisCircuitBreakerStore(client: client)
+            let error = await #expect(throws: ToolOpsError.self) { try await store.admit(key: "x", policy: try CircuitBreakerPolicy()) }
+            #expect(error?.code == .invalidConfiguration)
+        }
+    }
+
+    func evalshaCalls(_ client: RedisClient) async throws -> Int {
+        let info = try await client.send("INFO", "commandstats").string ?? ""
+        let line = info.split(separator: "\r\n").first { $0.hasPrefix("cmdstat_evalsha:") } ?? ""
+        return line.split(separator: "calls=").dropFirst().first?.split(separator: ",").first.flatMap { Int($0) } ?? 0
+    }
+}
