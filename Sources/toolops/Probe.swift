@@ -22,6 +22,8 @@ struct FileRateLimitProbe: AsyncParsableCommand {
     @Option var durationMs: Int = 1000
     /// Start together: spin until this monotonic instant (ns).
     @Option var startAt: Int64 = 0
+    /// Pause between attempts (µs), so the probes do not starve the rest of a test run.
+    @Option var pauseUs: Int = 0
 
     func run() async throws {
         let clock = SystemClock()
@@ -34,6 +36,7 @@ struct FileRateLimitProbe: AsyncParsableCommand {
         while clock.now < end {
             let decision = try await store.acquire([RateLimitRequest(key: key, limit: limit)], maxWait: .zero)
             if decision[0].allowed { allowed += 1 }
+            if pauseUs > 0 { try await Task.sleep(for: .microseconds(pauseUs)) }
         }
         print("\(allowed) \(start.nanoseconds) \(clock.now.nanoseconds)")
     }

@@ -46,12 +46,12 @@ struct RedisBulkheadStoreTests {
             defer { a.shutdown(); b.shutdown() }
             let storeA = RedisBulkheadStore(client: a)
             let storeB = RedisBulkheadStore(client: b)
-            let held = try await storeA.acquire(key: "k", limit: 1, lease: .milliseconds(300), maxWait: .zero)
+            let held = try await storeA.acquire(key: "k", limit: 1, lease: .milliseconds(1500), maxWait: .zero)
             a.shutdown()  // replica A dies without releasing
             await #expect(throws: ToolOpsError.self) { try await storeB.acquire(key: "k", limit: 1, lease: .seconds(5), maxWait: .zero) }
             let started = ContinuousClock.now
-            let permit = try await storeB.acquire(key: "k", limit: 1, lease: .seconds(5), maxWait: .seconds(3))
-            #expect(ContinuousClock.now - started < .seconds(2), "the dead lease expired")
+            let permit = try await storeB.acquire(key: "k", limit: 1, lease: .seconds(5), maxWait: .seconds(8))
+            #expect(ContinuousClock.now - started < .seconds(5), "the dead lease expired (1.5 s)")
             #expect(permit.token != held.token)
             await storeB.release(held)  // a late release of the dead lease frees nothing
             await #expect(throws: ToolOpsError.self) { try await storeB.acquire(key: "k", limit: 1, lease: .seconds(5), maxWait: .zero) }
@@ -66,8 +66,9 @@ struct RedisBulkheadStoreTests {
             configuration.reconnect = ReconnectBackoff(initialDelay: .milliseconds(20), maximumDelay: .milliseconds(100))
             let redis = try RedisClient(configuration: configuration, logger: quietLogger)
             defer { redis.shutdown() }
+            try await redis.send("PING")  // connected before the deadline matters
             let store = try FallbackBulkheadStore(
-                primary: RedisBulkheadStore(client: redis), mode: .local(scale: 0.5), deadline: .milliseconds(200), probeInterval: .milliseconds(50))
+                primary: RedisBulkheadStore(client: redis), mode: .local(scale: 0.5), deadline: .seconds(1), probeInterval: .milliseconds(50))
             let remote = try await store.acquire(key: "k", limit: 4, lease: .seconds(30), maxWait: .zero)
             server.kill()
             let local1 = try await store.acquire(key: "k", limit: 4, lease: .seconds(30), maxWait: .zero)

@@ -91,7 +91,8 @@ struct FileStoreTests {
         #expect(permit.token != held.token)
     }
 
-    /// Three OS processes spend one file-backed limit as fast as they can; together they
+    /// Three OS processes spend one file-backed limit (each attempting far more often than the
+    /// limit allows, with a short pause so they do not starve the rest of the test run); together they
     /// never get more than burst + rate × elapsed, and not much less either.
     @Test func separateProcessesShareALimit() async throws {
         let directory = temporaryDirectory()
@@ -105,7 +106,7 @@ struct FileStoreTests {
             let pipe = Pipe()
             process.executableURL = URL(fileURLWithPath: binary)
             process.arguments = ["_probe", "file-ratelimit", "--directory", directory, "--rate", "\(rate)", "--burst", "\(burst)",
-                                 "--duration-ms", "600", "--start-at", "\(startAt.nanoseconds)"]
+                                 "--duration-ms", "600", "--start-at", "\(startAt.nanoseconds)", "--pause-us", "300"]
             process.standardOutput = pipe
             try process.run()
             processes.append((process, pipe))
