@@ -21,6 +21,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
         .package(url: "https://github.com/apple/swift-service-context.git", from: "1.5.1"),
+        .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
     ],
     targets: [
         // System hiredis (Debian 12: libhiredis-dev 0.14). Used only as the RESP codec.
@@ -55,7 +56,7 @@ let package = Package(
         ),
         .target(
             name: "ToolOpsResilience",
-            dependencies: ["ToolOpsCore"],
+            dependencies: ["ToolOpsCore", .product(name: "Metrics", package: "swift-metrics")],
             swiftSettings: strict
         ),
         .target(
@@ -82,6 +83,7 @@ let package = Package(
                 "ToolOpsRedisBackend",
                 "ToolOpsResilience",
                 "ToolOpsCore",
+                "toolops",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],

@@ -1,3 +1,4 @@
+import Metrics
 import Synchronization
 import ToolOpsCore
 
@@ -53,11 +54,15 @@ final class OutageTracker: Sendable {
     let probeInterval: Duration
     let observer: ResilienceObserver?
     private let state = Mutex(State())
+    /// `toolops_store_degraded{store="…"}`: 1 while the policy runs on its degraded mode.
+    private let gauge: Gauge
 
     init(name: String, probeInterval: Duration, observer: ResilienceObserver?) {
         self.name = name
         self.probeInterval = probeInterval
         self.observer = observer
+        self.gauge = Gauge(label: "toolops_store_degraded", dimensions: [("store", name)])
+        gauge.record(0)
     }
 
     var isDegraded: Bool { state.withLock { $0.degraded } }
@@ -79,7 +84,10 @@ final class OutageTracker: Sendable {
             defer { state.degraded = true }
             return !state.degraded
         }
-        if changed { observer?(.storeDegraded(store: name, error: error)) }
+        if changed {
+            gauge.record(1)
+            observer?(.storeDegraded(store: name, error: error))
+        }
     }
 
     func succeeded() {
@@ -87,7 +95,10 @@ final class OutageTracker: Sendable {
             defer { state.degraded = false }
             return state.degraded
         }
-        if changed { observer?(.storeRecovered(store: name)) }
+        if changed {
+            gauge.record(0)
+            observer?(.storeRecovered(store: name))
+        }
     }
 }
 
@@ -241,5 +252,80 @@ public final class FallbackBulkheadStore: BulkheadStore {
         } else {
             await primary.release(permit)
         }
+    }
+}
+
+/// A circuit-breaker store that uses a shared store (Redis) and, when it is unreachable, the
+/// declared ``DegradedMode``: `local` judges calls with a breaker of this process (the
+/// fallback store; `scale` does not apply), `failOpen` admits everything, `failClosed`
+/// refuses everything. Outcomes recorded while degraded go to the fallback only.
+public final class FallbackCircuitBreakerStore: CircuitBreakerStore {
+    public let primary: any CircuitBreakerStore
+    public let fallback: any CircuitBreakerStore
+    public let mode: DegradedMode
+    public let deadline: Duration
+    let clock: any ToolOpsClock
+    let tracker: OutageTracker
+
+    public init(
+        primary: any CircuitBreakerStore, fallback: any CircuitBreakerStore = MemoryCircuitBreakerStore(), mode: DegradedMode = .local(),
+        deadline: Duration = .milliseconds(100), probeInterval: Duration = .seconds(1),
+        clock: any ToolOpsClock = SystemClock(), name: String = "circuit-breaker", observer: ResilienceObserver? = nil
+    ) throws(ToolOpsError) {
+        try requireConfiguration(deadline > .zero, "deadline must be positive")
+        try requireConfiguration(probeInterval > .zero, "probeInterval must be positive")
+        self.primary = primary
+        self.fallback = fallback
+        self.mode = mode
+        self.deadline = deadline
+        self.clock = clock
+        self.tracker = OutageTracker(name: name, probeInterval: probeInterval, observer: observer)
+    }
+
+    public var isDegraded: Bool { tracker.isDegraded }
+
+    /// Runs `operation` on the primary within the deadline; `nil` means "use the degraded mode".
+    private func onPrimary<T: Sendable>(_ operation: @escaping @Sendable (any CircuitBreakerStore) async throws -> T) async throws -> T? {
+        guard tracker.shouldTryPrimary(now: clock.now) else { return nil }
+        do {
+            let primary = self.primary
+            if let value = try await withDeadline(deadline, clock: clock, { try await operation(primary) }) {
+                tracker.succeeded()
+                return value
+            }
+            tracker.failed(ToolOpsError(.storeUnavailable, "no answer within \(deadline)"), now: clock.now)
+        } catch let error as ToolOpsError where error.code == .storeUnavailable {
+            tracker.failed(error, now: clock.now)
+        }
+        try Task.checkCancellation()
+        return nil
+    }
+
+    public func admit(key: String, policy: CircuitBreakerPolicy) async throws -> CircuitAdmission {
+        if let admission = try await onPrimary({ try await $0.admit(key: key, policy: policy) }) { return admission }
+        switch mode.kind {
+        case .failOpen: return CircuitAdmission(allowed: true, probe: false, retryAfter: .zero, transition: nil)
+        case .failClosed: return CircuitAdmission(allowed: false, probe: false, retryAfter: tracker.probeInterval, transition: nil)
+        case .local: return try await fallback.admit(key: key, policy: policy)
+        }
+    }
+
+    public func record(key: String, outcome: CallOutcome, probe: Bool, policy: CircuitBreakerPolicy) async throws -> CircuitTransition? {
+        if !tracker.isDegraded, let transition = try await onPrimary({ try await $0.record(key: key, outcome: outcome, probe: probe, policy: policy) }) {
+            return transition
+        }
+        if case .local = mode.kind { return try await fallback.record(key: key, outcome: outcome, probe: probe, policy: policy) }
+        return nil
+    }
+
+    public func control(key: String, _ action: CircuitControl, policy: CircuitBreakerPolicy) async throws -> CircuitTransition? {
+        // Operators act on the shared breaker; a local copy follows so the action also holds while degraded.
+        _ = try? await fallback.control(key: key, action, policy: policy)
+        return try await primary.control(key: key, action, policy: policy)
+    }
+
+    public func snapshot(key: String, policy: CircuitBreakerPolicy) async throws -> CircuitBreakerSnapshot {
+        if let snapshot = try await onPrimary({ try await $0.snapshot(key: key, policy: policy) }) { return snapshot }
+        return try await fallback.snapshot(key: key, policy: policy)
     }
 }

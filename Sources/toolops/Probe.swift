@@ -1,12 +1,14 @@
 import ArgumentParser
 import ToolOpsCore
+import ToolOpsRedis
+import ToolOpsRedisBackend
 import ToolOpsResilience
 
 /// Hidden helpers that tests run as separate OS processes.
 struct Probe: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "_probe", abstract: "Test helpers (not for users).", shouldDisplay: false,
-        subcommands: [FileRateLimitProbe.self]
+        subcommands: [FileRateLimitProbe.self, RedisRateLimitProbe.self]
     )
 }
 
@@ -39,5 +41,44 @@ struct FileRateLimitProbe: AsyncParsableCommand {
             if pauseUs > 0 { try await Task.sleep(for: .microseconds(pauseUs)) }
         }
         print("\(allowed) \(start.nanoseconds) \(clock.now.nanoseconds)")
+    }
+}
+
+/// The same against Redis: prints `allowed decisions`.
+struct RedisRateLimitProbe: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "redis-ratelimit")
+
+    @Option var url: String
+    @Option var key: String = "shared"
+    @Option var rate: Int
+    @Option var burst: Int
+    @Option var durationMs: Int = 1000
+    @Option var startAt: Int64 = 0
+    @Option var concurrency: Int = 4
+
+    func run() async throws {
+        let clock = SystemClock()
+        let client = try RedisClient(url: url)
+        defer { client.shutdown() }
+        let store = RedisRateLimitStore(client: client)
+        let limit = try RateLimit(rate: rate, per: .seconds(1), burst: burst)
+        _ = try await store.acquire([RateLimitRequest(key: "warm-up", limit: limit)], maxWait: .zero)
+        while clock.now.nanoseconds < startAt { try await Task.sleep(for: .microseconds(200)) }
+        let end = clock.now + .milliseconds(durationMs)
+        let counts = try await withThrowingTaskGroup(of: (Int, Int).self) { group in
+            for _ in 0..<concurrency {
+                group.addTask {
+                    var allowed = 0
+                    var decisions = 0
+                    while clock.now < end {
+                        if try await store.acquire([RateLimitRequest(key: key, limit: limit)], maxWait: .zero)[0].allowed { allowed += 1 }
+                        decisions += 1
+                    }
+                    return (allowed, decisions)
+                }
+            }
+            return try await group.reduce((0, 0)) { ($0.0 + $1.0, $0.1 + $1.1) }
+        }
+        print("\(counts.0) \(counts.1)")
     }
 }

@@ -138,3 +138,48 @@ struct RedisCircuitBreakerStoreTests {
         return line.split(separator: "calls=").dropFirst().first?.split(separator: ",").first.flatMap { Int($0) } ?? 0
     }
 }
+
+@Suite("Circuit breaker with Redis down", .timeLimit(.minutes(1)))
+struct RedisCircuitBreakerFallbackTests {
+    @Test func localBreakerTakesOverAndRedisTakesBackAfterRestart() async throws {
+        let policy = try CircuitBreakerPolicy(window: .time(.seconds(10)), minimumCalls: 2, openDuration: .seconds(30))
+        try await withRedisServer { server in
+            var configuration = try RedisConfiguration(url: server.url)
+            configuration.reconnect = ReconnectBackoff(initialDelay: .milliseconds(20), maximumDelay: .milliseconds(100))
+            let client = try RedisClient(configuration: configuration, logger: quietLogger)
+            defer { client.shutdown() }
+            let redisStore = RedisCircuitBreakerStore(client: client, configuration: .init(flushInterval: .milliseconds(5)))
+            try await redisStore.start()
+            let events = EventLog()
+            let store = try FallbackCircuitBreakerStore(
+                primary: redisStore, deadline: .seconds(1), probeInterval: .milliseconds(50), observer: events.observer)
+            let breaker = CircuitBreakerMiddleware(.init(policy: policy), store: store)
+            let failing = ToolFunction { _ in throw TestFailure("boom") }
+            let ok = ToolFunction { _ in ToolResult("ok") }
+            #expect(try await breaker.run(try ToolCall(tool: ToolID("t:x")), next: ok).value == "ok")
+
+            server.kill()
+            // The pub/sub connection is gone, so admissions ask Redis, fail, and use the local breaker.
+            var degraded = false
+            for _ in 0..<200 where !degraded {
+                _ = try? await breaker.run(try ToolCall(tool: ToolID("t:x")), next: ok)
+                degraded = store.isDegraded
+                if !degraded { try await Task.sleep(for: .milliseconds(10)) }
+            }
+            #expect(degraded)
+            for _ in 0..<2 { _ = try? await breaker.run(try ToolCall(tool: ToolID("t:x")), next: failing) }
+            let error = await #expect(throws: ToolOpsError.self) { try await breaker.run(try ToolCall(tool: ToolID("t:x")), next: ok) }
+            #expect(error?.code == .circuitOpen, "the local breaker opened")
+
+            try server.start()
+            var recovered = false
+            for _ in 0..<300 where !recovered {
+                try await Task.sleep(for: .milliseconds(20))
+                _ = try? await breaker.run(try ToolCall(tool: ToolID("t:y")), next: ok)
+                recovered = !store.isDegraded
+            }
+            #expect(recovered)
+            #expect(events.names.first == "degraded" && events.names.contains("recovered"))
+        }
+    }
+}

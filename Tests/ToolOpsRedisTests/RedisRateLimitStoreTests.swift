@@ -99,6 +99,48 @@ struct RedisRateLimitStoreTests {
         }
     }
 
+    /// Three OS processes (four callers each) spend one Redis limit for a second.
+    @Test func threeProcessesShareOneLimit() async throws {
+        try await withRedisServer { server in
+            let binary = try #require(toolopsBinary(), "the toolops executable must be built next to the tests")
+            let probe = try client(server.url)
+            defer { probe.shutdown() }
+            let (rate, burst) = (100, 10)
+            func serverMicros() async throws -> Int64 {
+                let time = try await probe.send("TIME").array ?? []
+                return (time.first?.int ?? 0) * 1_000_000 + (time.last?.int ?? 0)
+            }
+            let startAt = SystemClock().now + .milliseconds(800)
+            var processes: [(Process, Pipe)] = []
+            for _ in 0..<3 {
+                let process = Process()
+                let pipe = Pipe()
+                process.executableURL = URL(fileURLWithPath: binary)
+                process.arguments = ["_probe", "redis-ratelimit", "--url", server.url, "--rate", "\(rate)", "--burst", "\(burst)",
+                                     "--duration-ms", "1000", "--start-at", "\(startAt.nanoseconds)"]
+                process.standardOutput = pipe
+                process.standardError = FileHandle.nullDevice
+                try process.run()
+                processes.append((process, pipe))
+            }
+            let start = try await serverMicros()
+            var allowed = 0
+            var decisions = 0
+            for (process, pipe) in processes {
+                let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+                process.waitUntilExit()
+                let fields = output.split(whereSeparator: \.isWhitespace).compactMap { Int($0) }
+                try #require(fields.count == 2, "unexpected output: \(output)")
+                allowed += fields[0]
+                decisions += fields[1]
+            }
+            let elapsed = Double(try await serverMicros() - start) / 1e6  // includes start-up: an upper bound
+            #expect(Double(allowed) <= Double(burst) + Double(rate) * elapsed, "allowed \(allowed) in ≤ \(elapsed) s")
+            #expect(Double(allowed) >= Double(burst + rate) * 0.9, "allowed \(allowed) of \(decisions) decisions in 1 s")
+            #expect(decisions > allowed * 3, "the limit was actually contended")
+        }
+    }
+
     @Test func scriptFlushAndClientKillAreInvisible() async throws {
         try await withRedisServer { server in
             let redis = try client(server.url)
@@ -201,4 +243,14 @@ final class EventLog: Sendable {
 
 extension Duration {
     var secondsValue: Double { Double(components.seconds) + Double(components.attoseconds) * 1e-18 }
+}
+
+func toolopsBinary() -> String? {
+    var directory = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+    for _ in 0..<4 {
+        let candidate = directory.appendingPathComponent("toolops").path
+        if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
+        directory = directory.deletingLastPathComponent()
+    }
+    return nil
 }
