@@ -90,6 +90,20 @@ final class OutageTracker: Sendable {
         }
     }
 
+    /// While degraded, calls `check` every probe interval and switches back on success, so a
+    /// store recovers even without traffic. Returns when the task is cancelled.
+    func runProbes(clock: any ToolOpsClock, deadline: Duration, check: @escaping @Sendable () async throws -> Void) async {
+        while !Task.isCancelled {
+            do { try await clock.sleep(for: probeInterval) } catch { return }
+            guard isDegraded else { continue }
+            do {
+                if try await withDeadline(deadline, clock: clock, { try await check(); return true }) == true { succeeded() }
+            } catch {
+                // Still down; the next interval tries again.
+            }
+        }
+    }
+
     func succeeded() {
         let changed = state.withLock { state -> Bool in
             defer { state.degraded = false }
@@ -141,6 +155,13 @@ public final class FallbackRateLimitStore: RateLimitStore {
 
     /// `true` while decisions are made by the degraded mode (health reports `degraded`).
     public var isDegraded: Bool { tracker.isDegraded }
+
+    /// Runs background probes until cancelled: while degraded, `check` (e.g. a Redis `PING`)
+    /// is tried every probe interval and a success switches back to the shared store.
+    /// Run it in a task group or as part of a ServiceLifecycle service.
+    public func runProbes(check: @escaping @Sendable () async throws -> Void) async {
+        await tracker.runProbes(clock: clock, deadline: deadline, check: check)
+    }
 
     public func acquire(_ requests: [RateLimitRequest], maxWait: Duration) async throws -> [RateLimitDecision] {
         if tracker.shouldTryPrimary(now: clock.now) {
@@ -216,6 +237,13 @@ public final class FallbackBulkheadStore: BulkheadStore {
 
     public var isDegraded: Bool { tracker.isDegraded }
 
+    /// Runs background probes until cancelled: while degraded, `check` (e.g. a Redis `PING`)
+    /// is tried every probe interval and a success switches back to the shared store.
+    /// Run it in a task group or as part of a ServiceLifecycle service.
+    public func runProbes(check: @escaping @Sendable () async throws -> Void) async {
+        await tracker.runProbes(clock: clock, deadline: deadline, check: check)
+    }
+
     public func acquire(key: String, limit: Int, lease: Duration, maxWait: Duration) async throws -> BulkheadPermit {
         if tracker.shouldTryPrimary(now: clock.now) {
             do {
@@ -283,6 +311,13 @@ public final class FallbackCircuitBreakerStore: CircuitBreakerStore {
     }
 
     public var isDegraded: Bool { tracker.isDegraded }
+
+    /// Runs background probes until cancelled: while degraded, `check` (e.g. a Redis `PING`)
+    /// is tried every probe interval and a success switches back to the shared store.
+    /// Run it in a task group or as part of a ServiceLifecycle service.
+    public func runProbes(check: @escaping @Sendable () async throws -> Void) async {
+        await tracker.runProbes(clock: clock, deadline: deadline, check: check)
+    }
 
     /// Runs `operation` on the primary within the deadline; `nil` means "use the degraded mode".
     private func onPrimary<T: Sendable>(_ operation: @escaping @Sendable (any CircuitBreakerStore) async throws -> T) async throws -> T? {

@@ -163,6 +163,29 @@ struct RedisRateLimitStoreTests {
         }
     }
 
+    @Test func backgroundProbesSwitchBackWithoutTraffic() async throws {
+        try await withRedisServer { server in
+            var configuration = try RedisConfiguration(url: server.url)
+            configuration.reconnect = ReconnectBackoff(initialDelay: .milliseconds(20), maximumDelay: .milliseconds(100))
+            let redis = try RedisClient(configuration: configuration, logger: quietLogger)
+            defer { redis.shutdown() }
+            let store = try FallbackRateLimitStore(
+                primary: RedisRateLimitStore(client: redis), deadline: .seconds(1), probeInterval: .milliseconds(50))
+            let probes = Task { await store.runProbes { try await redis.send("PING") } }
+            defer { probes.cancel() }
+            server.kill()
+            _ = try await store.acquire([RateLimitRequest(key: "k", limit: try RateLimit(rate: 10))], maxWait: .zero)
+            #expect(store.isDegraded)
+            try server.start()
+            var recovered = false
+            for _ in 0..<250 where !recovered {
+                try await Task.sleep(for: .milliseconds(20))
+                recovered = !store.isDegraded  // no decisions are made meanwhile
+            }
+            #expect(recovered)
+        }
+    }
+
     @Test func redisSayingNoIsNotAnOutage() async throws {
         try await withRedisServer { server in
             let redis = try client(server.url)
