@@ -22,3 +22,5 @@ bench: deps
 	swift build -c release --product toolops 2>&1 | grep -v "prohibited flag" | tail -n 3
 	.build/release/toolops bench redis
 	.build/release/toolops bench resilience
+	.build/release/toolops bench ratelimit
+	.build/release/toolops bench breaker

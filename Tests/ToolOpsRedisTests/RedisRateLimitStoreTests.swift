@@ -277,3 +277,21 @@ func toolopsBinary() -> String? {
     }
     return nil
 }
+
+@Suite("README Redis example", .timeLimit(.minutes(1)))
+struct ReadmeRedisExampleTests {
+    @Test func readmeClusterLimiterRuns() async throws {
+        try await withRedisServer { server in
+            let redis = try RedisClient(url: server.url, logger: quietLogger)
+            defer { redis.shutdown() }
+            let limits = try FallbackRateLimitStore(primary: RedisRateLimitStore(client: redis), mode: .local(scale: 1.0 / 3))
+            let limiter = try RateLimitMiddleware(.init(rules: [RateLimitRule(limit: try RateLimit(rate: 100), key: .tenant)]), store: limits)
+            var context = ToolCall(tool: try ToolID("t:x")).context
+            context.toolTenant = "acme"
+            let call = ToolCall(tool: try ToolID("t:x"), context: context)
+            let ok = ToolFunction { _ in ToolResult("ok") }
+            #expect(try await limiter.run(call, next: ok).value == "ok")
+            #expect(try await redis.send("EXISTS", "toolops:rl:{rl:tenant:*:acme}") == .integer(1))
+        }
+    }
+}
