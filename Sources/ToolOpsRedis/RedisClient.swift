@@ -260,4 +260,14 @@ extension RedisClient {
     public func subscribe(to channels: [String], patterns: [String] = []) async throws -> RedisSubscription {
         try await subscriber.subscribe(channels: channels, patterns: patterns)
     }
+
+    /// Subscribes with a handler called on the pub/sub connection's I/O thread as each event
+    /// arrives — no task scheduling between the socket and the handler, for state that must
+    /// follow the channel with the least delay. The handler must be quick and must not block.
+    /// Keep the returned handle; ``RedisSubscriptionHandle/cancel()`` unsubscribes.
+    public func subscribe(
+        to channels: [String], patterns: [String] = [], handler: @escaping @Sendable (RedisPubSubEvent) -> Void
+    ) async throws -> RedisSubscriptionHandle {
+        try await subscriber.subscribe(channels: channels, patterns: patterns, handler: handler)
+    }
 }

@@ -43,15 +43,29 @@ public struct RedisSubscription: AsyncSequence, Sendable {
     }
 }
 
+/// A subscription delivered to a handler; ``cancel()`` unsubscribes.
+public struct RedisSubscriptionHandle: Sendable {
+    let cancelAction: @Sendable () -> Void
+    init(cancel: @escaping @Sendable () -> Void) { cancelAction = cancel }
+    public func cancel() { cancelAction() }
+}
+
 /// Pub/sub on one dedicated connection, shared by all subscriptions of a client.
 /// Reconnects with backoff after a failure and restores every subscription.
 final class RedisSubscriber: Sendable {
     typealias StreamContinuation = AsyncStream<RedisPubSubEvent>.Continuation
 
+    /// Where a subscriber's events go: an `AsyncStream`, or a handler called on the
+    /// connection's I/O thread (lowest latency; the handler must be quick).
+    struct Sink: Sendable {
+        let yield: @Sendable (RedisPubSubEvent) -> Void
+        let finish: @Sendable () -> Void
+    }
+
     struct Subscriber {
         var channels: [String]
         var patterns: [String]
-        var continuation: StreamContinuation
+        var sink: Sink
     }
 
     struct State {
@@ -87,18 +101,36 @@ final class RedisSubscriber: Sendable {
 
     func subscribe(channels: [String], patterns: [String]) async throws -> RedisSubscription {
         let (stream, continuation) = AsyncStream<RedisPubSubEvent>.makeStream()
-        let id = state.withLock { state -> UInt64 in
+        let id = makeSubscriberID()
+        continuation.onTermination = { [weak self] _ in self?.remove(id) }
+        let sink = Sink(yield: { continuation.yield($0) }, finish: { continuation.finish() })
+        try await subscribe(id: id, channels: channels, patterns: patterns, sink: sink)
+        return RedisSubscription(stream: stream)
+    }
+
+    func subscribe(
+        channels: [String], patterns: [String], handler: @escaping @Sendable (RedisPubSubEvent) -> Void
+    ) async throws -> RedisSubscriptionHandle {
+        let id = makeSubscriberID()
+        try await subscribe(id: id, channels: channels, patterns: patterns, sink: Sink(yield: handler, finish: {}))
+        return RedisSubscriptionHandle(cancel: { [weak self] in self?.remove(id) })
+    }
+
+    private func makeSubscriberID() -> UInt64 {
+        state.withLock { state -> UInt64 in
             state.nextID += 1
             return state.nextID
         }
-        continuation.onTermination = { [weak self] _ in self?.remove(id) }
+    }
+
+    private func subscribe(id: UInt64, channels: [String], patterns: [String], sink: Sink) async throws {
         do {
             try await withCheckedThrowingContinuation { (waiter: CheckedContinuation<Void, any Error>) in
                 // Register, and write (P)SUBSCRIBE under the same lock, so a concurrent
                 // unsubscribe of the same channel cannot be written after our subscribe.
                 let outcome: Result<Bool, RedisClientError> = state.withLock { state in
                     if state.closed { return .failure(RedisClientError(.clientClosed, "the Redis client was shut down")) }
-                    state.subscribers[id] = Subscriber(channels: channels, patterns: patterns, continuation: continuation)
+                    state.subscribers[id] = Subscriber(channels: channels, patterns: patterns, sink: sink)
                     var newChannels: [String] = []
                     var newPatterns: [String] = []
                     for channel in Set(channels) {
@@ -137,10 +169,9 @@ final class RedisSubscriber: Sendable {
             }
         } catch {
             remove(id)
-            continuation.finish()
+            sink.finish()
             throw error
         }
-        return RedisSubscription(stream: stream)
     }
 
     private func remove(_ id: UInt64) {
@@ -193,7 +224,7 @@ final class RedisSubscriber: Sendable {
     }
 
     private func closed(id: Int, error: RedisClientError) {
-        let (waiters, continuations) = state.withLock { state -> ([CheckedContinuation<Void, any Error>], [StreamContinuation]) in
+        let (waiters, continuations) = state.withLock { state -> ([CheckedContinuation<Void, any Error>], [Sink]) in
             guard state.connection?.id == id else { return ([], []) }
             state.connection = nil
             state.open = false
@@ -203,10 +234,10 @@ final class RedisSubscriber: Sendable {
             if state.closed {
                 return (waiters, [])
             }
-            var notify: [StreamContinuation] = []
+            var notify: [Sink] = []
             if !state.lost {
                 state.lost = true
-                notify = state.subscribers.values.map(\.continuation)
+                notify = state.subscribers.values.map(\.sink)
             }
             if !state.subscribers.isEmpty {
                 state.failures += 1
@@ -218,7 +249,7 @@ final class RedisSubscriber: Sendable {
             return (waiters, notify)
         }
         for waiter in waiters { waiter.resume(throwing: error) }
-        for continuation in continuations { continuation.yield(.connectionLost(error)) }
+        for sink in continuations { sink.yield(.connectionLost(error)) }
         if !continuations.isEmpty {
             logger.warning("redis pub/sub connection lost; resubscribing", metadata: ["error": "\(error)"])
         }
@@ -231,20 +262,20 @@ final class RedisSubscriber: Sendable {
             guard let channel = items[1].string, let payload = items[2].bytes else { return }
             let message = RedisPubSubMessage(channel: channel, pattern: nil, payload: payload)
             let targets = state.withLock { state in
-                state.subscribers.values.filter { $0.channels.contains(channel) }.map(\.continuation)
+                state.subscribers.values.filter { $0.channels.contains(channel) }.map(\.sink)
             }
             for target in targets { target.yield(.message(message)) }
         case "pmessage" where items.count == 4:
             guard let pattern = items[1].string, let channel = items[2].string, let payload = items[3].bytes else { return }
             let message = RedisPubSubMessage(channel: channel, pattern: pattern, payload: payload)
             let targets = state.withLock { state in
-                state.subscribers.values.filter { $0.patterns.contains(pattern) }.map(\.continuation)
+                state.subscribers.values.filter { $0.patterns.contains(pattern) }.map(\.sink)
             }
             for target in targets { target.yield(.message(message)) }
         case "subscribe", "psubscribe":
             guard items.count >= 2, let name = items[1].string else { return }
             let key = (kind == "subscribe" ? "c:" : "p:") + name
-            let (waiters, restored) = state.withLock { state -> ([CheckedContinuation<Void, any Error>], [StreamContinuation]) in
+            let (waiters, restored) = state.withLock { state -> ([CheckedContinuation<Void, any Error>], [Sink]) in
                 var waiters: [CheckedContinuation<Void, any Error>] = []
                 for group in state.confirmations.removeValue(forKey: key) ?? [] {
                     guard var entry = state.groups[group] else { continue }
@@ -260,24 +291,24 @@ final class RedisSubscriber: Sendable {
                 if state.restorePending.isEmpty {
                     state.failures = 0  // a working connection: the next outage starts its backoff afresh
                     state.lost = false
-                    return (waiters, state.subscribers.values.map(\.continuation))
+                    return (waiters, state.subscribers.values.map(\.sink))
                 }
                 return (waiters, [])
             }
             for waiter in waiters { waiter.resume() }
-            for continuation in restored { continuation.yield(.restored) }
+            for sink in restored { sink.yield(.restored) }
         default:
             break
         }
     }
 
     func shutdown() {
-        let (connection, continuations) = state.withLock { state -> (RedisConnection?, [StreamContinuation]) in
+        let (connection, continuations) = state.withLock { state -> (RedisConnection?, [Sink]) in
             state.closed = true
             defer { state.subscribers.removeAll() }
-            return (state.connection, state.subscribers.values.map(\.continuation))
+            return (state.connection, state.subscribers.values.map(\.sink))
         }
-        for continuation in continuations { continuation.finish() }
+        for sink in continuations { sink.finish() }
         connection?.close()
     }
 }

@@ -241,25 +241,36 @@ public final class RedisCircuitBreakerStore: CircuitBreakerStore {
     /// is lost, admissions ask Redis.
     public func start() async throws {
         if state.withLock({ $0.subscribed }) { return }
-        let subscription = try await client.subscribe(to: [keys.circuitBreakerEvents])
-        state.withLock { $0.subscribed = true }
-        Task { [weak self] in
-            for await event in subscription {
-                guard let self else { return }
-                switch event {
-                case .message(let message):
-                    let parts = message.text.split(separator: "|", omittingEmptySubsequences: false)
-                    guard parts.count == 3, let to = CircuitState(rawValue: String(parts[1])), let left = Int64(parts[2]) else { continue }
-                    self.apply(name: String(parts[0]), state: to, retryAfterMs: left)
-                case .connectionLost:
-                    // Transitions may be missed: forget the views, so admissions ask Redis.
-                    self.state.withLock { $0.views.removeAll() }
-                case .restored:
-                    break
-                }
+        // Handled on the pub/sub I/O thread: a transition reaches the view without waiting
+        // for a task to be scheduled.
+        let handle = try await client.subscribe(to: [keys.circuitBreakerEvents]) { [weak self] event in
+            guard let self else { return }
+            switch event {
+            case .message(let message):
+                let parts = message.text.split(separator: "|", omittingEmptySubsequences: false)
+                guard parts.count == 3, let to = CircuitState(rawValue: String(parts[1])), let left = Int64(parts[2]) else { return }
+                self.apply(name: String(parts[0]), state: to, retryAfterMs: left)
+            case .connectionLost:
+                // Transitions may be missed: forget the views, so admissions ask Redis.
+                self.state.withLock { $0.views.removeAll() }
+            case .restored:
+                break
             }
         }
+        state.withLock { $0.subscribed = true }
+        subscription.withLock { $0 = handle }
     }
+
+    /// Stops following the channel.
+    public func stop() {
+        subscription.withLock { $0 }?.cancel()
+        state.withLock {
+            $0.subscribed = false
+            $0.views.removeAll()
+        }
+    }
+
+    private let subscription = Mutex<RedisSubscriptionHandle?>(nil)
 
     // MARK: CircuitBreakerStore
 

@@ -44,22 +44,37 @@ func withDeadline<T: Sendable>(
     }
 }
 
-/// Tracks whether a shared store is usable and when to try it again.
-final class OutageTracker: Sendable {
+/// The failover logic every fallback store shares: whether the shared store is usable, when
+/// to try it again, the per-call deadline, background probes, and the degraded gauge.
+final class StoreFailover: Sendable {
     struct State {
         var degraded = false
         var nextProbe: ClockInstant = .init(nanoseconds: .min)
     }
     let name: String
+    let mode: DegradedMode
+    let deadline: Duration
     let probeInterval: Duration
+    let clock: any ToolOpsClock
     let observer: ResilienceObserver?
     private let state = Mutex(State())
     /// `toolops_store_degraded{store="…"}`: 1 while the policy runs on its degraded mode.
     private let gauge: Gauge
 
-    init(name: String, probeInterval: Duration, observer: ResilienceObserver?) {
+    init(
+        name: String, mode: DegradedMode, deadline: Duration, probeInterval: Duration,
+        clock: any ToolOpsClock, observer: ResilienceObserver?
+    ) throws(ToolOpsError) {
+        try requireConfiguration(deadline > .zero, "deadline must be positive")
+        try requireConfiguration(probeInterval > .zero, "probeInterval must be positive")
+        if case .local(let scale) = mode.kind {
+            try requireConfiguration(scale > 0 && scale <= 1, "local fallback scale must be in (0, 1], got \(scale)")
+        }
         self.name = name
+        self.mode = mode
+        self.deadline = deadline
         self.probeInterval = probeInterval
+        self.clock = clock
         self.observer = observer
         self.gauge = Gauge(label: "toolops_store_degraded", dimensions: [("store", name)])
         gauge.record(0)
@@ -67,9 +82,26 @@ final class OutageTracker: Sendable {
 
     var isDegraded: Bool { state.withLock { $0.degraded } }
 
-    /// Whether to try the shared store now: always when healthy; once per probe interval
-    /// while degraded (the call that probes is the one that finds out).
-    func shouldTryPrimary(now: ClockInstant) -> Bool {
+    /// Runs `operation` on the shared store within the deadline (plus `extra`). Returns `nil`
+    /// when the caller should use its degraded mode: the store is known to be down (and no
+    /// probe is due), it reported an outage, or it missed the deadline. Other errors propagate.
+    func attempt<T: Sendable>(extra: Duration = .zero, _ operation: @escaping @Sendable () async throws -> T) async throws -> T? {
+        guard shouldTryPrimary(now: clock.now) else { return nil }
+        do {
+            if let value = try await withDeadline(deadline + extra, clock: clock, operation) {
+                succeeded()
+                return value
+            }
+            failed(ToolOpsError(.storeUnavailable, "no answer within \(deadline)"), now: clock.now)
+        } catch let error as ToolOpsError where error.code == .storeUnavailable {
+            failed(error, now: clock.now)
+        }
+        try Task.checkCancellation()
+        return nil
+    }
+
+    /// Always when healthy; once per probe interval while degraded (that call finds out).
+    private func shouldTryPrimary(now: ClockInstant) -> Bool {
         state.withLock { state in
             guard state.degraded else { return true }
             guard now >= state.nextProbe else { return false }
@@ -78,21 +110,9 @@ final class OutageTracker: Sendable {
         }
     }
 
-    func failed(_ error: any Error, now: ClockInstant) {
-        let changed = state.withLock { state -> Bool in
-            state.nextProbe = now + probeInterval
-            defer { state.degraded = true }
-            return !state.degraded
-        }
-        if changed {
-            gauge.record(1)
-            observer?(.storeDegraded(store: name, error: error))
-        }
-    }
-
     /// While degraded, calls `check` every probe interval and switches back on success, so a
     /// store recovers even without traffic. Returns when the task is cancelled.
-    func runProbes(clock: any ToolOpsClock, deadline: Duration, check: @escaping @Sendable () async throws -> Void) async {
+    func runProbes(check: @escaping @Sendable () async throws -> Void) async {
         while !Task.isCancelled {
             do { try await clock.sleep(for: probeInterval) } catch { return }
             guard isDegraded else { continue }
@@ -104,7 +124,19 @@ final class OutageTracker: Sendable {
         }
     }
 
-    func succeeded() {
+    private func failed(_ error: any Error, now: ClockInstant) {
+        let changed = state.withLock { state -> Bool in
+            state.nextProbe = now + probeInterval
+            defer { state.degraded = true }
+            return !state.degraded
+        }
+        if changed {
+            gauge.record(1)
+            observer?(.storeDegraded(store: name, error: error))
+        }
+    }
+
+    private func succeeded() {
         let changed = state.withLock { state -> Bool in
             defer { state.degraded = false }
             return state.degraded
@@ -116,6 +148,20 @@ final class OutageTracker: Sendable {
     }
 }
 
+/// What every fallback store offers: its state and background probes.
+public protocol FallbackStore: Sendable {
+    /// `true` while calls are decided by the degraded mode (health reports `degraded`).
+    var isDegraded: Bool { get }
+    /// Runs background probes until cancelled: while degraded, `check` (e.g. a Redis `PING`)
+    /// is tried every probe interval and a success switches back to the shared store.
+    /// Run it in a task group or as part of a ServiceLifecycle service.
+    func runProbes(check: @escaping @Sendable () async throws -> Void) async
+    /// The declared degraded mode.
+    var mode: DegradedMode { get }
+    /// The longest wait for the shared store per call.
+    var deadline: Duration { get }
+}
+
 /// A rate-limit store that uses a shared store (Redis) and, when it is unreachable, the
 /// declared ``DegradedMode``. Each decision waits at most `deadline` for the shared store;
 /// while degraded, one call per `probeInterval` tries it again and, on success, switches back.
@@ -123,13 +169,14 @@ final class OutageTracker: Sendable {
 /// Only outages count: ``ToolOpsError/Code/storeUnavailable`` (the Redis store's mapping of
 /// "Redis unavailable") and a missed deadline. Any other error — Redis answering with an
 /// error — is rethrown, never hidden behind the fallback.
-public final class FallbackRateLimitStore: RateLimitStore {
+public final class FallbackRateLimitStore: RateLimitStore, FallbackStore {
     public let primary: any RateLimitStore
     public let fallback: any RateLimitStore
-    public let mode: DegradedMode
-    public let deadline: Duration
-    let clock: any ToolOpsClock
-    let tracker: OutageTracker
+    let failover: StoreFailover
+    public var isDegraded: Bool { failover.isDegraded }
+    public var mode: DegradedMode { failover.mode }
+    public var deadline: Duration { failover.deadline }
+    public func runProbes(check: @escaping @Sendable () async throws -> Void) async { await failover.runProbes(check: check) }
 
     /// - Parameters:
     ///   - mode: defaults to ``DegradedMode/local(scale:)`` with scale 1.
@@ -140,55 +187,24 @@ public final class FallbackRateLimitStore: RateLimitStore {
         deadline: Duration = .milliseconds(100), probeInterval: Duration = .seconds(1),
         clock: any ToolOpsClock = SystemClock(), name: String = "rate-limit", observer: ResilienceObserver? = nil
     ) throws(ToolOpsError) {
-        try requireConfiguration(deadline > .zero, "deadline must be positive")
-        try requireConfiguration(probeInterval > .zero, "probeInterval must be positive")
-        if case .local(let scale) = mode.kind {
-            try requireConfiguration(scale > 0 && scale <= 1, "local fallback scale must be in (0, 1], got \(scale)")
-        }
         self.primary = primary
         self.fallback = fallback
-        self.mode = mode
-        self.deadline = deadline
-        self.clock = clock
-        self.tracker = OutageTracker(name: name, probeInterval: probeInterval, observer: observer)
-    }
-
-    /// `true` while decisions are made by the degraded mode (health reports `degraded`).
-    public var isDegraded: Bool { tracker.isDegraded }
-
-    /// Runs background probes until cancelled: while degraded, `check` (e.g. a Redis `PING`)
-    /// is tried every probe interval and a success switches back to the shared store.
-    /// Run it in a task group or as part of a ServiceLifecycle service.
-    public func runProbes(check: @escaping @Sendable () async throws -> Void) async {
-        await tracker.runProbes(clock: clock, deadline: deadline, check: check)
+        self.failover = try StoreFailover(
+            name: name, mode: mode, deadline: deadline, probeInterval: probeInterval, clock: clock, observer: observer)
     }
 
     public func acquire(_ requests: [RateLimitRequest], maxWait: Duration) async throws -> [RateLimitDecision] {
-        if tracker.shouldTryPrimary(now: clock.now) {
-            do {
-                let primary = self.primary
-                if let decisions = try await withDeadline(deadline, clock: clock, { try await primary.acquire(requests, maxWait: maxWait) }) {
-                    tracker.succeeded()
-                    return decisions
-                }
-                tracker.failed(ToolOpsError(.storeUnavailable, "no answer within \(deadline)"), now: clock.now)
-            } catch let error as ToolOpsError where error.code == .storeUnavailable {
-                tracker.failed(error, now: clock.now)
-            }
-            try Task.checkCancellation()
-        }
-        return try await degraded(requests, maxWait: maxWait)
-    }
-
-    private func degraded(_ requests: [RateLimitRequest], maxWait: Duration) async throws -> [RateLimitDecision] {
-        switch mode.kind {
+        let primary = self.primary
+        if let decisions = try await failover.attempt({ try await primary.acquire(requests, maxWait: maxWait) }) { return decisions }
+        switch failover.mode.kind {
         case .failOpen:
             return requests.map {
                 RateLimitDecision(allowed: true, limit: $0.limit.burst, remaining: $0.limit.burst, retryAfter: .zero, resetAfter: .zero)
             }
         case .failClosed:
+            let wait = failover.probeInterval
             return requests.map {
-                RateLimitDecision(allowed: false, limit: $0.limit.burst, remaining: 0, retryAfter: tracker.probeInterval, resetAfter: tracker.probeInterval)
+                RateLimitDecision(allowed: false, limit: $0.limit.burst, remaining: 0, retryAfter: wait, resetAfter: wait)
             }
         case .local(let scale):
             let scaled = requests.map { request -> RateLimitRequest in
@@ -207,13 +223,14 @@ public final class FallbackRateLimitStore: RateLimitStore {
 /// A bulkhead store that uses a shared store (Redis) and, when it is unreachable, the
 /// declared ``DegradedMode`` (local: the fallback store with `limit × scale` slots). Permits
 /// are released to the store that issued them.
-public final class FallbackBulkheadStore: BulkheadStore {
+public final class FallbackBulkheadStore: BulkheadStore, FallbackStore {
     public let primary: any BulkheadStore
     public let fallback: any BulkheadStore
-    public let mode: DegradedMode
-    public let deadline: Duration
-    let clock: any ToolOpsClock
-    let tracker: OutageTracker
+    let failover: StoreFailover
+    public var isDegraded: Bool { failover.isDegraded }
+    public var mode: DegradedMode { failover.mode }
+    public var deadline: Duration { failover.deadline }
+    public func runProbes(check: @escaping @Sendable () async throws -> Void) async { await failover.runProbes(check: check) }
     /// Permits from the fallback store carry this bit, so releases find their way back.
     static let localBit: UInt64 = 1 << 63
 
@@ -222,46 +239,21 @@ public final class FallbackBulkheadStore: BulkheadStore {
         deadline: Duration = .milliseconds(100), probeInterval: Duration = .seconds(1),
         clock: any ToolOpsClock = SystemClock(), name: String = "bulkhead", observer: ResilienceObserver? = nil
     ) throws(ToolOpsError) {
-        try requireConfiguration(deadline > .zero, "deadline must be positive")
-        try requireConfiguration(probeInterval > .zero, "probeInterval must be positive")
-        if case .local(let scale) = mode.kind {
-            try requireConfiguration(scale > 0 && scale <= 1, "local fallback scale must be in (0, 1], got \(scale)")
-        }
         self.primary = primary
         self.fallback = fallback
-        self.mode = mode
-        self.deadline = deadline
-        self.clock = clock
-        self.tracker = OutageTracker(name: name, probeInterval: probeInterval, observer: observer)
-    }
-
-    public var isDegraded: Bool { tracker.isDegraded }
-
-    /// Runs background probes until cancelled: while degraded, `check` (e.g. a Redis `PING`)
-    /// is tried every probe interval and a success switches back to the shared store.
-    /// Run it in a task group or as part of a ServiceLifecycle service.
-    public func runProbes(check: @escaping @Sendable () async throws -> Void) async {
-        await tracker.runProbes(clock: clock, deadline: deadline, check: check)
+        self.failover = try StoreFailover(
+            name: name, mode: mode, deadline: deadline, probeInterval: probeInterval, clock: clock, observer: observer)
     }
 
     public func acquire(key: String, limit: Int, lease: Duration, maxWait: Duration) async throws -> BulkheadPermit {
-        if tracker.shouldTryPrimary(now: clock.now) {
-            do {
-                let primary = self.primary
-                // The deadline bounds each attempt to reach the store, on top of any wait for a slot.
-                if let permit = try await withDeadline(deadline + maxWait, clock: clock, {
-                    try await primary.acquire(key: key, limit: limit, lease: lease, maxWait: maxWait)
-                }) {
-                    tracker.succeeded()
-                    return permit
-                }
-                tracker.failed(ToolOpsError(.storeUnavailable, "no answer within \(deadline)"), now: clock.now)
-            } catch let error as ToolOpsError where error.code == .storeUnavailable {
-                tracker.failed(error, now: clock.now)
-            }
-            try Task.checkCancellation()
+        let primary = self.primary
+        // The deadline bounds reaching the store, on top of any wait for a slot.
+        if let permit = try await failover.attempt(extra: maxWait, {
+            try await primary.acquire(key: key, limit: limit, lease: lease, maxWait: maxWait)
+        }) {
+            return permit
         }
-        switch mode.kind {
+        switch failover.mode.kind {
         case .failOpen:
             return BulkheadPermit(key: key, token: 0)
         case .failClosed:
@@ -287,69 +279,44 @@ public final class FallbackBulkheadStore: BulkheadStore {
 /// declared ``DegradedMode``: `local` judges calls with a breaker of this process (the
 /// fallback store; `scale` does not apply), `failOpen` admits everything, `failClosed`
 /// refuses everything. Outcomes recorded while degraded go to the fallback only.
-public final class FallbackCircuitBreakerStore: CircuitBreakerStore {
+public final class FallbackCircuitBreakerStore: CircuitBreakerStore, FallbackStore {
     public let primary: any CircuitBreakerStore
     public let fallback: any CircuitBreakerStore
-    public let mode: DegradedMode
-    public let deadline: Duration
-    let clock: any ToolOpsClock
-    let tracker: OutageTracker
+    let failover: StoreFailover
+    public var isDegraded: Bool { failover.isDegraded }
+    public var mode: DegradedMode { failover.mode }
+    public var deadline: Duration { failover.deadline }
+    public func runProbes(check: @escaping @Sendable () async throws -> Void) async { await failover.runProbes(check: check) }
 
     public init(
         primary: any CircuitBreakerStore, fallback: any CircuitBreakerStore = MemoryCircuitBreakerStore(), mode: DegradedMode = .local(),
         deadline: Duration = .milliseconds(100), probeInterval: Duration = .seconds(1),
         clock: any ToolOpsClock = SystemClock(), name: String = "circuit-breaker", observer: ResilienceObserver? = nil
     ) throws(ToolOpsError) {
-        try requireConfiguration(deadline > .zero, "deadline must be positive")
-        try requireConfiguration(probeInterval > .zero, "probeInterval must be positive")
         self.primary = primary
         self.fallback = fallback
-        self.mode = mode
-        self.deadline = deadline
-        self.clock = clock
-        self.tracker = OutageTracker(name: name, probeInterval: probeInterval, observer: observer)
-    }
-
-    public var isDegraded: Bool { tracker.isDegraded }
-
-    /// Runs background probes until cancelled: while degraded, `check` (e.g. a Redis `PING`)
-    /// is tried every probe interval and a success switches back to the shared store.
-    /// Run it in a task group or as part of a ServiceLifecycle service.
-    public func runProbes(check: @escaping @Sendable () async throws -> Void) async {
-        await tracker.runProbes(clock: clock, deadline: deadline, check: check)
-    }
-
-    /// Runs `operation` on the primary within the deadline; `nil` means "use the degraded mode".
-    private func onPrimary<T: Sendable>(_ operation: @escaping @Sendable (any CircuitBreakerStore) async throws -> T) async throws -> T? {
-        guard tracker.shouldTryPrimary(now: clock.now) else { return nil }
-        do {
-            let primary = self.primary
-            if let value = try await withDeadline(deadline, clock: clock, { try await operation(primary) }) {
-                tracker.succeeded()
-                return value
-            }
-            tracker.failed(ToolOpsError(.storeUnavailable, "no answer within \(deadline)"), now: clock.now)
-        } catch let error as ToolOpsError where error.code == .storeUnavailable {
-            tracker.failed(error, now: clock.now)
-        }
-        try Task.checkCancellation()
-        return nil
+        self.failover = try StoreFailover(
+            name: name, mode: mode, deadline: deadline, probeInterval: probeInterval, clock: clock, observer: observer)
     }
 
     public func admit(key: String, policy: CircuitBreakerPolicy) async throws -> CircuitAdmission {
-        if let admission = try await onPrimary({ try await $0.admit(key: key, policy: policy) }) { return admission }
-        switch mode.kind {
+        let primary = self.primary
+        if let admission = try await failover.attempt({ try await primary.admit(key: key, policy: policy) }) { return admission }
+        switch failover.mode.kind {
         case .failOpen: return CircuitAdmission(allowed: true, probe: false, retryAfter: .zero, transition: nil)
-        case .failClosed: return CircuitAdmission(allowed: false, probe: false, retryAfter: tracker.probeInterval, transition: nil)
+        case .failClosed: return CircuitAdmission(allowed: false, probe: false, retryAfter: failover.probeInterval, transition: nil)
         case .local: return try await fallback.admit(key: key, policy: policy)
         }
     }
 
     public func record(key: String, outcome: CallOutcome, probe: Bool, policy: CircuitBreakerPolicy) async throws -> CircuitTransition? {
-        if !tracker.isDegraded, let transition = try await onPrimary({ try await $0.record(key: key, outcome: outcome, probe: probe, policy: policy) }) {
+        let primary = self.primary
+        if !failover.isDegraded,
+            let transition = try await failover.attempt({ try await primary.record(key: key, outcome: outcome, probe: probe, policy: policy) })
+        {
             return transition
         }
-        if case .local = mode.kind { return try await fallback.record(key: key, outcome: outcome, probe: probe, policy: policy) }
+        if case .local = failover.mode.kind { return try await fallback.record(key: key, outcome: outcome, probe: probe, policy: policy) }
         return nil
     }
 
@@ -360,7 +327,8 @@ public final class FallbackCircuitBreakerStore: CircuitBreakerStore {
     }
 
     public func snapshot(key: String, policy: CircuitBreakerPolicy) async throws -> CircuitBreakerSnapshot {
-        if let snapshot = try await onPrimary({ try await $0.snapshot(key: key, policy: policy) }) { return snapshot }
+        let primary = self.primary
+        if let snapshot = try await failover.attempt({ try await primary.snapshot(key: key, policy: policy) }) { return snapshot }
         return try await fallback.snapshot(key: key, policy: policy)
     }
 }

@@ -1,3 +1,4 @@
+import Synchronization
 import Testing
 import ToolOpsCore
 import ToolOpsRedis
@@ -9,12 +10,15 @@ struct RedisCircuitBreakerStoreTests {
     let policy = try! CircuitBreakerPolicy(
         window: .time(.seconds(10)), failureRateThreshold: 0.5, minimumCalls: 4, openDuration: .milliseconds(500), permittedHalfOpenCalls: 2)
 
-    func replicas(_ url: String, count: Int = 3, quorum: Int = 1) async throws -> [(RedisClient, RedisCircuitBreakerStore)] {
+    func replicas(
+        _ url: String, count: Int = 3, quorum: Int = 1, observer: ResilienceObserver? = nil
+    ) async throws -> [(RedisClient, RedisCircuitBreakerStore)] {
         var result: [(RedisClient, RedisCircuitBreakerStore)] = []
         for index in 0..<count {
             let client = try RedisClient(url: url, logger: quietLogger)
             let store = RedisCircuitBreakerStore(
-                client: client, configuration: .init(flushInterval: .milliseconds(5), quorum: quorum, replicaID: "r\(index)"))
+                client: client, configuration: .init(flushInterval: .milliseconds(5), quorum: quorum, replicaID: "r\(index)"),
+                observer: observer)
             try await store.start()
             result.append((client, store))
         }
@@ -28,7 +32,11 @@ struct RedisCircuitBreakerStoreTests {
 
     @Test func aBreakerOpenedOnOneReplicaRejectsOnTheOthersWithoutRoundTrips() async throws {
         try await withRedisServer { server in
-            let all = try await replicas(server.url)
+            // When each replica's local view learns that the breaker opened.
+            let openedAt = OpenTimes()
+            let all = try await replicas(server.url, observer: { event in
+                if case .circuitStateChanged(_, _, .open) = event { openedAt.record() }
+            })
             defer { all.forEach { $0.0.shutdown() } }
             let (a, b, c) = (all[0].1, all[1].1, all[2].1)
             for store in [a, b, c] { #expect(try await store.admit(key: "svc", policy: policy).allowed) }
@@ -38,6 +46,7 @@ struct RedisCircuitBreakerStoreTests {
             for _ in 0..<1000 { #expect(try await b.admit(key: "svc", policy: policy).allowed) }
             #expect(try await evalshaCalls(all[0].0) == evalsBefore)
 
+            let flushed = ContinuousClock.now
             try await fail(a, 4)
             let opened = ContinuousClock.now
             var rejectedOnBoth = false
@@ -48,7 +57,11 @@ struct RedisCircuitBreakerStoreTests {
                 if !rejectedOnBoth { try await Task.sleep(for: .milliseconds(2)) }
             }
             #expect(rejectedOnBoth)
-            #expect(ContinuousClock.now - opened < .milliseconds(100), "B and C follow A within 100 ms")
+            // All three views (A from its flush reply, B and C from the channel) knew within 100 ms.
+            let times = openedAt.all
+            #expect(times.count == 3)
+            if let last = times.max() { #expect(last - flushed < .milliseconds(100), "views updated \(last - flushed) after the flush began") }
+            _ = opened
             let refused = try await c.admit(key: "svc", policy: policy)
             #expect(refused.retryAfter > .zero && refused.retryAfter <= .milliseconds(500))
             #expect(try await a.snapshot(key: "svc", policy: policy).state == .open)
@@ -182,4 +195,10 @@ struct RedisCircuitBreakerFallbackTests {
             #expect(events.names.first == "degraded" && events.names.contains("recovered"))
         }
     }
+}
+
+final class OpenTimes: Sendable {
+    private let times = Mutex<[ContinuousClock.Instant]>([])
+    func record() { times.withLock { $0.append(.now) } }
+    var all: [ContinuousClock.Instant] { times.withLock { $0 } }
 }
