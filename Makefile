@@ -12,10 +12,11 @@ build: deps
 run: deps
 	@bash scripts/run.sh
 
-# All tests. Each Redis test starts its own redis-server on a free loopback port
+# All tests, one at a time (timing assertions stay meaningful on a 2-core machine).
+# Each Redis test starts its own redis-server on a free loopback port
 # (or set TOOLOPS_TEST_REDIS_URL to use an existing server for the plain ones).
 test: deps
-	swift test 2>&1 | grep -v "prohibited flag"; exit $${PIPESTATUS[0]}
+	swift test --no-parallel 2>&1 | grep -v "prohibited flag"; exit $${PIPESTATUS[0]}
 
 # Benchmarks, side by side with redis-benchmark in the same run.
 bench: deps

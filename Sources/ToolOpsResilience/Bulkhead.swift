@@ -68,7 +68,8 @@ public final class MemoryBulkheadStore: BulkheadStore {
         return try await withThrowingTaskGroup(of: BulkheadPermit?.self) { group in
             // The timer gives up on the wait; the grant path hands over a released slot.
             group.addTask {
-                try? await clock.sleep(for: maxWait)
+                // Cancelled (slot granted, or the caller cancelled): the waiter side settles it.
+                do { try await clock.sleep(for: maxWait) } catch { return nil }
                 self.abandon(id: id, key: key, error: ToolOpsError(.bulkheadFull, "no slot in bulkhead \(key) within \(maxWait) (\(limit) in use)"))
                 return nil
             }
