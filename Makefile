@@ -16,7 +16,7 @@ run: deps
 # Each Redis test starts its own redis-server on a free loopback port
 # (or set TOOLOPS_TEST_REDIS_URL to use an existing server for the plain ones).
 test: deps
-	swift test --no-parallel 2>&1 | grep -v "prohibited flag"; exit $${PIPESTATUS[0]}
+	timeout 1800 swift test --no-parallel 2>&1 | grep -v "prohibited flag"; exit $${PIPESTATUS[0]}
 
 # Benchmarks, side by side with redis-benchmark in the same run.
 bench: deps

@@ -116,6 +116,12 @@ final class RedisSubscriber: Sendable {
         return RedisSubscriptionHandle(cancel: { [weak self] in self?.remove(id) })
     }
 
+    /// Ends a subscribe call's wait with `error` (if it is still waiting).
+    private func failGroup(_ group: UInt64, _ error: any Error) {
+        let waiter = state.withLock { $0.groups.removeValue(forKey: group)?.1 }
+        waiter?.resume(throwing: error)
+    }
+
     private func makeSubscriberID() -> UInt64 {
         state.withLock { state -> UInt64 in
             state.nextID += 1
@@ -125,11 +131,22 @@ final class RedisSubscriber: Sendable {
 
     private func subscribe(id: UInt64, channels: [String], patterns: [String], sink: Sink) async throws {
         do {
+            // The confirmation wait ends on confirmation, connection failure, cancellation, or
+            // after the connect + command timeouts: a subscribe never hangs.
+            let group = makeSubscriberID()
+            let limit = configuration.connectTimeout + configuration.commandTimeout
+            let timer = Task { [weak self] in
+                do { try await Task.sleep(for: limit) } catch { return }
+                self?.failGroup(group, RedisClientError(.commandTimeout, "no SUBSCRIBE confirmation within \(limit)"))
+            }
+            defer { timer.cancel() }
+            try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { (waiter: CheckedContinuation<Void, any Error>) in
                 // Register, and write (P)SUBSCRIBE under the same lock, so a concurrent
                 // unsubscribe of the same channel cannot be written after our subscribe.
                 let outcome: Result<Bool, RedisClientError> = state.withLock { state in
                     if state.closed { return .failure(RedisClientError(.clientClosed, "the Redis client was shut down")) }
+                    if Task.isCancelled { return .failure(RedisClientError(.clientClosed, "cancelled")) }
                     state.subscribers[id] = Subscriber(channels: channels, patterns: patterns, sink: sink)
                     var newChannels: [String] = []
                     var newPatterns: [String] = []
@@ -145,8 +162,6 @@ final class RedisSubscriber: Sendable {
                     if keys.isEmpty { return .success(true) }
                     do {
                         let connection = try state.connection ?? startConnection(&state, delay: .zero)
-                        state.nextID += 1
-                        let group = state.nextID
                         state.groups[group] = (keys.count, waiter)
                         for key in keys { state.confirmations[key, default: []].append(group) }
                         do {
@@ -166,6 +181,9 @@ final class RedisSubscriber: Sendable {
                 case .success(false): break
                 case .failure(let error): waiter.resume(throwing: error)
                 }
+            }
+            } onCancel: {
+                failGroup(group, CancellationError())
             }
         } catch {
             remove(id)

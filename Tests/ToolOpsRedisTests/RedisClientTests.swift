@@ -184,6 +184,9 @@ struct RedisClientTests {
             // Park the server so that everything after this is in flight when it dies.
             let results = try await withThrowingTaskGroup(of: Result<RESPValue, RedisClientError>.self) { group in
                 group.addTask { await Self.capture { try await client.send("DEBUG", "SLEEP", 5) } }
+                // Once the server is asleep, everything sent after is stuck in flight.
+                while try client.connection().load == 0 { await Task.yield() }
+                try await Task.sleep(for: .milliseconds(100))
                 for _ in 0..<200 { group.addTask { await Self.capture { try await client.send("GET", "k") } } }
                 try await Task.sleep(for: .milliseconds(200))
                 let killedAt = ContinuousClock.now
