@@ -185,7 +185,7 @@ struct RedisClientTests {
             let results = try await withThrowingTaskGroup(of: Result<RESPValue, RedisClientError>.self) { group in
                 group.addTask { await Self.capture { try await client.send("DEBUG", "SLEEP", 5) } }
                 // Once the server is asleep, everything sent after is stuck in flight.
-                while try client.connection().load == 0 { await Task.yield() }
+                #expect(try await Self.eventuallyInFlight(client))
                 try await Task.sleep(for: .milliseconds(100))
                 for _ in 0..<200 { group.addTask { await Self.capture { try await client.send("GET", "k") } } }
                 try await Task.sleep(for: .milliseconds(200))
@@ -226,7 +226,7 @@ struct RedisClientTests {
             let before = try await client.send("CLIENT", "ID").int
             async let slow = Self.capture { try await client.send("DEBUG", "SLEEP", 2.5) }
             // Queue the PING behind it on the same connection while it is still in flight.
-            while try client.connection().load == 0 { await Task.yield() }
+            #expect(try await Self.eventuallyInFlight(client))
             async let behind = Self.capture { try await client.send("PING") }
             let (slowResult, behindResult) = await (slow, behind)
             for result in [slowResult, behindResult] {
@@ -287,6 +287,16 @@ struct RedisClientTests {
             let error = await #expect(throws: RedisClientError.self) { try await client.send("PING") }
             #expect(error?.code == .clientClosed)
         }
+    }
+
+    /// Waits (bounded: 5 s) until the client has a command in flight.
+    static func eventuallyInFlight(_ client: RedisClient) async throws -> Bool {
+        let deadline = ContinuousClock.now + .seconds(5)
+        while ContinuousClock.now < deadline {
+            if try client.connection().load > 0 { return true }
+            try await Task.sleep(for: .milliseconds(1))
+        }
+        return false
     }
 
     static func capture(_ body: () async throws -> RESPValue) async -> Result<RESPValue, RedisClientError> {
