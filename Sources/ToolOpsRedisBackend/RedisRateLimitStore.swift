@@ -1,3 +1,4 @@
+import Synchronization
 import ToolOpsCore
 import ToolOpsRedis
 import ToolOpsResilience
@@ -79,8 +80,27 @@ public final class RedisRateLimitStore: RateLimitStore {
         return out
         """)
 
-    public func acquire(_ requests: [RateLimitRequest], maxWait: Duration) async throws -> [RateLimitDecision] {
-        if requests.isEmpty { return [] }
+    /// Encoded commands by request: a bucket is asked the same question over and over, and
+    /// encoding (≈2 µs) would otherwise be a large share of our CPU per decision.
+    private let encoded = Mutex<[CommandKey: RedisCommand]>([:])
+
+    struct CommandKey: Hashable {
+        var requests: [RateLimitRequest]
+        var maxWait: Duration
+    }
+
+    func command(for requests: [RateLimitRequest], maxWait: Duration) -> RedisCommand {
+        let key = CommandKey(requests: requests, maxWait: maxWait)
+        if let command = encoded.withLock({ $0[key] }) { return command }
+        let command = makeCommand(requests, maxWait: maxWait)
+        encoded.withLock { cache in
+            if cache.count >= 10_000 { cache.removeAll() }  // bounded: keys may come from callers
+            cache[key] = command
+        }
+        return command
+    }
+
+    private func makeCommand(_ requests: [RateLimitRequest], maxWait: Duration) -> RedisCommand {
         var arguments: [any RedisArgumentConvertible] = [maxWait.nanosecondsClamped / 1000]
         arguments.reserveCapacity(1 + requests.count * 3)
         for request in requests {
@@ -89,9 +109,14 @@ public final class RedisRateLimitStore: RateLimitStore {
             arguments.append(Double(request.limit.emissionInterval) / 1000)
             arguments.append(request.limit.burst)
         }
+        return .evalSHA(Self.script, keys: requests.map { keys.rateLimit($0.key) }, arguments: arguments)
+    }
+
+    public func acquire(_ requests: [RateLimitRequest], maxWait: Duration) async throws -> [RateLimitDecision] {
+        if requests.isEmpty { return [] }
         let reply: RESPValue
         do {
-            reply = try await client.run(Self.script, keys: requests.map { keys.rateLimit($0.key) }, arguments: arguments)
+            reply = try await client.send(command(for: requests, maxWait: maxWait))
         } catch let error as RedisClientError where error.isUnavailable {
             throw ToolOpsError(.storeUnavailable, "Redis unavailable for rate limiting", underlying: error)
         }
