@@ -37,7 +37,7 @@ struct RedisBench: AsyncParsableCommand {
         let levels = concurrency.split(separator: ",").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }
         let server: BenchRedisServer? = redisURL == nil ? try BenchRedisServer.start() : nil
         defer { server?.stop() }
-        let url = redisURL ?? server!.url
+        guard let url = redisURL ?? server?.url else { throw ValidationError("no Redis to benchmark") }
         var configuration = try RedisConfiguration(url: url)
         configuration.poolSize = poolSize
         let client = try RedisClient(configuration: configuration)
