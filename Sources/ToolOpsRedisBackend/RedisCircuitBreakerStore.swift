@@ -274,6 +274,17 @@ public final class RedisCircuitBreakerStore: CircuitBreakerStore {
 
     // MARK: CircuitBreakerStore
 
+    /// Outcomes are queued and flushed in batches: recording never waits on Redis.
+    public var recordsWithoutWaiting: Bool { true }
+
+    public func admitLocally(key: String, policy: CircuitBreakerPolicy) -> CircuitAdmission? {
+        let closed = state.withLock { state -> Bool in
+            guard state.subscribed, let view = state.views[key] else { return false }
+            return view.state == .closed || view.state == .disabled
+        }
+        return closed ? CircuitAdmission(allowed: true, probe: false, retryAfter: .zero, transition: nil) : nil
+    }
+
     public func admit(key: String, policy: CircuitBreakerPolicy) async throws -> CircuitAdmission {
         let now = clock.now
         // A breaker this replica has not seen yet (or since the channel was lost) is asked

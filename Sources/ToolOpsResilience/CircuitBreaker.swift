@@ -31,6 +31,17 @@ public protocol CircuitBreakerStore: Sendable {
     func record(key: String, outcome: CallOutcome, probe: Bool, policy: CircuitBreakerPolicy) async throws -> CircuitTransition?
     func control(key: String, _ action: CircuitControl, policy: CircuitBreakerPolicy) async throws -> CircuitTransition?
     func snapshot(key: String, policy: CircuitBreakerPolicy) async throws -> CircuitBreakerSnapshot
+    /// An answer from local knowledge alone, if the store has one (the Redis store's view
+    /// while the breaker is closed); `nil` means "ask ``admit(key:policy:)``". Lets wrappers
+    /// skip their deadline machinery on the hot path.
+    func admitLocally(key: String, policy: CircuitBreakerPolicy) -> CircuitAdmission?
+    /// `true` when ``record(key:outcome:probe:policy:)`` never waits on I/O (it queues).
+    var recordsWithoutWaiting: Bool { get }
+}
+
+extension CircuitBreakerStore {
+    public func admitLocally(key: String, policy: CircuitBreakerPolicy) -> CircuitAdmission? { nil }
+    public var recordsWithoutWaiting: Bool { false }
 }
 
 /// Breaker state in this process. The default store.

@@ -301,6 +301,8 @@ public final class FallbackCircuitBreakerStore: CircuitBreakerStore, FallbackSto
 
     public func admit(key: String, policy: CircuitBreakerPolicy) async throws -> CircuitAdmission {
         let primary = self.primary
+        // The hot path: a closed breaker known locally needs no deadline (and no child task).
+        if !failover.isDegraded, let admission = primary.admitLocally(key: key, policy: policy) { return admission }
         if let admission = try await failover.attempt({ try await primary.admit(key: key, policy: policy) }) { return admission }
         switch failover.mode.kind {
         case .failOpen: return CircuitAdmission(allowed: true, probe: false, retryAfter: .zero, transition: nil)
@@ -311,6 +313,9 @@ public final class FallbackCircuitBreakerStore: CircuitBreakerStore, FallbackSto
 
     public func record(key: String, outcome: CallOutcome, probe: Bool, policy: CircuitBreakerPolicy) async throws -> CircuitTransition? {
         let primary = self.primary
+        if !failover.isDegraded && primary.recordsWithoutWaiting {
+            return try await primary.record(key: key, outcome: outcome, probe: probe, policy: policy)
+        }
         if !failover.isDegraded,
             let transition = try await failover.attempt({ try await primary.record(key: key, outcome: outcome, probe: probe, policy: policy) })
         {

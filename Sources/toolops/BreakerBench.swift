@@ -27,11 +27,15 @@ struct BreakerBench: AsyncParsableCommand {
         try await redisStore.start()
         _ = try await redisStore.admit(key: "bench", policy: policy)  // first sight: one round trip
         let memoryStore = MemoryCircuitBreakerStore()
+        let fallbackStore = try FallbackCircuitBreakerStore(primary: redisStore)
 
         say("\(admissions) admissions of one closed breaker, one caller")
         say("")
         say("store".padding(toLength: 28, withPad: " ", startingAt: 0) + "ns/admission  round trips")
-        for (name, store) in [("memory", memoryStore as any CircuitBreakerStore), ("redis (local view)", redisStore)] {
+        for (name, store) in [
+            ("memory", memoryStore as any CircuitBreakerStore), ("redis (local view)", redisStore),
+            ("redis + fallback wrapper", fallbackStore),
+        ] {
             let before = try await commands(probe)
             let start = ContinuousClock.now
             for _ in 0..<admissions { _ = try await store.admit(key: "bench", policy: policy) }
