@@ -96,7 +96,11 @@ let package = Package(
         ),
         .testTarget(
             name: "ToolOpsResilienceTests",
-            dependencies: ["ToolOpsResilience", "ToolOpsCore", "toolops"],
+            dependencies: [
+                "ToolOpsResilience", "ToolOpsCore", "toolops",
+                .product(name: "MetricsTestKit", package: "swift-metrics"),
+                .product(name: "Metrics", package: "swift-metrics"),
+            ],
             swiftSettings: strict
         ),
     ],
