@@ -54,7 +54,11 @@ public final class RedisBulkheadStore: BulkheadStore {
     }
 
     public func release(_ permit: BulkheadPermit) async {
-        // If Redis is unreachable the lease simply expires.
-        _ = try? await client.send("ZREM", keys.bulkheadLeases(permit.key), String(permit.token))
+        // Released from a task of its own: a cancelled caller (the usual reason to release
+        // early) must not cancel the ZREM and strand the slot for a whole lease. If Redis is
+        // unreachable the lease simply expires.
+        let client = self.client
+        let key = keys.bulkheadLeases(permit.key)
+        await Task.detached { _ = try? await client.send("ZREM", key, String(permit.token)) }.value
     }
 }

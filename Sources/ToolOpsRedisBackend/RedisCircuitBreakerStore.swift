@@ -150,7 +150,7 @@ public final class RedisCircuitBreakerStore: CircuitBreakerStore {
           c, fl, sl = c + calls, fl + failures, sl + slow
           f[bucket] = c .. ',' .. fl .. ',' .. sl
           redis.call('HSET', KEYS[1], bucket, f[bucket])
-          if failures > 0 then
+          if failures > 0 or slow > 0 then
             f['r:' .. ARGV[9]] = tostring(now)
             redis.call('HSET', KEYS[1], 'r:' .. ARGV[9], now)
           end
@@ -173,7 +173,8 @@ public final class RedisCircuitBreakerStore: CircuitBreakerStore {
             move('open')
           end
         end
-        redis.call('PEXPIRE', KEYS[1], windowMs + openMs + 60000)
+        -- Operator states persist until an operator changes them; the others expire when idle.
+        if st ~= 'forced_open' and st ~= 'disabled' then redis.call('PEXPIRE', KEYS[1], windowMs + openMs + 60000) end
         return {st, retryAfter()}
         """)
 
@@ -200,6 +201,11 @@ public final class RedisCircuitBreakerStore: CircuitBreakerStore {
         openedAt = now
         local before = st
         move(target)
+        if st == 'forced_open' or st == 'disabled' then
+          redis.call('PERSIST', KEYS[1])
+        else
+          redis.call('PEXPIRE', KEYS[1], windowMs + openMs + 60000)
+        end
         return {before, st}
         """)
 

@@ -45,7 +45,7 @@ public final class RedisRateLimitStore: RateLimitStore {
           if wait <= 0 or wait <= maxWait then
             local ttl = newTat - now
             redis.call('SET', KEYS[1], newTat, 'PX', math.ceil(ttl / 1000) + 1)
-            return {1, wait > 0 and math.ceil(wait) or 0, math.floor((tolerance - ttl) / interval), 0, math.ceil(ttl)}
+            return {1, wait > 0 and math.ceil(wait) or 0, math.max(0, math.floor((tolerance - ttl) / interval)), 0, math.ceil(ttl)}
           end
           return {0, math.ceil(wait), math.max(0, math.floor((tolerance - (tat - now)) / interval)), math.ceil(wait), math.ceil(tat - now)}
         end

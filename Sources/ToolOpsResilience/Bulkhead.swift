@@ -26,12 +26,20 @@ public protocol BulkheadStore: Sendable {
 /// Bulkhead slots in this process, with a FIFO wait queue. The default store.
 public final class MemoryBulkheadStore: BulkheadStore {
     typealias Waiter = CheckedContinuation<BulkheadPermit, any Error>
+    /// A queued caller. It joins the queue in the same critical section that found the
+    /// bulkhead full (so no release can slip in between); its continuation arrives a moment
+    /// later, and a grant or abandonment in that gap is parked in `settled`.
+    struct QueueEntry {
+        var id: UInt64
+        var waiter: Waiter?
+    }
     struct Compartment {
         var held: Set<UInt64> = []
-        var queue: [(id: UInt64, waiter: Waiter)] = []
+        var queue: [QueueEntry] = []
     }
     struct State {
         var compartments: [String: Compartment] = [:]
+        var settled: [UInt64: Result<BulkheadPermit, any Error>] = [:]
         var nextToken: UInt64 = 0
     }
     private let state = Mutex(State())
@@ -58,7 +66,9 @@ public final class MemoryBulkheadStore: BulkheadStore {
             compartment.held.insert(token)
             return .permit(BulkheadPermit(key: key, token: token))
         }
-        return maxWait > .zero ? .wait(token) : .full
+        guard maxWait > .zero else { return .full }
+        compartment.queue.append(QueueEntry(id: token, waiter: nil))
+        return .wait(token)
     }
 
     enum Immediate { case permit(BulkheadPermit), full, wait(UInt64) }
@@ -76,12 +86,15 @@ public final class MemoryBulkheadStore: BulkheadStore {
             group.addTask {
                 try await withTaskCancellationHandler {
                     try await withCheckedThrowingContinuation { (waiter: Waiter) in
-                        let cancelled = self.state.withLock { state -> Bool in
-                            if Task.isCancelled { return true }
-                            state.compartments[key, default: Compartment()].queue.append((id, waiter))
-                            return false
+                        let early: Result<BulkheadPermit, any Error>? = self.state.withLock { state in
+                            if let settled = state.settled.removeValue(forKey: id) { return settled }
+                            guard let index = state.compartments[key]?.queue.firstIndex(where: { $0.id == id }) else {
+                                return .failure(CancellationError())  // cannot happen: entries leave via `settled`
+                            }
+                            state.compartments[key]?.queue[index].waiter = waiter
+                            return nil
                         }
-                        if cancelled { waiter.resume(throwing: CancellationError()) }
+                        if let early { waiter.resume(with: early) }
                     }
                 } onCancel: {
                     self.abandon(id: id, key: key, error: CancellationError())
@@ -98,8 +111,11 @@ public final class MemoryBulkheadStore: BulkheadStore {
     /// Removes a waiter that timed out or was cancelled (if it is still waiting).
     private func abandon(id: UInt64, key: String, error: any Error) {
         let waiter: Waiter? = state.withLock { state in
-            guard let index = state.compartments[key]?.queue.firstIndex(where: { $0.id == id }) else { return nil }
-            return state.compartments[key]?.queue.remove(at: index).waiter
+            guard let index = state.compartments[key]?.queue.firstIndex(where: { $0.id == id }),
+                let entry = state.compartments[key]?.queue.remove(at: index)
+            else { return nil }
+            if entry.waiter == nil { state.settled[id] = .failure(error) }
+            return entry.waiter
         }
         waiter?.resume(throwing: error)
     }
@@ -116,7 +132,11 @@ public final class MemoryBulkheadStore: BulkheadStore {
             guard let next = state.compartments[permit.key]?.queue.removeFirst() else { return nil }
             let granted = BulkheadPermit(key: permit.key, token: next.id)
             state.compartments[permit.key]?.held.insert(granted.token)
-            return (next.waiter, granted)
+            guard let waiter = next.waiter else {
+                state.settled[next.id] = .success(granted)  // its continuation is about to arrive
+                return nil
+            }
+            return (waiter, granted)
         }
         if let (waiter, granted) = handOver { waiter.resume(returning: granted) }
     }

@@ -95,7 +95,8 @@ public final class FileBulkheadStore: BulkheadStore {
         var pause = Duration.milliseconds(1)
         while true {
             var generator = SystemRandomNumberGenerator()
-            let token = generator.next() as UInt64
+            // Bit 63 marks permits of a fallback store (FallbackBulkheadStore); never use it.
+            let token = (generator.next() as UInt64) & ~(1 << 63) | 1
             let granted: Bool = try files.update([key]) { states in
                 let now = clock.now.nanoseconds
                 var holders: [String: JSONValue] = [:]

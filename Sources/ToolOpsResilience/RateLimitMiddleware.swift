@@ -127,7 +127,8 @@ public struct RateLimitMiddleware: ToolMiddleware {
         if requests.isEmpty { return try await next.run(call) }
         let shadow = configuration.mode.isShadow
         let decisions = try await store.acquire(requests, maxWait: shadow ? .zero : configuration.maxWait)
-        if let refused = decisions.indices.first(where: { !decisions[$0].allowed }) {
+        // A refused batch refuses every bucket; report the one that binds (the longest wait).
+        if let refused = decisions.indices.filter({ !decisions[$0].allowed }).max(by: { decisions[$0].retryAfter < decisions[$1].retryAfter }) {
             let decision = decisions[refused]
             configuration.observer?(.rateLimited(tool: call.tool, key: requests[refused].key, decision: decision, shadow: shadow))
             if !shadow {

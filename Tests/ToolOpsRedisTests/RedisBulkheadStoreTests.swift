@@ -60,6 +60,27 @@ struct RedisBulkheadStoreTests {
         }
     }
 
+    @Test func aCancelledCallFreesItsSlotAtOnce() async throws {
+        try await withRedisServer { server in
+            let redis = try client(server.url)
+            defer { redis.shutdown() }
+            let store = RedisBulkheadStore(client: redis)
+            let bulkhead = try BulkheadMiddleware(.init(maxConcurrent: 1, lease: .seconds(300)), store: store)
+            let sleepy = ToolFunction { _ in try await Task.sleep(for: .seconds(60)); return ToolResult("late") }
+            let holder = Task { try await bulkhead.run(try ToolCall(tool: ToolID("t:x")), next: sleepy) }
+            var held = false
+            for _ in 0..<500 where !held {
+                held = try await redis.send("ZCARD", "toolops:bh:{bh:tool:t:x}") == .integer(1)
+                if !held { try await Task.sleep(for: .milliseconds(5)) }
+            }
+            #expect(held)
+            holder.cancel()
+            _ = await holder.result
+            // The release ran although its task was cancelled: the slot is free now, not in 5 minutes.
+            #expect(try await redis.send("ZCARD", "toolops:bh:{bh:tool:t:x}") == .integer(0))
+        }
+    }
+
     @Test func fallsBackToLocalSlotsWhenRedisDies() async throws {
         try await withRedisServer { server in
             var configuration = try RedisConfiguration(url: server.url)

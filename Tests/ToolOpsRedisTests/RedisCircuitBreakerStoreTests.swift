@@ -125,6 +125,9 @@ struct RedisCircuitBreakerStoreTests {
                 if !refused { try await Task.sleep(for: .milliseconds(2)) }
             }
             #expect(refused)
+            // Operator states do not expire with the breaker's idle TTL.
+            _ = try await fail(a, 1)
+            #expect(try await all[0].0.send("PTTL", "toolops:cb:{svc}") == .integer(-1))
             _ = try await a.control(key: "svc", .reset, policy: policy)
             var allowed = false
             for _ in 0..<100 where !allowed {

@@ -97,6 +97,18 @@ struct RateLimitTests {
         await #expect(throws: ToolOpsError.self) { try await limiter.run(other, next: ok) }
     }
 
+    @Test func aRefusalNamesTheBindingLimit() async throws {
+        let limiter = try RateLimitMiddleware(
+            .init(rules: [
+                RateLimitRule(limit: try RateLimit(rate: 1000), key: .tool),
+                RateLimitRule(limit: try RateLimit(rate: 1, burst: 1), key: .tenant),
+            ]), store: MemoryRateLimitStore(clock: clock), clock: clock)
+        _ = try await limiter.run(try call(tenant: "acme"), next: ok)
+        let error = await #expect(throws: ToolOpsError.self) { try await limiter.run(try call(tenant: "acme"), next: ok) }
+        #expect(error?.message.contains("rl:tenant") == true, "\(error?.message ?? "")")
+        #expect(error?.retryAfter == .seconds(1))
+    }
+
     @Test func costAboveBurstIsInvalidInput() async throws {
         let limiter = try RateLimitMiddleware(.init(rules: [RateLimitRule(limit: try RateLimit(rate: 5))], cost: { _ in 6 }))
         let error = await #expect(throws: ToolOpsError.self) { try await limiter.run(try call(), next: ok) }
