@@ -56,7 +56,9 @@ public final class RedisCircuitBreakerStore: CircuitBreakerStore {
         var views: [String: View] = [:]
         var pending: [String: Pending] = [:]
         var flushScheduled = false
+        /// The views follow the channel (subscribed and not in a gap).
         var subscribed = false
+        var started = false
     }
 
     public let client: RedisClient
@@ -246,25 +248,51 @@ public final class RedisCircuitBreakerStore: CircuitBreakerStore {
     /// Subscribes to the transition channel (idempotent). Until it is running, and while it
     /// is lost, admissions ask Redis.
     public func start() async throws {
-        if state.withLock({ $0.subscribed }) { return }
+        let alreadyStarted = state.withLock { state -> Bool in
+            defer { state.started = true }
+            return state.started
+        }
+        if alreadyStarted { return }
         // Handled on the pub/sub I/O thread: a transition reaches the view without waiting
         // for a task to be scheduled.
-        let handle = try await client.subscribe(to: [keys.circuitBreakerEvents]) { [weak self] event in
-            guard let self else { return }
-            switch event {
-            case .message(let message):
-                let parts = message.text.split(separator: "|", omittingEmptySubsequences: false)
-                guard parts.count == 3, let to = CircuitState(rawValue: String(parts[1])), let left = Int64(parts[2]) else { return }
-                self.apply(name: String(parts[0]), state: to, retryAfterMs: left)
-            case .connectionLost:
-                // Transitions may be missed: forget the views, so admissions ask Redis.
-                self.state.withLock { $0.views.removeAll() }
-            case .restored:
-                break
-            }
+        let handle: RedisSubscriptionHandle
+        do {
+            handle = try await subscribe()
+        } catch {
+            state.withLock { $0.started = false }
+            throw error
         }
         state.withLock { $0.subscribed = true }
         subscription.withLock { $0 = handle }
+    }
+
+    private func subscribe() async throws -> RedisSubscriptionHandle {
+        try await client.subscribe(to: [keys.circuitBreakerEvents]) { [weak self] event in
+            guard let self else { return }
+            switch event {
+            case .message(let message):
+                // `<name>|<state>|<ms>`, parsed from the end: names may contain `|`.
+                let text = message.text
+                guard let second = text.lastIndex(of: "|"), let first = text[..<second].lastIndex(of: "|"),
+                    let to = CircuitState(rawValue: String(text[text.index(after: first)..<second])),
+                    let left = Int64(text[text.index(after: second)...])
+                else { return }
+                self.apply(name: String(text[..<first]), state: to, retryAfterMs: left)
+            case .connectionLost:
+                // Transitions may be missed until the channel is back: stop trusting the views
+                // (admissions ask Redis meanwhile).
+                self.state.withLock {
+                    $0.subscribed = false
+                    $0.views.removeAll()
+                }
+            case .restored:
+                // Views learnt during the gap may have missed transitions: start afresh.
+                self.state.withLock {
+                    $0.views.removeAll()
+                    $0.subscribed = true
+                }
+            }
+        }
     }
 
     /// Stops following the channel.
@@ -272,6 +300,7 @@ public final class RedisCircuitBreakerStore: CircuitBreakerStore {
         subscription.withLock { $0 }?.cancel()
         state.withLock {
             $0.subscribed = false
+            $0.started = false
             $0.views.removeAll()
         }
     }

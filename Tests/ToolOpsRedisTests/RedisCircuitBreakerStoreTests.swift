@@ -138,6 +138,24 @@ struct RedisCircuitBreakerStoreTests {
         }
     }
 
+    @Test func namesWithSeparatorsPropagate() async throws {
+        try await withRedisServer { server in
+            let all = try await replicas(server.url, count: 2)
+            defer { all.forEach { $0.0.shutdown() } }
+            let (a, b) = (all[0].1, all[1].1)
+            let key = "tenant|acme:tool|x"
+            #expect(try await b.admit(key: key, policy: policy).allowed)
+            _ = try await a.control(key: key, .forceOpen, policy: policy)
+            var refusedLocally = false
+            for _ in 0..<200 where !refusedLocally {
+                refusedLocally = b.admitLocally(key: key, policy: policy) == nil  // the view left "closed"
+                if !refusedLocally { try await Task.sleep(for: .milliseconds(2)) }
+            }
+            #expect(refusedLocally)
+            #expect(try await b.admit(key: key, policy: policy).allowed == false)
+        }
+    }
+
     @Test func countWindowsAreRefusedClearly() async throws {
         try await withRedisServer { server in
             let client = try RedisClient(url: server.url, logger: quietLogger)
