@@ -211,7 +211,8 @@ public final class FallbackRateLimitStore: RateLimitStore, FallbackStore {
                 guard scale < 1 else { return request }
                 var copy = request
                 let rate = max(1, Int((Double(request.limit.rate) * scale).rounded(.down)))
-                let burst = max(1, Int((Double(request.limit.burst) * scale).rounded(.down)))
+                // Never below the call's cost: a call that fits the shared limit must stay possible.
+                let burst = max(1, request.cost, Int((Double(request.limit.burst) * scale).rounded(.down)))
                 copy.limit = (try? RateLimit(rate: rate, per: request.limit.period, burst: burst)) ?? request.limit
                 return copy
             }
