@@ -183,7 +183,16 @@ public final class RedisCircuitBreakerStore: CircuitBreakerStore {
     /// Admission when the local view is not "closed". KEYS: hash, channel. ARGV 1–8 as above.
     /// Returns state, allowed (1/0), probe (1/0), retry-after ms.
     public static let admitScript = RedisScript(prologue + "\n" + """
-        if st == 'open' and now >= openedAt + openMs then move('half_open') end
+        if st == 'open' and now >= openedAt + openMs then
+          move('half_open')
+          redis.call('HSET', KEYS[1], 'halfOpenAt', now)
+          f['halfOpenAt'] = tostring(now)
+        end
+        if st == 'half_open' and inflight > 0 and now >= tonumber(f['halfOpenAt'] or '0') + openMs then
+          -- Probes are leased for one open duration: overdue ones (lost outcomes) lapse.
+          inflight, successes = 0, 0
+          redis.call('HSET', KEYS[1], 'inflight', 0, 'successes', 0, 'halfOpenAt', now)
+        end
         if st == 'half_open' then
           if inflight + successes < permitted then
             inflight = inflight + 1

@@ -136,6 +136,9 @@ public struct CircuitBreakerStateMachine: Sendable, Hashable {
     public private(set) var openedAt: Int64 = 0
     public private(set) var halfOpenInFlight = 0
     public private(set) var halfOpenSuccesses = 0
+    /// When the current half-open round began. Probes are leased for one open duration: a
+    /// round whose probes never report (a crashed holder, lost outcomes) starts over.
+    public private(set) var halfOpenAt: Int64 = 0
     /// Count window: one byte per call, bit 0 failure, bit 1 slow.
     var ring: [UInt8] = []
     var ringNext = 0
@@ -165,8 +168,15 @@ public struct CircuitBreakerStateMachine: Sendable, Hashable {
                 return CircuitAdmission(allowed: false, probe: false, retryAfter: .nanoseconds(reopenAt - now), transition: nil)
             }
             transition = move(to: .halfOpen)
+            halfOpenAt = now
             fallthrough
         case .halfOpen:
+            if halfOpenInFlight > 0 && now >= halfOpenAt &+ policy.openDuration.nanosecondsClamped {
+                // The round's probes are overdue: their leases lapse and a new round begins.
+                halfOpenInFlight = 0
+                halfOpenSuccesses = 0
+                halfOpenAt = now
+            }
             if halfOpenInFlight + halfOpenSuccesses < policy.permittedHalfOpenCalls {
                 halfOpenInFlight += 1
                 return CircuitAdmission(allowed: true, probe: true, retryAfter: .zero, transition: transition)
@@ -316,6 +326,7 @@ extension CircuitBreakerStateMachine {
             "openedAt": .integer(openedAt),
             "halfOpenInFlight": .integer(Int64(halfOpenInFlight)),
             "halfOpenSuccesses": .integer(Int64(halfOpenSuccesses)),
+            "halfOpenAt": .integer(halfOpenAt),
             "ring": .string(String(ring.map { Character(Unicode.Scalar($0 + 48)) })),
             "ringNext": .integer(Int64(ringNext)),
             "buckets": .array(buckets.map { .array([.integer($0.start), .integer(Int64($0.calls)), .integer(Int64($0.failures)), .integer(Int64($0.slow))]) }),
@@ -329,6 +340,7 @@ extension CircuitBreakerStateMachine {
             let openedAt = json["openedAt"]?.int64Value,
             let inFlight = json["halfOpenInFlight"]?.int64Value, inFlight >= 0, inFlight < 1_000_000,
             let successes = json["halfOpenSuccesses"]?.int64Value, successes >= 0, successes < 1_000_000,
+            let halfOpenAt = json["halfOpenAt"]?.int64Value,
             let ringText = json["ring"]?.stringValue, ringText.utf8.count <= 100_000,
             let ringNext = json["ringNext"]?.int64Value,
             case .array(let bucketValues)? = json["buckets"], bucketValues.count <= 10_000
@@ -353,6 +365,7 @@ extension CircuitBreakerStateMachine {
         self.openedAt = openedAt
         self.halfOpenInFlight = Int(inFlight)
         self.halfOpenSuccesses = Int(successes)
+        self.halfOpenAt = halfOpenAt
         self.ring = ring
         self.ringNext = Int(ringNext)
         self.buckets = buckets

@@ -100,6 +100,21 @@ struct RedisCircuitBreakerStoreTests {
         }
     }
 
+    @Test func probesOfADeadReplicaLapse() async throws {
+        try await withRedisServer { server in
+            let all = try await replicas(server.url, count: 2)
+            defer { all.forEach { $0.0.shutdown() } }
+            let (a, b) = (all[0].1, all[1].1)
+            try await fail(a, 4)
+            try await Task.sleep(for: .milliseconds(600))
+            // Replica A takes both probes and dies without reporting.
+            for _ in 0..<2 { #expect(try await a.admit(key: "svc", policy: policy).probe) }
+            #expect(try await b.admit(key: "svc", policy: policy).allowed == false)
+            try await Task.sleep(for: .milliseconds(600))  // one open duration
+            #expect(try await b.admit(key: "svc", policy: policy).probe, "the lost probes' slots lapsed")
+        }
+    }
+
     @Test func quorumNeedsFailuresFromSeveralReplicas() async throws {
         try await withRedisServer { server in
             let all = try await replicas(server.url, count: 2, quorum: 2)

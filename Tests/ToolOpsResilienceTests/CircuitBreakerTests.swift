@@ -77,6 +77,18 @@ struct CircuitBreakerStateMachineTests {
         #expect(machine.state == .open)
     }
 
+    @Test func probesWhoseOutcomesNeverArriveLapse() {
+        var machine = CircuitBreakerStateMachine()
+        for _ in 0..<4 { _ = fail(&machine) }
+        let later = 31_000 * ms
+        for _ in 0..<3 { #expect(machine.admit(now: later, policy: policy).probe) }
+        #expect(!machine.admit(now: later + 29_000 * ms, policy: policy).allowed)  // still waiting for them
+        // One open duration later the lost probes' slots are free again.
+        let retry = machine.admit(now: later + 30_000 * ms, policy: policy)
+        #expect(retry.allowed && retry.probe)
+        #expect(machine.halfOpenInFlight == 1)
+    }
+
     @Test func timeWindowForgetsOldCalls() throws {
         let timed = try CircuitBreakerPolicy(window: .time(.seconds(10)), failureRateThreshold: 0.5, minimumCalls: 4)
         var machine = CircuitBreakerStateMachine()
