@@ -122,3 +122,34 @@ final class DeadlineWatcher: Sendable {
         }
     }
 }
+
+/// Runs `body` as a child task, giving up after `duration` on `clock`: returns `nil` then (the
+/// work is cancelled and awaited; nothing keeps running). A body that finishes successfully
+/// despite the deadline keeps its result. On ``SystemClock`` the shared ``DeadlineWatcher``
+/// cancels it (no timer per call); other clocks race it against a sleep on that clock.
+/// Used by the timeout middleware and the fallback stores' per-call deadline.
+func withDeadline<T: Sendable>(
+    _ duration: Duration, clock: any ToolOpsClock, _ body: @escaping @Sendable () async throws -> T
+) async throws -> T? {
+    if clock is SystemClock && DeadlineWatcher.shared.isAvailable {
+        let deadline = (clock.now + duration).nanoseconds
+        return try await withThrowingTaskGroup(of: T?.self) { group in
+            group.addTask {
+                let (result, fired) = await DeadlineWatcher.shared.withDeadline(deadline) { try await body() }
+                if fired, case .failure = result { return nil }
+                return try result.get()
+            }
+            return try await group.next() ?? nil
+        }
+    }
+    return try await withThrowingTaskGroup(of: T??.self) { group in
+        group.addTask { .some(try await body()) }
+        group.addTask {
+            try await clock.sleep(for: duration)
+            return .none
+        }
+        defer { group.cancelAll() }
+        guard let first = try await group.next() else { return nil }
+        return first ?? nil
+    }
+}

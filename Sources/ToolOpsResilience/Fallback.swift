@@ -16,34 +16,6 @@ public struct DegradedMode: Sendable, Hashable, CustomStringConvertible {
     public var description: String { "\(kind)" }
 }
 
-/// Runs `body`, giving up at `deadline` on `clock`: returns `nil` then (the work is cancelled
-/// and awaited; nothing keeps running).
-func withDeadline<T: Sendable>(
-    _ duration: Duration, clock: any ToolOpsClock, _ body: @escaping @Sendable () async throws -> T
-) async throws -> T? {
-    if clock is SystemClock && DeadlineWatcher.shared.isAvailable {
-        let deadline = (clock.now + duration).nanoseconds
-        return try await withThrowingTaskGroup(of: T?.self) { group in
-            group.addTask {
-                let (result, fired) = await DeadlineWatcher.shared.withDeadline(deadline) { try await body() }
-                if fired, case .failure = result { return nil }
-                return try result.get()
-            }
-            return try await group.next() ?? nil
-        }
-    }
-    return try await withThrowingTaskGroup(of: T??.self) { group in
-        group.addTask { .some(try await body()) }
-        group.addTask {
-            try await clock.sleep(for: duration)
-            return .none
-        }
-        defer { group.cancelAll() }
-        guard let first = try await group.next() else { return nil }
-        return first ?? nil
-    }
-}
-
 /// The failover logic every fallback store shares: whether the shared store is usable, when
 /// to try it again, the per-call deadline, background probes, and the degraded gauge.
 final class StoreFailover: Sendable {

@@ -50,37 +50,11 @@ public struct TimeoutMiddleware: ToolMiddleware {
             }
             return try await next.run(call)
         }
-        let clock = self.clock
-        if clock is SystemClock && DeadlineWatcher.shared.isAvailable {
-            // Fast path: the work runs as the only child task and a shared watcher thread
-            // cancels it at the deadline — no timer is created per call.
-            let deadline = (clock.now + limit).nanoseconds
-            return try await withThrowingTaskGroup(of: ToolResult.self) { group in
-                group.addTask {
-                    let (result, fired) = await DeadlineWatcher.shared.withDeadline(deadline) { try await next.run(call) }
-                    if fired, case .failure = result {
-                        configuration.observer?(.timedOut(tool: call.tool, after: limit, shadow: false))
-                        throw ToolOpsError(.timedOut, "\(call.tool) exceeded its timeout of \(limit)")
-                    }
-                    return try result.get()
-                }
-                guard let result = try await group.next() else { throw CancellationError() }
-                return result
-            }
-        }
-        // Any other clock (a test's manual clock): race the work against a sleep on that clock.
-        return try await withThrowingTaskGroup(of: ToolResult?.self) { group in
-            group.addTask { try await next.run(call) }
-            group.addTask {
-                try await clock.sleep(for: limit)
-                return nil
-            }
-            defer { group.cancelAll() }
-            // The first child to finish decides.
-            guard let first = try await group.next() else { throw CancellationError() }
-            if let result = first { return result }
+        // The work runs as a child task, cancelled and awaited at the deadline.
+        guard let result = try await withDeadline(limit, clock: clock, { try await next.run(call) }) else {
             configuration.observer?(.timedOut(tool: call.tool, after: limit, shadow: false))
             throw ToolOpsError(.timedOut, "\(call.tool) exceeded its timeout of \(limit)")
         }
+        return result
     }
 }
