@@ -153,16 +153,19 @@ public final class RedisClient: Sendable {
             var free: Int? = nil
             var backoffError: RedisClientError? = nil
             for index in pool.slots.indices {
-                if let connection = pool.slots[index].connection, let error = connection.closedError {
-                    // Closed but its close callback has not run yet: account for it here, so
-                    // a burst of callers cannot skip the backoff.
-                    recordClosed(&pool, slot: index, id: connection.id, error: error)
+                if let connection = pool.slots[index].connection {
+                    let status = connection.status  // one lock per connection on this hot path
+                    if let error = status.closedError {
+                        // Closed but its close callback has not run yet: account for it here, so
+                        // a burst of callers cannot skip the backoff.
+                        recordClosed(&pool, slot: index, id: connection.id, error: error)
+                    } else if !status.closing {
+                        if status.load < threshold { return connection }
+                        if leastLoaded.map({ status.load < $0.load }) ?? true { leastLoaded = (connection, status.load) }
+                        continue
+                    }
                 }
-                if let connection = pool.slots[index].connection, !connection.isClosed {
-                    let load = connection.load
-                    if load < threshold { return connection }
-                    if leastLoaded.map({ load < $0.load }) ?? true { leastLoaded = (connection, load) }
-                } else if let retryAt = pool.slots[index].retryAt, retryAt > now {
+                if let retryAt = pool.slots[index].retryAt, retryAt > now {
                     backoffError = backoffError ?? pool.slots[index].lastError
                 } else if free == nil {
                     free = index

@@ -108,11 +108,11 @@ final class RedisConnection: Sendable {
         }
     }
 
-    /// Why the connection closed, once it has.
-    var closedError: RedisClientError? {
+    /// Everything the pool needs to pick a connection, read under one lock.
+    var status: (closedError: RedisClientError?, closing: Bool, load: Int) {
         state.withLock { state in
-            if case .closed(let error) = state.phase { return error }
-            return nil
+            if case .closed(let error) = state.phase { return (error, true, state.inFlight) }
+            return (nil, state.closeRequested, state.inFlight)
         }
     }
 
@@ -254,8 +254,17 @@ private final class ConnectionIO {
     struct InFlight {
         var id: UInt64
         var remaining: Int
-        var collected: [RESPValue]?
         var deadline: ContinuousClock.Instant
+        /// A batch (several replies) answers with one `.array` of them.
+        let isBatch: Bool
+        var collected: [RESPValue] = []
+
+        init(id: UInt64, remaining: Int, deadline: ContinuousClock.Instant) {
+            self.id = id
+            self.remaining = remaining
+            self.deadline = deadline
+            self.isBatch = remaining > 1
+        }
     }
 
     let connection: RedisConnection
@@ -391,13 +400,13 @@ private final class ConnectionIO {
             }
             if !direct.isEmpty || !pending.isEmpty {
                 for entry in direct {
-                    inFlight.append(InFlight(id: entry.id, remaining: entry.replies, collected: nil, deadline: entry.sentAt.advanced(by: timeout)))
+                    inFlight.append(InFlight(id: entry.id, remaining: entry.replies, deadline: entry.sentAt.advanced(by: timeout)))
                 }
                 let deadline = ContinuousClock.now.advanced(by: timeout)
                 for request in pending {
                     plainOut.append(contentsOf: request.bytes)
                     if request.replies > 0 {
-                        inFlight.append(InFlight(id: request.id, remaining: request.replies, collected: nil, deadline: deadline))
+                        inFlight.append(InFlight(id: request.id, remaining: request.replies, deadline: deadline))
                     }
                 }
             }
@@ -439,7 +448,7 @@ private final class ConnectionIO {
                 return state.sentDirectly
             }
             for entry in direct2 {
-                inFlight.append(InFlight(id: entry.id, remaining: entry.replies, collected: nil, deadline: entry.sentAt.advanced(by: timeout)))
+                inFlight.append(InFlight(id: entry.id, remaining: entry.replies, deadline: entry.sentAt.advanced(by: timeout)))
             }
             if pollFDs[0].revents & Int16(POLLIN | POLLHUP | POLLERR) != 0 {
                 try readAvailable()
@@ -460,21 +469,19 @@ private final class ConnectionIO {
         }
         var completed: [(UInt64, RESPValue)] = []
         while let reply = try reader.next() {
-            guard var head = inFlight.first else {
+            // Mutated in place: a batch's replies accumulate without copying the array.
+            let done = inFlight.modifyFirst { head -> (UInt64, RESPValue)? in
+                guard head.isBatch else { return (head.id, reply) }
+                head.collected.append(reply)
+                head.remaining -= 1
+                return head.remaining == 0 ? (head.id, .array(head.collected)) : nil
+            }
+            guard let done else {
                 throw RedisClientError(.protocolError, "unsolicited reply from server: \(reply)")
             }
-            if head.remaining == 1 && head.collected == nil {
-                completed.append((head.id, reply))
+            if let done {
+                completed.append(done)
                 inFlight.removeFirst()
-                continue
-            }
-            head.collected = (head.collected ?? []) + [reply]
-            head.remaining -= 1
-            if head.remaining == 0 {
-                completed.append((head.id, .array(head.collected ?? [])))
-                inFlight.removeFirst()
-            } else {
-                inFlight.replaceFirst(head)
             }
         }
         if completed.isEmpty { return }

@@ -24,9 +24,10 @@ struct RingBuffer<Element> {
         return element
     }
 
-    mutating func replaceFirst(_ element: Element) {
-        guard count > 0 else { return }
-        storage[head] = element
+    /// Mutates the first element in place (no copy of what it holds); `nil` when empty.
+    mutating func modifyFirst<R>(_ body: (inout Element) -> R) -> R? {
+        guard count > 0, storage[head] != nil else { return nil }
+        return body(&storage[head]!)
     }
 
     private mutating func grow() {
