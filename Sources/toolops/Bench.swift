@@ -97,28 +97,11 @@ struct RedisBench: AsyncParsableCommand {
         return Double(perTask * concurrency) / elapsed.seconds
     }
 
-    /// redis-benchmark's requests per second for the same command and concurrency.
     func referenceOps(host: String, port: Int, concurrency: Int, args: [String]) throws -> Double {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["redis-benchmark", "-h", host, "-p", "\(port)", "-c", "\(concurrency)",
-                             "-n", "\(requests)", "--csv"] + args
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = FileHandle.nullDevice
-        try process.run()
-        let data = pipe.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        let output = String(decoding: data, as: UTF8.self)
-        // CSV: "test","rps",… — the second line holds the numbers.
-        guard let line = output.split(separator: "\n").dropFirst().first,
-            let rps = Double(line.split(separator: ",")[1].trimmingCharacters(in: CharacterSet(charactersIn: "\"")))
-        else { throw ValidationError("cannot parse redis-benchmark output: \(output)") }
-        return rps
+        try redisBenchmarkOps(host: host, port: port, concurrency: concurrency, requests: requests, args: args)
     }
 
     func format(_ value: Double) -> String { String(format: "%.0f", value) }
-    func pad(_ text: String, _ width: Int) -> String { text.padding(toLength: max(width, text.count + 1), withPad: " ", startingAt: 0) }
 }
 
 extension Duration {

@@ -45,15 +45,9 @@ struct BreakerBench: AsyncParsableCommand {
         }
     }
 
-    /// Commands clients have sent so far (script-internal calls excluded).
+    /// Commands clients have sent so far (those the breaker scripts run inside Redis excluded).
     func commands(_ client: RedisClient) async throws -> Int {
-        let info = try await client.send("INFO", "commandstats").string ?? ""
-        var total = 0
-        for line in info.split(separator: "\r\n") where line.hasPrefix("cmdstat_") {
-            if ["cmdstat_time:", "cmdstat_hgetall:", "cmdstat_hset:", "cmdstat_publish:", "cmdstat_hdel:", "cmdstat_pexpire:"]
-                .contains(where: { line.hasPrefix($0) }) { continue }
-            total += line.split(separator: "calls=").dropFirst().first?.split(separator: ",").first.flatMap { Int($0) } ?? 0
-        }
-        return total
+        let scriptInternal: Set = ["time", "hgetall", "hset", "publish", "hdel", "pexpire"]
+        return try await commandCalls(client).filter { !scriptInternal.contains($0.key) }.values.reduce(0, +)
     }
 }

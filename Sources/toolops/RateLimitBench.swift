@@ -91,19 +91,11 @@ struct RateLimitBench: AsyncParsableCommand {
     }
 
     func evalshaCount(_ client: RedisClient) async throws -> Int {
-        let info = try await client.send("INFO", "commandstats").string ?? ""
-        guard let line = info.split(separator: "\r\n").first(where: { $0.hasPrefix("cmdstat_evalsha:") }),
-            let calls = line.split(separator: "calls=").dropFirst().first?.split(separator: ",").first.flatMap({ Int($0) })
-        else { return 0 }
-        return calls
+        try await commandCalls(client)["evalsha"] ?? 0
     }
 
     func referenceOps(host: String, port: Int, concurrency: Int, args: [String]) throws -> Double {
-        let output = try capture("/usr/bin/env", ["redis-benchmark", "-h", host, "-p", "\(port)", "-c", "\(concurrency)", "-n", "\(decisions)", "--csv"] + args)
-        guard let line = output.split(separator: "\n").dropFirst().first,
-            let rps = Double(line.split(separator: ",")[1].trimmingCharacters(in: CharacterSet(charactersIn: "\"")))
-        else { throw ValidationError("cannot parse redis-benchmark output: \(output)") }
-        return rps
+        try redisBenchmarkOps(host: host, port: port, concurrency: concurrency, requests: decisions, args: args)
     }
 
     func pythonAvailable() -> Bool {
@@ -117,20 +109,4 @@ struct RateLimitBench: AsyncParsableCommand {
         guard let value = Double(output.trimmingCharacters(in: .whitespacesAndNewlines)) else { throw ValidationError("limits: \(output)") }
         return value
     }
-
-    func capture(_ executable: String, _ arguments: [String]) throws -> String {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: executable)
-        process.arguments = arguments
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = FileHandle.nullDevice
-        try process.run()
-        let data = pipe.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        guard process.terminationStatus == 0 else { throw ValidationError("\(arguments.first ?? executable) failed") }
-        return String(decoding: data, as: UTF8.self)
-    }
-
-    func pad(_ text: String, _ width: Int) -> String { text.padding(toLength: max(width, text.count + 1), withPad: " ", startingAt: 0) }
 }

@@ -72,6 +72,4 @@ struct ResilienceBench: AsyncParsableCommand {
         }
         return (ContinuousClock.now - start).seconds * 1e9 / Double(perTask * concurrency)
     }
-
-    func pad(_ text: String, _ width: Int) -> String { text.padding(toLength: max(width, text.count + 1), withPad: " ", startingAt: 0) }
 }
