@@ -182,9 +182,7 @@ struct RedisCircuitBreakerStoreTests {
     }
 
     func evalshaCalls(_ client: RedisClient) async throws -> Int {
-        let info = try await client.send("INFO", "commandstats").string ?? ""
-        let line = info.split(separator: "\r\n").first { $0.hasPrefix("cmdstat_evalsha:") } ?? ""
-        return line.split(separator: "calls=").dropFirst().first?.split(separator: ",").first.flatMap { Int($0) } ?? 0
+        try await commandCalls(client)["evalsha"] ?? 0
     }
 }
 

@@ -11,16 +11,10 @@ struct RedisRateLimitStoreTests {
     func client(_ url: String) throws -> RedisClient { try RedisClient(url: url, logger: quietLogger) }
 
     func evalshaCalls(_ client: RedisClient) async throws -> (evalsha: Int, total: Int) {
-        let info = try await client.send("INFO", "commandstats").string ?? ""
-        var evalsha = 0
-        var total = 0
-        for line in info.split(separator: "\r\n") where line.hasPrefix("cmdstat_") {
-            guard let calls = line.split(separator: "calls=").dropFirst().first?.split(separator: ",").first.flatMap({ Int($0) }) else { continue }
-            // TIME, GET and SET run inside the script; count only what clients sent.
-            if !["cmdstat_time:", "cmdstat_get:", "cmdstat_set:"].contains(where: { line.hasPrefix($0) }) { total += calls }
-            if line.hasPrefix("cmdstat_evalsha:") { evalsha = calls }
-        }
-        return (evalsha, total)
+        let calls = try await commandCalls(client)
+        // TIME, GET and SET run inside the script; count only what clients sent.
+        let total = calls.filter { !["time", "get", "set"].contains($0.key) }.values.reduce(0, +)
+        return (calls["evalsha"] ?? 0, total)
     }
 
     @Test func gcraDecisionsAndExactlyOneRoundTripEach() async throws {

@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import Synchronization
 import Testing
+import ToolOpsRedis
 
 /// A real `redis-server` started for a test on a free loopback port, with a temporary
 /// directory and no persistence. Stopped (and its directory removed) by ``withRedisServer``.
@@ -203,3 +204,16 @@ final class TestCertificates: Sendable {
 
 /// Tests assert on errors directly; connection warnings would only clutter the CI log.
 let quietLogger = Logger(label: "toolops.test", factory: { _ in SwiftLogNoOpLogHandler() })
+
+/// Calls per command so far, from `INFO commandstats` (keys like `evalsha`, `get`).
+func commandCalls(_ client: RedisClient) async throws -> [String: Int] {
+    let info = try await client.send("INFO", "commandstats").string ?? ""
+    var calls: [String: Int] = [:]
+    for line in info.split(separator: "\r\n") where line.hasPrefix("cmdstat_") {
+        guard let colon = line.firstIndex(of: ":"),
+            let count = line.split(separator: "calls=").dropFirst().first?.split(separator: ",").first.flatMap({ Int($0) })
+        else { continue }
+        calls[String(line[line.index(line.startIndex, offsetBy: 8)..<colon])] = count
+    }
+    return calls
+}
