@@ -274,3 +274,19 @@ extension RedisClient {
         try await subscriber.subscribe(channels: channels, patterns: patterns, handler: handler)
     }
 }
+
+extension RedisClient {
+    /// Calls per command so far on the server, from `INFO commandstats` (keys like `get`,
+    /// `evalsha`, `client|setname`) — for counting round trips in benchmarks and checks.
+    public func commandCalls() async throws -> [String: Int] {
+        let info = try await send("INFO", "commandstats").string ?? ""
+        var calls: [String: Int] = [:]
+        for line in info.split(separator: "\r\n") where line.hasPrefix("cmdstat_") {
+            guard let colon = line.firstIndex(of: ":"),
+                let count = line.split(separator: "calls=").dropFirst().first?.split(separator: ",").first.flatMap({ Int($0) })
+            else { continue }
+            calls[String(line[line.index(line.startIndex, offsetBy: 8)..<colon])] = count
+        }
+        return calls
+    }
+}

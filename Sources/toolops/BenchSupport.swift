@@ -1,6 +1,5 @@
 import ArgumentParser
 import Foundation
-import ToolOpsRedis
 
 /// Runs a program to completion and returns its standard output; a non-zero exit throws.
 func capture(_ executable: String, _ arguments: [String]) throws -> String {
@@ -29,18 +28,6 @@ func redisBenchmarkOps(host: String, port: Int, concurrency: Int, requests: Int,
     return rps
 }
 
-/// Calls per command so far, from `INFO commandstats` (keys like `evalsha`, `get`).
-func commandCalls(_ client: RedisClient) async throws -> [String: Int] {
-    let info = try await client.send("INFO", "commandstats").string ?? ""
-    var calls: [String: Int] = [:]
-    for line in info.split(separator: "\r\n") where line.hasPrefix("cmdstat_") {
-        guard let colon = line.firstIndex(of: ":"),
-            let count = line.split(separator: "calls=").dropFirst().first?.split(separator: ",").first.flatMap({ Int($0) })
-        else { continue }
-        calls[String(line[line.index(line.startIndex, offsetBy: 8)..<colon])] = count
-    }
-    return calls
-}
 
 /// Left-aligns `text` in a column of `width` (at least one space after it).
 func pad(_ text: String, _ width: Int) -> String { text.padding(toLength: max(width, text.count + 1), withPad: " ", startingAt: 0) }

@@ -48,6 +48,6 @@ struct BreakerBench: AsyncParsableCommand {
     /// Commands clients have sent so far (those the breaker scripts run inside Redis excluded).
     func commands(_ client: RedisClient) async throws -> Int {
         let scriptInternal: Set = ["time", "hgetall", "hset", "publish", "hdel", "pexpire"]
-        return try await commandCalls(client).filter { !scriptInternal.contains($0.key) }.values.reduce(0, +)
+        return try await client.commandCalls().filter { !scriptInternal.contains($0.key) }.values.reduce(0, +)
     }
 }

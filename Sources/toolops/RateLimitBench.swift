@@ -91,7 +91,7 @@ struct RateLimitBench: AsyncParsableCommand {
     }
 
     func evalshaCount(_ client: RedisClient) async throws -> Int {
-        try await commandCalls(client)["evalsha"] ?? 0
+        try await client.commandCalls()["evalsha"] ?? 0
     }
 
     func referenceOps(host: String, port: Int, concurrency: Int, args: [String]) throws -> Double {

@@ -182,7 +182,7 @@ struct RedisCircuitBreakerStoreTests {
     }
 
     func evalshaCalls(_ client: RedisClient) async throws -> Int {
-        try await commandCalls(client)["evalsha"] ?? 0
+        try await client.commandCalls()["evalsha"] ?? 0
     }
 }
 

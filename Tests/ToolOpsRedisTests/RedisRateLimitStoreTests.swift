@@ -11,7 +11,7 @@ struct RedisRateLimitStoreTests {
     func client(_ url: String) throws -> RedisClient { try RedisClient(url: url, logger: quietLogger) }
 
     func evalshaCalls(_ client: RedisClient) async throws -> (evalsha: Int, total: Int) {
-        let calls = try await commandCalls(client)
+        let calls = try await client.commandCalls()
         // TIME, GET and SET run inside the script; count only what clients sent.
         let total = calls.filter { !["time", "get", "set"].contains($0.key) }.values.reduce(0, +)
         return (calls["evalsha"] ?? 0, total)

@@ -205,15 +205,3 @@ final class TestCertificates: Sendable {
 /// Tests assert on errors directly; connection warnings would only clutter the CI log.
 let quietLogger = Logger(label: "toolops.test", factory: { _ in SwiftLogNoOpLogHandler() })
 
-/// Calls per command so far, from `INFO commandstats` (keys like `evalsha`, `get`).
-func commandCalls(_ client: RedisClient) async throws -> [String: Int] {
-    let info = try await client.send("INFO", "commandstats").string ?? ""
-    var calls: [String: Int] = [:]
-    for line in info.split(separator: "\r\n") where line.hasPrefix("cmdstat_") {
-        guard let colon = line.firstIndex(of: ":"),
-            let count = line.split(separator: "calls=").dropFirst().first?.split(separator: ",").first.flatMap({ Int($0) })
-        else { continue }
-        calls[String(line[line.index(line.startIndex, offsetBy: 8)..<colon])] = count
-    }
-    return calls
-}
