@@ -4,7 +4,8 @@ set -euo pipefail
 packages=(libhiredis-dev libssl-dev redis-server redis-tools pkg-config openssl)
 missing=()
 for package in "${packages[@]}"; do
-    dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
+    # "deinstall ok config-files" (removed, not purged) also exits 0: require "install ok installed".
+    dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
 done
 if [ ${#missing[@]} -eq 0 ]; then exit 0; fi
 echo "installing: ${missing[*]}"
