@@ -16,16 +16,38 @@ final class DeadlineWatcher: Sendable {
     struct Entry: @unchecked Sendable {
         var deadline: Int64
         var task: UnsafeCurrentTask
+        var fired = false
     }
 
+    /// Entries live in slots reused through a free list: registering and removing cost no
+    /// hashing or allocation once the slab has grown to the peak number of watched calls.
     struct State {
-        var entries: [UInt64: Entry] = [:]
-        var fired: Set<UInt64> = []
-        var nextID: UInt64 = 0
+        var slots: [Entry?] = []
+        var free: [Int] = []
         var earliest: Int64 = .max
+
+        mutating func insert(_ entry: Entry) -> Int {
+            if let slot = free.popLast() {
+                slots[slot] = entry
+                return slot
+            }
+            slots.append(entry)
+            return slots.count - 1
+        }
+
+        /// Removes the entry and returns whether its deadline fired.
+        mutating func remove(_ slot: Int) -> Bool {
+            let fired = slots[slot]?.fired ?? false
+            slots[slot] = nil
+            free.append(slot)
+            return fired
+        }
     }
 
     static let shared = DeadlineWatcher()
+
+    /// How long the idle thread sleeps between checks (nanoseconds).
+    static let idleTick: Int64 = 250_000_000
 
     private let state = Mutex(State())
     private let wakeRead: Int32
@@ -47,26 +69,22 @@ final class DeadlineWatcher: Sendable {
     /// Runs `body` with the current task registered for cancellation at `deadline`
     /// (host monotonic nanoseconds). Returns the body's result and whether the deadline fired.
     func withDeadline<T>(_ deadline: Int64, _ body: () async throws -> T) async -> (Result<T, any Error>, fired: Bool) {
-        let id: UInt64? = withUnsafeCurrentTask { task in
+        let slot: Int? = withUnsafeCurrentTask { task in
             guard let task else { return nil }
-            let (id, wake) = state.withLock { state -> (UInt64, Bool) in
-                state.nextID += 1
-                state.entries[state.nextID] = Entry(deadline: deadline, task: task)
+            let (slot, wake) = state.withLock { state -> (Int, Bool) in
+                let slot = state.insert(Entry(deadline: deadline, task: task))
                 // Only a deadline earlier than the one the thread sleeps towards needs a wake-up.
                 let wake = deadline < state.earliest
                 state.earliest = min(state.earliest, deadline)
-                return (state.nextID, wake)
+                return (slot, wake)
             }
             if wake { signal() }
-            return id
+            return slot
         }
         let result: Result<T, any Error>
         do { result = .success(try await body()) } catch { result = .failure(error) }
-        guard let id else { return (result, false) }
-        let fired = state.withLock { state -> Bool in
-            state.entries[id] = nil
-            return state.fired.remove(id) != nil
-        }
+        guard let slot else { return (result, false) }
+        let fired = state.withLock { $0.remove(slot) }
         return (result, fired)
     }
 
@@ -99,22 +117,23 @@ final class DeadlineWatcher: Sendable {
             let now = SystemClock().now.nanoseconds
             let nextDeadline = state.withLock { state -> Int64 in
                 var earliest = Int64.max
-                for (id, entry) in state.entries {
+                for slot in state.slots.indices {
+                    guard let entry = state.slots[slot], !entry.fired else { continue }
                     if entry.deadline <= now {
-                        if state.fired.insert(id).inserted { entry.task.cancel() }
+                        state.slots[slot]?.fired = true
+                        entry.task.cancel()
                     } else {
                         earliest = min(earliest, entry.deadline)
                     }
                 }
+                // With nothing to watch the thread still wakes every idle tick, so that a
+                // registration whose deadline lies beyond that tick (the usual case) needs no
+                // wake-up write: one syscall and two context switches saved per call.
+                if earliest == .max { earliest = now + Self.idleTick }
                 state.earliest = earliest
                 return earliest
             }
-            let timeout: Int32
-            if nextDeadline == .max {
-                timeout = -1
-            } else {
-                timeout = Int32(clamping: (nextDeadline - now) / 1_000_000 + 1)
-            }
+            let timeout = Int32(clamping: (nextDeadline - now) / 1_000_000 + 1)
             var pfd = pollfd(fd: wakeRead, events: Int16(POLLIN), revents: 0)
             if poll(&pfd, 1, timeout) > 0 {
                 while buffer.withUnsafeMutableBytes({ read(wakeRead, $0.baseAddress, $0.count) }) > 0 {}
@@ -134,7 +153,9 @@ func withDeadline<T: Sendable>(
     if clock is SystemClock && DeadlineWatcher.shared.isAvailable {
         let deadline = (clock.now + duration).nanoseconds
         return try await withThrowingTaskGroup(of: T?.self) { group in
-            group.addTask {
+            // An immediate child starts on the caller's thread and runs until it first
+            // suspends: a tool that finishes without suspending costs no executor hop.
+            group.addImmediateTask {
                 let (result, fired) = await DeadlineWatcher.shared.withDeadline(deadline) { try await body() }
                 if fired, case .failure = result { return nil }
                 return try result.get()

@@ -20,6 +20,9 @@ struct ResilienceBench: AsyncParsableCommand {
     @Option(help: "Rounds; the fastest round of each row is reported.")
     var rounds: Int = 3
 
+    @Option(help: "Only the rows whose name contains this text (the bare call always runs).")
+    var only: String?
+
     func run() async throws {
         let levels = concurrency.split(separator: ",").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }
         let tool = ToolFunction { _ in ToolResult(.null) }
@@ -48,7 +51,7 @@ struct ResilienceBench: AsyncParsableCommand {
         say(pad("pipeline", 28) + pad("conc", 6) + pad("ns/call", 10) + pad("overhead ns", 13) + "calls/s")
         for level in levels {
             var bare = 0.0
-            for (name, pipeline) in rows {
+            for (name, pipeline) in rows where name == "bare call" || only.map({ name.contains($0) }) ?? true {
                 var best = Double.infinity
                 for _ in 0..<max(1, rounds) { best = min(best, try await measure(pipeline, call, concurrency: level)) }
                 if name == "bare call" { bare = best }

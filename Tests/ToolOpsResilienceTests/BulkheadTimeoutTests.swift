@@ -187,6 +187,23 @@ struct TimeoutTests {
         }
     }
 
+    @Test func systemClockDeadlineBeyondTheIdleTick() async throws {
+        // A deadline later than the watcher's idle tick registers without waking the watcher
+        // thread; the thread must still find it on its next tick and cancel in time.
+        let timeout = try TimeoutMiddleware(.init(timeout: .milliseconds(400)))
+        let slow = ToolFunction { _ in
+            try await Task.sleep(for: .seconds(30))
+            return ToolResult("late")
+        }
+        for _ in 0..<2 {
+            let started = ContinuousClock.now
+            let error = await #expect(throws: ToolOpsError.self) { try await timeout.run(try call(), next: slow) }
+            #expect(error?.code == .timedOut)
+            let elapsed = ContinuousClock.now - started
+            #expect(elapsed >= .milliseconds(400) && elapsed < .seconds(5))
+        }
+    }
+
     @Test func fastWorkAndErrorsPassThrough() async throws {
         let timeout = try TimeoutMiddleware(.init(timeout: .seconds(5)))
         #expect(try await timeout.run(try call(), next: ok).value == "ok")
