@@ -13,6 +13,7 @@ let package = Package(
         .library(name: "ToolOpsRedis", targets: ["ToolOpsRedis"]),
         .library(name: "ToolOpsCore", targets: ["ToolOpsCore"]),
         .library(name: "ToolOpsResilience", targets: ["ToolOpsResilience"]),
+        .library(name: "ToolOpsCache", targets: ["ToolOpsCache"]),
         .library(name: "ToolOpsRedisBackend", targets: ["ToolOpsRedisBackend"]),
         .executable(name: "toolops", targets: ["toolops"]),
     ],
@@ -60,8 +61,13 @@ let package = Package(
             swiftSettings: strict
         ),
         .target(
+            name: "ToolOpsCache",
+            dependencies: ["ToolOpsCore", .product(name: "Metrics", package: "swift-metrics")],
+            swiftSettings: strict
+        ),
+        .target(
             name: "ToolOpsRedisBackend",
-            dependencies: ["ToolOpsRedis", "ToolOpsCore", "ToolOpsResilience"],
+            dependencies: ["ToolOpsRedis", "ToolOpsCore", "ToolOpsResilience", "ToolOpsCache"],
             swiftSettings: strict
         ),
         .executableTarget(
@@ -71,6 +77,7 @@ let package = Package(
                 "ToolOpsCore",
                 "ToolOpsResilience",
                 "ToolOpsRedisBackend",
+                "ToolOpsCache",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -82,11 +89,17 @@ let package = Package(
                 "ToolOpsRedis",
                 "ToolOpsRedisBackend",
                 "ToolOpsResilience",
+                "ToolOpsCache",
                 "ToolOpsCore",
                 "toolops",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "ToolOpsCacheTests",
+            dependencies: ["ToolOpsCache", "ToolOpsCore", .product(name: "ServiceContextModule", package: "swift-service-context")],
             swiftSettings: strict
         ),
         .testTarget(

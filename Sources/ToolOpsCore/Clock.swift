@@ -116,3 +116,21 @@ public final class ManualClock: ToolOpsClock {
         }
     }
 }
+
+/// Wall-clock time: instants are nanoseconds since the Unix epoch (`CLOCK_REALTIME`). For
+/// state shared between processes or hosts, such as cache entries; resilience policies use
+/// the monotonic ``SystemClock``.
+public struct WallClock: ToolOpsClock {
+    public init() {}
+
+    public var now: ClockInstant {
+        var spec = timespec()
+        clock_gettime(CLOCK_REALTIME, &spec)
+        return ClockInstant(nanoseconds: Int64(spec.tv_sec) * 1_000_000_000 + Int64(spec.tv_nsec))
+    }
+
+    public func sleep(until deadline: ClockInstant) async throws {
+        let remaining = deadline - now
+        if remaining > .zero { try await Task.sleep(for: remaining) } else { try Task.checkCancellation() }
+    }
+}

@@ -27,6 +27,8 @@ public struct ToolOpsError: Error, Sendable, CustomStringConvertible {
         public static let invalidConfiguration = Code(name: "invalid_configuration")
         /// A state store (memory, file, Redis) failed.
         public static let storeUnavailable = Code(name: "store_unavailable")
+        /// The tool failed recently and the cache holds that failure (opt-in negative caching).
+        public static let cachedFailure = Code(name: "cached_failure")
         public var description: String { name }
     }
 

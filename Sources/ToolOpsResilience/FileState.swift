@@ -20,14 +20,7 @@ public final class FileStateDirectory: Sendable {
 
     public init(path: String) throws(ToolOpsError) {
         self.path = path
-        var current = ""
-        for component in path.split(separator: "/", omittingEmptySubsequences: false) {
-            current += (current.isEmpty && path.hasPrefix("/") ? "" : (current.isEmpty ? "" : "/")) + component
-            if current.isEmpty { current = "/"; continue }
-            if mkdir(current, 0o700) != 0 && errno != EEXIST {
-                throw ToolOpsError(.invalidConfiguration, "cannot create state directory \(current): \(String(cString: strerror(errno)))")
-            }
-        }
+        try FileIO.makeDirectories(path)
         bootID = Self.readBootID()
     }
 
@@ -91,18 +84,7 @@ public final class FileStateDirectory: Sendable {
 
     private func read(key: String) -> JSONValue? {
         let file = "\(path)/\(fileName(for: key)).state"
-        let fd = open(file, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { return nil }
-        defer { close(fd) }
-        var bytes: [UInt8] = []
-        var chunk = [UInt8](repeating: 0, count: 4096)
-        while true {
-            let count = chunk.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
-            if count < 0 && errno == EINTR { continue }
-            if count <= 0 { break }
-            bytes.append(contentsOf: chunk[..<count])
-            if bytes.count > 16 * 1024 * 1024 { return nil }
-        }
+        guard let bytes = FileIO.read(file, limit: 16 * 1024 * 1024) else { return nil }
         // Unparseable or from another boot: start afresh (the next write repairs the file).
         guard let value = try? JSONValue(parsing: bytes), value["boot"]?.stringValue == bootID else { return nil }
         return value["state"]
@@ -115,26 +97,7 @@ public final class FileStateDirectory: Sendable {
             return
         }
         let document: JSONValue = .object(["boot": .string(bootID), "state": state])
-        let bytes = try document.canonicalEncoding()
-        let temporary = "\(file).\(getpid()).tmp"
-        let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
-        guard fd >= 0 else { throw ToolOpsError(.storeUnavailable, "cannot write \(temporary): \(String(cString: strerror(errno)))") }
-        var offset = 0
-        while offset < bytes.count {
-            let written = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress! + offset, $0.count - offset) }
-            if written < 0 && errno == EINTR { continue }
-            if written <= 0 {
-                close(fd)
-                unlink(temporary)
-                throw ToolOpsError(.storeUnavailable, "cannot write \(temporary): \(String(cString: strerror(errno)))")
-            }
-            offset += written
-        }
-        close(fd)
-        guard rename(temporary, file) == 0 else {
-            unlink(temporary)
-            throw ToolOpsError(.storeUnavailable, "cannot replace \(file): \(String(cString: strerror(errno)))")
-        }
+        try FileIO.writeAtomically(file, try document.canonicalEncoding())
     }
 }
 
