@@ -18,6 +18,8 @@ public protocol CacheStore: Sendable {
     @discardableResult func invalidate(tag: String) async throws -> Int
     /// Removes every entry of `tool`; returns how many were removed.
     @discardableResult func invalidate(tool: ToolID) async throws -> Int
+    /// Removes every entry (an administrative operation, not for the hot path).
+    func removeAll() async throws
 }
 
 extension CacheStore {

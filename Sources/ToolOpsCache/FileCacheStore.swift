@@ -99,6 +99,11 @@ public final class FileCacheStore: CacheStore {
     @discardableResult
     public func invalidate(tool: ToolID) async throws -> Int { removeMatching { entryTool, _ in entryTool == tool.description } }
 
+    public func removeAll() async throws {
+        for info in scan() { unlink(info.file) }
+        usage.withLock { $0.bytes = 0 }
+    }
+
     /// Bytes on disk as of the last scan plus this process's writes since.
     public var bytes: Int { usage.withLock { $0.bytes } }
 

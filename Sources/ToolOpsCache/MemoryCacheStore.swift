@@ -22,6 +22,8 @@ public final class MemoryCacheStore: CacheStore {
         var key: CacheKey
         var entry: CacheEntry
         var size: Int
+        /// When this copy is dropped: the entry's expiry, or earlier for a near cache.
+        var dropAt: ClockInstant
         var older: Int
         var newer: Int
     }
@@ -63,9 +65,9 @@ public final class MemoryCacheStore: CacheStore {
             return true
         }
 
-        mutating func insert(_ key: CacheKey, _ entry: CacheEntry, size: Int) {
+        mutating func insert(_ key: CacheKey, _ entry: CacheEntry, size: Int, dropAt: ClockInstant) {
             _ = remove(key)
-            let node = Node(key: key, entry: entry, size: size, older: -1, newer: -1)
+            let node = Node(key: key, entry: entry, size: size, dropAt: dropAt, older: -1, newer: -1)
             let slot: Int
             if let reused = free.popLast() {
                 nodes[reused] = node
@@ -110,7 +112,7 @@ public final class MemoryCacheStore: CacheStore {
         let now = clock.now
         return state.withLock { state -> CacheEntry? in
             guard let slot = state.index[key], let node = state.nodes[slot] else { return nil }
-            if node.entry.isExpired(at: now) {
+            if now >= node.dropAt {
                 _ = state.remove(key)
                 return nil
             }
@@ -123,15 +125,16 @@ public final class MemoryCacheStore: CacheStore {
         store(key, entry, size: encodedValue?.count ?? (try? entry.result.value.canonicalEncoding().count) ?? 0)
     }
 
-    /// The synchronous form of ``set(_:_:encodedValue:)``, with the entry's size given.
-    public func store(_ key: CacheKey, _ entry: CacheEntry, size: Int) {
+    /// The synchronous form of ``set(_:_:encodedValue:)``, with the entry's size given;
+    /// `keepUntil` drops this copy before the entry expires (a near cache's age bound).
+    public func store(_ key: CacheKey, _ entry: CacheEntry, size: Int, keepUntil: ClockInstant? = nil) {
         // An entry bigger than the whole store would only evict everything and then itself.
         guard size <= configuration.maximumBytes, configuration.maximumEntries > 0 else {
             _ = state.withLock { $0.remove(key) }
             return
         }
         state.withLock { state in
-            state.insert(key, entry, size: size)
+            state.insert(key, entry, size: size, dropAt: min(entry.expiresAt, keepUntil ?? entry.expiresAt))
             while state.index.count > configuration.maximumEntries || state.bytes > configuration.maximumBytes,
                 state.oldest >= 0, let victim = state.nodes[state.oldest]?.key
             {
@@ -169,6 +172,8 @@ public final class MemoryCacheStore: CacheStore {
         }
     }
 
-    /// Drops everything.
-    public func removeAll() { state.withLock { $0 = State() } }
+    public func removeAll() async throws { clear() }
+
+    /// Drops everything (synchronously).
+    public func clear() { state.withLock { $0 = State() } }
 }

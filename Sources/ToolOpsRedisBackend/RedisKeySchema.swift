@@ -22,4 +22,19 @@ public struct RedisKeySchema: Sendable, Hashable {
 
     /// The fencing-token counter of one bulkhead (never expires, so tokens are never reused).
     public func bulkheadSequence(_ name: String) -> String { "\(prefix):bh:{\(name)}:seq" }
+
+    /// A cached entry (a string: ``CacheEntryCodec`` bytes, `PX` = its expiry).
+    public func cacheEntry(_ key: String) -> String { "\(prefix):cache:{\(key)}" }
+
+    /// The cluster-wide fill lease of a cache entry (`SET NX PX`, value = the holder's token).
+    public func cacheFill(_ key: String) -> String { "\(prefix):cache:{\(key)}:fill" }
+
+    /// Entries carrying a tag: a sorted set of entry keys scored by their expiry (ms).
+    public func cacheTag(_ tag: String) -> String { "\(prefix):cache:tag:{\(tag)}" }
+
+    /// Entries of a tool: a sorted set of entry keys scored by their expiry (ms).
+    public func cacheTool(_ tool: String) -> String { "\(prefix):cache:tool:{\(tool)}" }
+
+    /// Pub/sub channel of cache writes, invalidations and released fills.
+    public var cacheEvents: String { "\(prefix):cache:events" }
 }

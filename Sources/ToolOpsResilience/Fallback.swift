@@ -18,22 +18,22 @@ public struct DegradedMode: Sendable, Hashable, CustomStringConvertible {
 
 /// The failover logic every fallback store shares: whether the shared store is usable, when
 /// to try it again, the per-call deadline, background probes, and the degraded gauge.
-final class StoreFailover: Sendable {
+package final class StoreFailover: Sendable {
     struct State {
         var degraded = false
         var nextProbe: ClockInstant = .init(nanoseconds: .min)
     }
-    let name: String
-    let mode: DegradedMode
-    let deadline: Duration
-    let probeInterval: Duration
-    let clock: any ToolOpsClock
-    let observer: ResilienceObserver?
+    package let name: String
+    package let mode: DegradedMode
+    package let deadline: Duration
+    package let probeInterval: Duration
+    package let clock: any ToolOpsClock
+    package let observer: ResilienceObserver?
     private let state = Mutex(State())
     /// `toolops_store_degraded{store="…"}`: 1 while the policy runs on its degraded mode.
     private let gauge: Gauge
 
-    init(
+    package init(
         name: String, mode: DegradedMode, deadline: Duration, probeInterval: Duration,
         clock: any ToolOpsClock, observer: ResilienceObserver?
     ) throws(ToolOpsError) {
@@ -52,12 +52,12 @@ final class StoreFailover: Sendable {
         gauge.record(0)
     }
 
-    var isDegraded: Bool { state.withLock { $0.degraded } }
+    package var isDegraded: Bool { state.withLock { $0.degraded } }
 
     /// Runs `operation` on the shared store within the deadline (plus `extra`). Returns `nil`
     /// when the caller should use its degraded mode: the store is known to be down (and no
     /// probe is due), it reported an outage, or it missed the deadline. Other errors propagate.
-    func attempt<T: Sendable>(extra: Duration = .zero, _ operation: @escaping @Sendable () async throws -> T) async throws -> T? {
+    package func attempt<T: Sendable>(extra: Duration = .zero, _ operation: @escaping @Sendable () async throws -> T) async throws -> T? {
         guard shouldTryPrimary(now: clock.now) else { return nil }
         do {
             if let value = try await withDeadline(deadline + extra, clock: clock, operation) {
@@ -84,7 +84,7 @@ final class StoreFailover: Sendable {
 
     /// While degraded, calls `check` every probe interval and switches back on success, so a
     /// store recovers even without traffic. Returns when the task is cancelled.
-    func runProbes(check: @escaping @Sendable () async throws -> Void) async {
+    package func runProbes(check: @escaping @Sendable () async throws -> Void) async {
         while !Task.isCancelled {
             do { try await clock.sleep(for: probeInterval) } catch { return }
             guard isDegraded else { continue }
