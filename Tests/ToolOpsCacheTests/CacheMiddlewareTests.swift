@@ -1,0 +1,192 @@
+import Synchronization
+import Testing
+import ToolOpsCore
+@testable import ToolOpsCache
+
+/// Counts runs of a tool that answers with its arguments (optionally slowly, or failing).
+final class CountingTool: ToolRunner {
+    let runs = Atomic<Int>(0)
+    let failing = Atomic<Bool>(false)
+    let delay: Duration
+    let value: JSONValue?
+    init(delay: Duration = .zero, value: JSONValue? = nil) {
+        self.delay = delay
+        self.value = value
+    }
+    func run(_ call: ToolCall) async throws -> ToolResult {
+        runs.add(1, ordering: .relaxed)
+        if delay > .zero { try await Task.sleep(for: delay) }
+        if failing.load(ordering: .relaxed) { throw ToolOpsError(.invalidInput, "tool failed") }
+        return ToolResult(value ?? ["echo": call.arguments, "run": .integer(Int64(runs.load(ordering: .relaxed)))])
+    }
+    var count: Int { runs.load(ordering: .relaxed) }
+}
+
+/// A store that always fails.
+struct BrokenStore: CacheStore {
+    func get(_ key: CacheKey) async throws -> CacheEntry? { throw ToolOpsError(.storeUnavailable, "down") }
+    func set(_ key: CacheKey, _ entry: CacheEntry, encodedValue: [UInt8]?) async throws { throw ToolOpsError(.storeUnavailable, "down") }
+    func delete(_ key: CacheKey) async throws { throw ToolOpsError(.storeUnavailable, "down") }
+    func invalidate(tag: String) async throws -> Int { throw ToolOpsError(.storeUnavailable, "down") }
+    func invalidate(tool: ToolID) async throws -> Int { throw ToolOpsError(.storeUnavailable, "down") }
+    func removeAll() async throws { throw ToolOpsError(.storeUnavailable, "down") }
+}
+
+@Suite("Cache middleware", .timeLimit(.minutes(1)))
+struct CacheMiddlewareTests {
+    let clock = ManualClock()
+
+    func cache(_ policy: CachePolicy? = nil, store: (any CacheStore)? = nil, keyer: CacheKeyer = .init()) throws -> CacheMiddleware {
+        try CacheMiddleware(
+            .init(policy: try policy ?? CachePolicy(jitter: 0), keyer: keyer),
+            store: store ?? MemoryCacheStore(clock: clock), clock: clock)
+    }
+
+    @Test func hitMissAndTTL() async throws {
+        let tool = CountingTool()
+        let cache = try cache(try CachePolicy(defaultTTL: .seconds(30), jitter: 0))
+        let first = try await cache.run(try call(), next: tool)
+        #expect(first.metadata["cache"] == nil)
+        let second = try await cache.run(try call(), next: tool)
+        #expect(second.metadata["cache"] == "hit")
+        #expect(second.value == first.value)
+        #expect(tool.count == 1)
+        clock.advance(by: .seconds(31))
+        _ = try await cache.run(try call(), next: tool)
+        #expect(tool.count == 2)
+    }
+
+    @Test func concurrentIdenticalCallsRunTheToolOnce() async throws {
+        let tool = CountingTool(delay: .milliseconds(50))
+        let cache = try cache()
+        try await withThrowingTaskGroup(of: ToolResult.self) { group in
+            for _ in 0..<100 { group.addTask { try await cache.run(try call(), next: tool) } }
+            var values: Set<JSONValue> = []
+            for try await result in group { values.insert(result.value) }
+            #expect(values.count == 1)
+        }
+        #expect(tool.count == 1)
+        #expect(cache.flights.activeFlights == 0)
+    }
+
+    @Test func aCancelledLeaderDoesNotFailItsFollowers() async throws {
+        let tool = CountingTool(delay: .milliseconds(200))
+        let cache = try cache()
+        let leader = Task { try await cache.run(try call(), next: tool) }
+        try await Task.sleep(for: .milliseconds(20))
+        let follower = Task { try await cache.run(try call(), next: tool) }
+        try await Task.sleep(for: .milliseconds(20))
+        leader.cancel()
+        // The follower takes over and succeeds.
+        #expect(try await follower.value.value != .null)
+        #expect(tool.count == 2)
+    }
+
+    @Test func tenantsAreIsolated() async throws {
+        let tool = CountingTool()
+        let cache = try cache()
+        _ = try await cache.run(try call(tenant: "a"), next: tool)
+        let other = try await cache.run(try call(tenant: "b"), next: tool)
+        #expect(other.metadata["cache"] == nil)
+        #expect(tool.count == 2)
+    }
+
+    @Test func unsafeToolsAreNeverCached() async throws {
+        let tool = CountingTool()
+        let cache = try cache()
+        for _ in 0..<3 { _ = try await cache.run(try call(tags: ["Write"]), next: tool) }
+        #expect(tool.count == 3)
+    }
+
+    @Test func errorsAreNotCachedUnlessAskedBriefly() async throws {
+        let tool = CountingTool()
+        tool.failing.store(true, ordering: .relaxed)
+        let cache = try cache()
+        for _ in 0..<2 { await #expect(throws: ToolOpsError.self) { try await cache.run(try call(), next: tool) } }
+        #expect(tool.count == 2)
+
+        let negative = try self.cache(try CachePolicy(jitter: 0, negativeTTL: .seconds(5)))
+        let other = CountingTool()
+        other.failing.store(true, ordering: .relaxed)
+        await #expect(throws: ToolOpsError.self) { try await negative.run(try call(), next: other) }
+        let cached = await #expect(throws: ToolOpsError.self) { try await negative.run(try call(), next: other) }
+        #expect(cached?.code == .cachedFailure)
+        #expect(other.count == 1)
+        clock.advance(by: .seconds(6))
+        other.failing.store(false, ordering: .relaxed)
+        _ = try await negative.run(try call(), next: other)
+        #expect(other.count == 2)
+    }
+
+    @Test func staleIfErrorServesTheExpiredEntryWhenTheToolFails() async throws {
+        let tool = CountingTool()
+        let cache = try cache(try CachePolicy(defaultTTL: .seconds(10), jitter: 0, staleIfError: .seconds(60)))
+        let fresh = try await cache.run(try call(), next: tool)
+        clock.advance(by: .seconds(11))
+        tool.failing.store(true, ordering: .relaxed)
+        let stale = try await cache.run(try call(), next: tool)
+        #expect(stale.metadata["cache"] == "stale")
+        #expect(stale.value == fresh.value)
+        // A working tool replaces it.
+        tool.failing.store(false, ordering: .relaxed)
+        let renewed = try await cache.run(try call(), next: tool)
+        #expect(renewed.metadata["cache"] == nil)
+        #expect(renewed.value != fresh.value)
+        // Past the grace period there is nothing to fall back on.
+        clock.advance(by: .seconds(100))
+        tool.failing.store(true, ordering: .relaxed)
+        await #expect(throws: ToolOpsError.self) { try await cache.run(try call(), next: tool) }
+    }
+
+    @Test func bigResultsAreCachedUpToTheLimitAndOversizedOnesStillSucceed() async throws {
+        let megabyte = JSONValue.string(String(repeating: "m", count: 1 << 20))
+        let big = CountingTool(value: megabyte)
+        let cache = try cache(try CachePolicy(jitter: 0, maximumEntryBytes: 2 << 20))
+        _ = try await cache.run(try call(), next: big)
+        #expect(try await cache.run(try call(), next: big).metadata["cache"] == "hit")
+        #expect(big.count == 1)
+
+        let small = try self.cache(try CachePolicy(jitter: 0, maximumEntryBytes: 1_000))
+        let oversized = CountingTool(value: megabyte)
+        for _ in 0..<2 { #expect(try await small.run(try call(), next: oversized).value == megabyte) }
+        #expect(oversized.count == 2)
+    }
+
+    @Test func aFailingStoreNeverFailsTheCall() async throws {
+        let tool = CountingTool()
+        let cache = try cache(store: BrokenStore())
+        for _ in 0..<2 { #expect(try await cache.run(try call(), next: tool).value != .null) }
+        #expect(tool.count == 2)
+    }
+
+    @Test func invalidationByCallTagAndTool() async throws {
+        let tool = CountingTool()
+        let cache = try cache()
+        _ = try await cache.run(try call(tags: ["News"]), next: tool)
+        try await cache.invalidate(try call(tags: ["News"]))
+        _ = try await cache.run(try call(tags: ["News"]), next: tool)
+        #expect(tool.count == 2)
+        #expect(try await cache.invalidate(tag: "NEWS") == 1)
+        _ = try await cache.run(try call(tags: ["News"]), next: tool)
+        #expect(tool.count == 3)
+        #expect(try await cache.invalidate(tool: try ToolID("search:web")) == 1)
+        _ = try await cache.run(try call(tags: ["News"]), next: tool)
+        #expect(tool.count == 4)
+    }
+
+    @Test func refreshAheadRenewsInTheBackgroundOnce() async throws {
+        let tool = CountingTool(delay: .milliseconds(200))
+        let cache = try cache(try CachePolicy(defaultTTL: .seconds(100), jitter: 0, refreshAhead: 0.8))
+        let first = try await cache.run(try call(), next: tool)
+        clock.advance(by: .seconds(85))
+        for _ in 0..<5 { #expect(try await cache.run(try call(), next: tool).value == first.value) }
+        // One background refresh, then the renewed entry is served.
+        let deadline = ContinuousClock.now + .seconds(5)
+        while tool.count < 2 && ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(5)) }
+        while cache.flights.activeFlights > 0 && ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(5)) }
+        #expect(tool.count == 2)
+        let renewed = try await cache.run(try call(), next: tool)
+        #expect(renewed.metadata["cache"] == "hit")
+        #expect(renewed.value != first.value)
+    }
+}
