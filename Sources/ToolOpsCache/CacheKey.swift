@@ -21,6 +21,9 @@ public struct CacheKey: Hashable, Sendable, CustomStringConvertible, Comparable 
         self.value = value
     }
 
+    /// For keys built from validated parts (``CacheKeyer``): no second check.
+    init(trusted value: String) { self.value = value }
+
     public var description: String { value }
     public static func < (lhs: CacheKey, rhs: CacheKey) -> Bool { lhs.value < rhs.value }
 }
@@ -82,6 +85,7 @@ public struct CacheKeyer: Sendable {
         field(scope.contains(.tenant) ? (call.tenant ?? "") : nil)
         field(scope.contains(.principal) ? (call.identity ?? "") : nil)
         hasher.update(try call.arguments.canonicalEncoding())
-        return try CacheKey("\(call.tool):\(SHA256.hex(hasher.finalize()))")
+        // A tool id (validated characters, ≤ 129 bytes) + ':' + 64 hex digits is a valid key.
+        return CacheKey(trusted: "\(call.tool):\(SHA256.hex(hasher.finalize()))")
     }
 }

@@ -22,6 +22,8 @@ struct SHA256 {
     init() { block.reserveCapacity(64) }
 
     mutating func update<Bytes: Sequence<UInt8>>(_ bytes: Bytes) {
+        let done: Void? = bytes.withContiguousStorageIfAvailable { buffer in update(UnsafeRawBufferPointer(buffer)) }
+        if done != nil { return }
         for byte in bytes {
             block.append(byte)
             if block.count == 64 {
@@ -29,6 +31,21 @@ struct SHA256 {
                 block.removeAll(keepingCapacity: true)
             }
             length &+= 1
+        }
+    }
+
+    /// Copies whole runs into the block instead of byte by byte.
+    mutating func update(_ bytes: UnsafeRawBufferPointer) {
+        length &+= UInt64(bytes.count)
+        var index = 0
+        while index < bytes.count {
+            let take = min(64 - block.count, bytes.count - index)
+            block.append(contentsOf: UnsafeRawBufferPointer(rebasing: bytes[index..<(index + take)]))
+            index += take
+            if block.count == 64 {
+                compress()
+                block.removeAll(keepingCapacity: true)
+            }
         }
     }
 

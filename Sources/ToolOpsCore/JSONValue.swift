@@ -288,7 +288,15 @@ struct JSONParser {
 
     mutating func parseString() throws(ToolOpsError) -> String {
         index += 1  // opening quote
-        var out: [UInt8] = []
+        // Fast path: a run of plain bytes up to the closing quote needs no copying byte by byte.
+        let start = index
+        while index < bytes.count, bytes[index] != 34, bytes[index] != 92, bytes[index] >= 0x20 { index += 1 }
+        if index < bytes.count, bytes[index] == 34 {
+            guard let string = String(validating: bytes[start..<index], as: UTF8.self) else { throw fail("invalid UTF-8 in string") }
+            index += 1
+            return string
+        }
+        var out = Array(bytes[start..<index])
         while true {
             guard index < bytes.count else { throw fail("unterminated string") }
             let byte = bytes[index]

@@ -6,7 +6,7 @@ import ToolOpsRedis
 struct Bench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Benchmarks, printed side by side with a reference measured in the same run.",
-        subcommands: [RedisBench.self, ResilienceBench.self, RateLimitBench.self, BreakerBench.self]
+        subcommands: [RedisBench.self, ResilienceBench.self, RateLimitBench.self, BreakerBench.self, CacheBench.self]
     )
 }
 
