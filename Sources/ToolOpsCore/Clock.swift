@@ -44,15 +44,23 @@ extension ToolOpsClock {
 /// host, so file-backed state can be shared between processes.
 public struct SystemClock: ToolOpsClock {
     public init() {}
-    public var now: ClockInstant {
+    public var now: ClockInstant { .reading(CLOCK_MONOTONIC) }
+    public func sleep(until deadline: ClockInstant) async throws { try await sleepUntil(deadline, now: now) }
+}
+
+extension ClockInstant {
+    /// The current time of a POSIX clock.
+    static func reading(_ clock: clockid_t) -> ClockInstant {
         var spec = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &spec)
+        clock_gettime(clock, &spec)
         return ClockInstant(nanoseconds: Int64(spec.tv_sec) * 1_000_000_000 + Int64(spec.tv_nsec))
     }
-    public func sleep(until deadline: ClockInstant) async throws {
-        let remaining = deadline - now
-        if remaining > .zero { try await Task.sleep(for: remaining) } else { try Task.checkCancellation() }
-    }
+}
+
+/// `Task.sleep` for the time left until `deadline` on a clock that runs at real speed.
+private func sleepUntil(_ deadline: ClockInstant, now: ClockInstant) async throws {
+    let remaining = deadline - now
+    if remaining > .zero { try await Task.sleep(for: remaining) } else { try Task.checkCancellation() }
 }
 
 /// A clock that only moves when told to. Sleepers wake when ``advance(by:)`` passes their deadline.
@@ -122,15 +130,6 @@ public final class ManualClock: ToolOpsClock {
 /// the monotonic ``SystemClock``.
 public struct WallClock: ToolOpsClock {
     public init() {}
-
-    public var now: ClockInstant {
-        var spec = timespec()
-        clock_gettime(CLOCK_REALTIME, &spec)
-        return ClockInstant(nanoseconds: Int64(spec.tv_sec) * 1_000_000_000 + Int64(spec.tv_nsec))
-    }
-
-    public func sleep(until deadline: ClockInstant) async throws {
-        let remaining = deadline - now
-        if remaining > .zero { try await Task.sleep(for: remaining) } else { try Task.checkCancellation() }
-    }
+    public var now: ClockInstant { .reading(CLOCK_REALTIME) }
+    public func sleep(until deadline: ClockInstant) async throws { try await sleepUntil(deadline, now: now) }
 }
