@@ -7,7 +7,7 @@ import ToolOpsResilience
 /// Modes: ``DegradedMode/local(scale:)`` (the scale is ignored) serves and fills the
 /// fallback store (memory or file); ``DegradedMode/failOpen`` runs without a cache (every
 /// lookup misses, writes are dropped). ``DegradedMode/failClosed`` is rejected: a cache
-/// outage must never refuse calls. Each operation waits at most `deadline` for the shared
+/// outage must never refuse calls. Reads and writes wait at most `deadline` for the shared
 /// store; one call per `probeInterval` tries it again. When the shared store is back, the
 /// fallback store is emptied: it missed the invalidations made meanwhile and must not serve
 /// them during the next outage.
@@ -64,27 +64,30 @@ public final class FallbackCacheStore: CacheStore, CacheFillCoordinator, Fallbac
         if usesFallback { try await fallback.set(key, entry, encodedValue: encodedValue) }
     }
 
+    // Invalidations go to both stores (the fallback may hold copies from an earlier outage)
+    // and reach the shared store without the per-call deadline: a large one takes many
+    // batches, and a caller must learn when it did not reach the cluster (the error is thrown).
+
     public func delete(_ key: CacheKey) async throws {
-        // Both: the fallback may hold a copy from an earlier outage.
         if usesFallback { try await fallback.delete(key) }
-        _ = try await primary { try await $0.delete(key) }
+        try await primary.delete(key)
     }
 
     @discardableResult
     public func invalidate(tag: String) async throws -> Int {
-        let local = usesFallback ? try await fallback.invalidate(tag: tag) : 0
-        return try await primary { try await $0.invalidate(tag: tag) } ?? local
+        if usesFallback { try await fallback.invalidate(tag: tag) }
+        return try await primary.invalidate(tag: tag)
     }
 
     @discardableResult
     public func invalidate(tool: ToolID) async throws -> Int {
-        let local = usesFallback ? try await fallback.invalidate(tool: tool) : 0
-        return try await primary { try await $0.invalidate(tool: tool) } ?? local
+        if usesFallback { try await fallback.invalidate(tool: tool) }
+        return try await primary.invalidate(tool: tool)
     }
 
     public func removeAll() async throws {
         if usesFallback { try await fallback.removeAll() }
-        _ = try await primary { try await $0.removeAll() }
+        try await primary.removeAll()
     }
 
     // MARK: CacheFillCoordinator (forwarded while the primary coordinates)

@@ -213,6 +213,9 @@ struct RedisCacheStoreTests {
                 server.kill()
                 try await Task.sleep(for: .milliseconds(500))
                 #expect(store.isDegraded)
+                // An invalidation that cannot reach the cluster is reported, not swallowed.
+                let error = await #expect(throws: ToolOpsError.self) { try await store.invalidate(tag: "anything") }
+                #expect(error?.code == .storeUnavailable)
                 try server.start()
                 let deadline = ContinuousClock.now + .seconds(5)
                 while store.isDegraded && ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(20)) }
