@@ -11,13 +11,11 @@ import ToolOpsResilience
 /// store; one call per `probeInterval` tries it again. When the shared store is back, the
 /// fallback store is emptied: it missed the invalidations made meanwhile and must not serve
 /// them during the next outage.
-public final class FallbackCacheStore: CacheStore, CacheFillCoordinator, FallbackStore {
+public final class FallbackCacheStore: CacheStore, CacheFillCoordinator, FailoverFallbackStore {
     public let primary: any CacheStore
     public let fallback: any CacheStore
-    let failover: StoreFailover
-    public var isDegraded: Bool { failover.isDegraded }
-    public var mode: DegradedMode { failover.mode }
-    public var deadline: Duration { failover.deadline }
+    package let failover: StoreFailover
+    /// Also empties the fallback store after a successful probe (see the type's documentation).
     public func runProbes(check: @escaping @Sendable () async throws -> Void) async {
         await failover.runProbes { [fallback] in
             try await check()

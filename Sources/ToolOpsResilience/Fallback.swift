@@ -134,6 +134,19 @@ public protocol FallbackStore: Sendable {
     var deadline: Duration { get }
 }
 
+/// A fallback store whose state is a ``StoreFailover``: the ``FallbackStore`` members come
+/// from it, written once here instead of in every wrapper.
+package protocol FailoverFallbackStore: FallbackStore {
+    var failover: StoreFailover { get }
+}
+
+extension FailoverFallbackStore {
+    public var isDegraded: Bool { failover.isDegraded }
+    public var mode: DegradedMode { failover.mode }
+    public var deadline: Duration { failover.deadline }
+    public func runProbes(check: @escaping @Sendable () async throws -> Void) async { await failover.runProbes(check: check) }
+}
+
 /// A rate-limit store that uses a shared store (Redis) and, when it is unreachable, the
 /// declared ``DegradedMode``. Each decision waits at most `deadline` for the shared store;
 /// while degraded, one call per `probeInterval` tries it again and, on success, switches back.
@@ -141,14 +154,10 @@ public protocol FallbackStore: Sendable {
 /// Only outages count: ``ToolOpsError/Code/storeUnavailable`` (the Redis store's mapping of
 /// "Redis unavailable") and a missed deadline. Any other error — Redis answering with an
 /// error — is rethrown, never hidden behind the fallback.
-public final class FallbackRateLimitStore: RateLimitStore, FallbackStore {
+public final class FallbackRateLimitStore: RateLimitStore, FailoverFallbackStore {
     public let primary: any RateLimitStore
     public let fallback: any RateLimitStore
-    let failover: StoreFailover
-    public var isDegraded: Bool { failover.isDegraded }
-    public var mode: DegradedMode { failover.mode }
-    public var deadline: Duration { failover.deadline }
-    public func runProbes(check: @escaping @Sendable () async throws -> Void) async { await failover.runProbes(check: check) }
+    package let failover: StoreFailover
 
     /// - Parameters:
     ///   - mode: defaults to ``DegradedMode/local(scale:)`` with scale 1.
@@ -196,14 +205,10 @@ public final class FallbackRateLimitStore: RateLimitStore, FallbackStore {
 /// A bulkhead store that uses a shared store (Redis) and, when it is unreachable, the
 /// declared ``DegradedMode`` (local: the fallback store with `limit × scale` slots). Permits
 /// are released to the store that issued them.
-public final class FallbackBulkheadStore: BulkheadStore, FallbackStore {
+public final class FallbackBulkheadStore: BulkheadStore, FailoverFallbackStore {
     public let primary: any BulkheadStore
     public let fallback: any BulkheadStore
-    let failover: StoreFailover
-    public var isDegraded: Bool { failover.isDegraded }
-    public var mode: DegradedMode { failover.mode }
-    public var deadline: Duration { failover.deadline }
-    public func runProbes(check: @escaping @Sendable () async throws -> Void) async { await failover.runProbes(check: check) }
+    package let failover: StoreFailover
     /// Permits from the fallback store carry this bit, so releases find their way back.
     static let localBit: UInt64 = 1 << 63
 
@@ -252,14 +257,10 @@ public final class FallbackBulkheadStore: BulkheadStore, FallbackStore {
 /// declared ``DegradedMode``: `local` judges calls with a breaker of this process (the
 /// fallback store; `scale` does not apply), `failOpen` admits everything, `failClosed`
 /// refuses everything. Outcomes recorded while degraded go to the fallback only.
-public final class FallbackCircuitBreakerStore: CircuitBreakerStore, FallbackStore {
+public final class FallbackCircuitBreakerStore: CircuitBreakerStore, FailoverFallbackStore {
     public let primary: any CircuitBreakerStore
     public let fallback: any CircuitBreakerStore
-    let failover: StoreFailover
-    public var isDegraded: Bool { failover.isDegraded }
-    public var mode: DegradedMode { failover.mode }
-    public var deadline: Duration { failover.deadline }
-    public func runProbes(check: @escaping @Sendable () async throws -> Void) async { await failover.runProbes(check: check) }
+    package let failover: StoreFailover
 
     public init(
         primary: any CircuitBreakerStore, fallback: any CircuitBreakerStore = MemoryCircuitBreakerStore(), mode: DegradedMode = .local(),
