@@ -14,7 +14,9 @@ let package = Package(
         .library(name: "ToolOpsCore", targets: ["ToolOpsCore"]),
         .library(name: "ToolOpsResilience", targets: ["ToolOpsResilience"]),
         .library(name: "ToolOpsCache", targets: ["ToolOpsCache"]),
+        .library(name: "ToolOpsHealth", targets: ["ToolOpsHealth"]),
         .library(name: "ToolOpsRedisBackend", targets: ["ToolOpsRedisBackend"]),
+        .library(name: "ToolOpsHTTP", targets: ["ToolOpsHTTP"]),
         .executable(name: "toolops", targets: ["toolops"]),
     ],
     dependencies: [
@@ -23,6 +25,9 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
         .package(url: "https://github.com/apple/swift-service-context.git", from: "1.5.1"),
         .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
+        // Only ToolOpsHTTP (and the executable) depend on Hummingbird; the concern modules stay light.
+        .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1", traits: []),
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
     ],
     targets: [
         // System hiredis (Debian 12: libhiredis-dev 0.14). Used only as the RESP codec.
@@ -66,8 +71,29 @@ let package = Package(
             swiftSettings: strict
         ),
         .target(
+            name: "ToolOpsHealth",
+            dependencies: [
+                "ToolOpsCore",
+                "ToolOpsResilience",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: strict
+        ),
+        .target(
             name: "ToolOpsRedisBackend",
-            dependencies: ["ToolOpsRedis", "ToolOpsCore", "ToolOpsResilience", "ToolOpsCache"],
+            dependencies: ["ToolOpsRedis", "ToolOpsCore", "ToolOpsResilience", "ToolOpsCache", "ToolOpsHealth"],
+            swiftSettings: strict
+        ),
+        .target(
+            name: "ToolOpsHTTP",
+            dependencies: [
+                "ToolOpsCore",
+                "ToolOpsHealth",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
             swiftSettings: strict
         ),
         .executableTarget(
@@ -78,7 +104,12 @@ let package = Package(
                 "ToolOpsResilience",
                 "ToolOpsRedisBackend",
                 "ToolOpsCache",
+                "ToolOpsHealth",
+                "ToolOpsHTTP",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strict
@@ -91,9 +122,24 @@ let package = Package(
                 "ToolOpsResilience",
                 "ToolOpsCache",
                 "ToolOpsCore",
+                "ToolOpsHealth",
                 "toolops",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "ToolOpsHealthTests",
+            dependencies: [
+                "ToolOpsHealth",
+                "ToolOpsHTTP",
+                "ToolOpsCore",
+                "ToolOpsResilience",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdTesting", package: "hummingbird"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strict
         ),

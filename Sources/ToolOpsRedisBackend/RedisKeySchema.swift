@@ -37,4 +37,10 @@ public struct RedisKeySchema: Sendable, Hashable {
 
     /// Pub/sub channel of cache writes, invalidations and released fills.
     public var cacheEvents: String { "\(prefix):cache:events" }
+
+    /// The live replicas: a sorted set of replica ids scored by registration expiry (ms, Redis time).
+    public var membersIndex: String { "\(prefix):members:{replicas}" }
+
+    /// What each replica reported: a hash of replica id → canonical JSON of its ``ReplicaInfo``.
+    public var membersInfo: String { "\(prefix):members:{replicas}:info" }
 }

@@ -131,7 +131,7 @@ public struct CircuitBreakerMiddleware: ToolMiddleware {
         self.storeKeyPrefix = "\(configuration.keyPrefix):\(configuration.key):"
     }
 
-    let storeKeyPrefix: String
+    package let storeKeyPrefix: String
     func storeKey(_ key: String) -> String { storeKeyPrefix + key }
 
     public func run(_ call: ToolCall, next: any ToolRunner) async throws -> ToolResult {
@@ -182,5 +182,10 @@ public struct CircuitBreakerMiddleware: ToolMiddleware {
 
     public func snapshot(key: String) async throws -> CircuitBreakerSnapshot {
         try await store.snapshot(key: storeKey(key), policy: configuration.policy)
+    }
+
+    /// The snapshot of a breaker by its store key (as in ``ResilienceEvent``s).
+    package func snapshot(storeKey: String) async throws -> CircuitBreakerSnapshot {
+        try await store.snapshot(key: storeKey, policy: configuration.policy)
     }
 }

@@ -122,6 +122,8 @@ package final class StoreFailover: Sendable {
 
 /// What every fallback store offers: its state and background probes.
 public protocol FallbackStore: Sendable {
+    /// The store's name in metrics, events and health details (e.g. `rate-limit`).
+    var name: String { get }
     /// `true` while calls are decided by the degraded mode (health reports `degraded`).
     var isDegraded: Bool { get }
     /// Runs background probes until cancelled: while degraded, `check` (e.g. a Redis `PING`)
@@ -141,6 +143,7 @@ package protocol FailoverFallbackStore: FallbackStore {
 }
 
 extension FailoverFallbackStore {
+    public var name: String { failover.name }
     public var isDegraded: Bool { failover.isDegraded }
     public var mode: DegradedMode { failover.mode }
     public var deadline: Duration { failover.deadline }
