@@ -13,7 +13,14 @@ public struct DegradedMode: Sendable, Hashable, CustomStringConvertible {
     /// Decide with the local fallback store, limits multiplied by `scale` — e.g. `1/N` with N
     /// replicas keeps the cluster near its total limit.
     public static func local(scale: Double = 1) -> DegradedMode { DegradedMode(kind: .local(scale)) }
-    public var description: String { "\(kind)" }
+    /// `fail-open`, `fail-closed` or `local(scale: 0.5)`, as shown in health details.
+    public var description: String {
+        switch kind {
+        case .failOpen: "fail-open"
+        case .failClosed: "fail-closed"
+        case .local(let scale): "local(scale: \(scale))"
+        }
+    }
 }
 
 /// The failover logic every fallback store shares: whether the shared store is usable, when

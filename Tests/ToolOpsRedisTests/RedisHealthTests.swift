@@ -1,0 +1,221 @@
+import Foundation
+import Logging
+import ServiceLifecycle
+import Testing
+import ToolOpsCore
+import ToolOpsHealth
+import ToolOpsRedis
+import ToolOpsRedisBackend
+import ToolOpsResilience
+
+@Suite("Redis replica registry and health", .timeLimit(.minutes(1)))
+struct RedisHealthTests {
+    func replica(_ id: String) throws -> ReplicaInfo {
+        try ReplicaInfo(id: id, host: "127.0.0.1", port: 8080, version: "test")
+    }
+
+    /// Polls `condition` every 10 ms for up to `seconds`; returns how long it took, or `nil`.
+    func waitFor(seconds: Double, _ condition: () async -> Bool) async -> Duration? {
+        let clock = ContinuousClock()
+        let start = clock.now
+        while clock.now - start < .seconds(seconds) {
+            if await condition() { return clock.now - start }
+            try? await Task.sleep(for: .milliseconds(10))
+        }
+        return nil
+    }
+
+    func ids(_ store: RedisMembershipStore) async -> [String]? { try? await store.members().map(\.id) }
+
+    @Test func threeReplicasSeeEachOtherAndADeadOneExpires() async throws {
+        try await withRedisServer { server in
+            let clients = try (0..<3).map { _ in try RedisClient(url: server.url, logger: quietLogger) }
+            defer { clients.forEach { $0.shutdown() } }
+            let stores = clients.map { RedisMembershipStore(client: $0) }
+            let ttl = Duration.milliseconds(600)
+            for (index, store) in stores.enumerated() { try await store.register(try replica("r\(index)"), ttl: ttl) }
+            for store in stores { #expect(await ids(store) == ["r0", "r1", "r2"]) }
+
+            // r0 and r1 keep heartbeating; r2 "crashes" (no deregistration).
+            let heartbeat = Task {
+                while !Task.isCancelled {
+                    for index in 0..<2 { try? await stores[index].register(try replica("r\(index)"), ttl: ttl) }
+                    try? await Task.sleep(for: .milliseconds(100))
+                }
+            }
+            defer { heartbeat.cancel() }
+            let gone = await waitFor(seconds: 3) { await ids(stores[0]) == ["r0", "r1"] }
+            let elapsed = try #require(gone, "r2 never expired")
+            #expect(elapsed <= ttl + .milliseconds(300))
+
+            // Graceful shutdown removes a replica at once.
+            try await stores[1].deregister(id: "r1")
+            #expect(await ids(stores[0]) == ["r0"])
+            heartbeat.cancel()
+            _ = await heartbeat.result
+
+            // The registry's keys expire with the last registration.
+            let keys = RedisKeySchema()
+            #expect(await waitFor(seconds: 3) { (try? await clients[0].send("EXISTS", keys.membersIndex, keys.membersInfo))?.int == 0 } != nil)
+        }
+    }
+
+    @Test func replicasReRegisterWithinOneHeartbeatAfterARedisRestart() async throws {
+        try await withRedisServer { server in
+            var configuration = try RedisConfiguration(url: server.url)
+            configuration.reconnect = .init(initialDelay: .milliseconds(20), maximumDelay: .milliseconds(100))
+            configuration.connectTimeout = .milliseconds(200)
+            configuration.commandTimeout = .milliseconds(200)
+            let clients = try (0..<3).map { _ in try RedisClient(configuration: configuration, logger: quietLogger) }
+            defer { clients.forEach { $0.shutdown() } }
+            let interval = Duration.milliseconds(500)
+            let heartbeats: [any Service] = try clients.enumerated().map { index, client in
+                try MembershipHeartbeat(
+                    replica: try replica("r\(index)"), store: RedisMembershipStore(client: client),
+                    configuration: .init(interval: interval, ttl: .seconds(3), retryInterval: .milliseconds(50)), logger: quietLogger)
+            }
+            let group = ServiceGroup(configuration: .init(services: heartbeats, logger: quietLogger))
+            async let run: Void = group.run()
+            let observer = RedisMembershipStore(client: clients[0])
+            #expect(await waitFor(seconds: 5) { await ids(observer) == ["r0", "r1", "r2"] } != nil)
+
+            server.kill()  // no persistence: the registry is gone with it
+            try server.start()
+            let back = await waitFor(seconds: 5) { await ids(observer) == ["r0", "r1", "r2"] }
+            let elapsed = try #require(back, "replicas did not re-register")
+            // The next beat re-registers; if it lands on the connection the restart broke, one
+            // retry (50 ms) follows.
+            #expect(elapsed <= interval + .milliseconds(150), "re-registered after \(elapsed)")
+
+            await group.triggerGracefulShutdown()
+            try await run
+            #expect(await ids(observer) == [])  // every heartbeat deregistered on shutdown
+        }
+    }
+
+    @Test func serversInSeparateProcessesFormOneCluster() async throws {
+        guard let binary = toolopsBinary() else {
+            Issue.record("toolops binary not built")
+            return
+        }
+        try await withRedisServer { server in
+            let client = try RedisClient(url: server.url, logger: quietLogger)
+            defer { client.shutdown() }
+            let store = RedisMembershipStore(client: client)
+            let ports = try (0..<3).map { _ in try RedisServer.freePort() }
+            let processes = try ports.enumerated().map { index, port in
+                try startServer(binary, ["--port", "\(port)", "--redis", server.url, "--replica-id", "replica-\(index)"])
+            }
+            defer { processes.forEach { if $0.isRunning { kill($0.processIdentifier, SIGKILL) } } }
+            let all = ["replica-0", "replica-1", "replica-2"]
+            #expect(await waitFor(seconds: 20) { await ids(store) == all } != nil, "the three servers registered")
+
+            // Each server's own view of the cluster, over HTTP.
+            let port = ports[1]
+            #expect(await waitFor(seconds: 5) { (try? httpGet(port: port, "/cluster"))?.status == 200 } != nil)
+            let (status, body) = try httpGet(port: ports[1], "/cluster")
+            #expect(status == 200)
+            let json = try JSONValue(parsing: body)
+            #expect(json["count"] == 3)
+            guard case .array(let replicas) = json["replicas"] else { throw TestFailure("no replicas in \(body)") }
+            #expect(replicas.map { $0["id"] } == ["replica-0", "replica-1", "replica-2"])
+            #expect(replicas.map { $0["self"] } == [false, true, false])
+            #expect(try httpGet(port: ports[0], "/readyz").status == 200)
+            let health = try JSONValue(parsing: try httpGet(port: ports[0], "/health").body)
+            #expect(health["checks"]?["redis"]?["status"] == "healthy")
+
+            // SIGKILL: no deregistration, gone within the TTL (1 s) plus a heartbeat or so.
+            kill(processes[2].processIdentifier, SIGKILL)
+            let killed = await waitFor(seconds: 5) { await ids(store) == ["replica-0", "replica-1"] }
+            #expect(try #require(killed) <= .milliseconds(1_500))
+
+            // SIGTERM: graceful shutdown deregisters at once, long before the TTL.
+            kill(processes[1].processIdentifier, SIGTERM)
+            let left = await waitFor(seconds: 5) { await ids(store) == ["replica-0"] }
+            #expect(try #require(left) < .milliseconds(900))
+            processes[1].waitUntilExit()
+            #expect(processes[1].terminationStatus == 0)
+        }
+    }
+
+    @Test func redisCheckReportsPingAndFallbackState() async throws {
+        try await withRedisServer { server in
+            var configuration = try RedisConfiguration(url: server.url)
+            configuration.connectTimeout = .milliseconds(200)
+            configuration.commandTimeout = .milliseconds(200)
+            configuration.reconnect = .init(initialDelay: .milliseconds(10), maximumDelay: .milliseconds(50))
+            let client = try RedisClient(configuration: configuration, logger: quietLogger)
+            defer { client.shutdown() }
+            let limits = try FallbackRateLimitStore(primary: RedisRateLimitStore(client: client), probeInterval: .milliseconds(50))
+            let plain = RedisHealthCheck(client: client)
+            let withFallback = RedisHealthCheck(client: client, fallbacks: [limits])
+
+            var result = try await plain.check()
+            #expect(result.status == .healthy)
+            #expect(result.details["pingMs"]?.doubleValue != nil)
+
+            server.kill()
+            result = try await plain.check()
+            #expect(result.status == .unhealthy)  // nothing to fall back on
+            #expect(result.error != nil)
+            #expect(try await withFallback.check().status == .degraded)  // still serving, locally
+
+            // A decision while Redis is down puts the limiter on its fallback…
+            let decision = try await limits.acquire([RateLimitRequest(key: "k", limit: try RateLimit(rate: 10))], maxWait: .zero)
+            #expect(decision.first?.allowed == true)
+            #expect(limits.isDegraded)
+            try server.start()
+            // …and Redis answering again is not enough: degraded until the limiter is back on it.
+            #expect(await waitFor(seconds: 3) { (try? await client.send("PING")) != nil } != nil)
+            result = try await withFallback.check()
+            #expect(result.status == .degraded)
+            #expect(result.details["fallback"] == ["rate-limit": "local(scale: 1.0)"])
+            let probes = Task { await limits.runProbes { try await client.send("PING") } }
+            defer { probes.cancel() }
+            #expect(await waitFor(seconds: 3) { !limits.isDegraded } != nil)
+            #expect(try await withFallback.check().status == .healthy)
+        }
+    }
+}
+
+/// Starts `toolops serve` with fast heartbeats (0.2 s, TTL 1 s) and quiet logs.
+func startServer(_ binary: String, _ arguments: [String]) throws -> Process {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: binary)
+    process.arguments = ["serve", "--heartbeat-interval", "0.2", "--registration-ttl", "1", "--log-level", "error"] + arguments
+    process.standardOutput = FileHandle.nullDevice
+    process.standardError = FileHandle.nullDevice
+    try process.run()
+    return process
+}
+
+/// A minimal HTTP/1.1 GET against 127.0.0.1 (`Connection: close`, read to EOF).
+func httpGet(port: Int, _ path: String) throws -> (status: Int, body: String) {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    guard fd >= 0 else { throw TestFailure("socket failed") }
+    defer { close(fd) }
+    var timeout = timeval(tv_sec: 5, tv_usec: 0)
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_port = UInt16(port).bigEndian
+    address.sin_addr.s_addr = inet_addr("127.0.0.1")
+    let connected = withUnsafePointer(to: &address) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+    }
+    guard connected == 0 else { throw TestFailure("cannot connect to port \(port)") }
+    let request = Array("GET \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".utf8)
+    guard send(fd, request, request.count, 0) == request.count else { throw TestFailure("send failed") }
+    var response: [UInt8] = []
+    var buffer = [UInt8](repeating: 0, count: 16 * 1024)
+    while true {
+        let count = recv(fd, &buffer, buffer.count, 0)
+        if count <= 0 { break }
+        response += buffer[0..<count]
+    }
+    let text = String(decoding: response, as: UTF8.self)
+    guard let headerEnd = text.range(of: "\r\n\r\n"), let status = Int(text.split(separator: " ").dropFirst().first ?? "") else {
+        throw TestFailure("malformed HTTP response: \(text)")
+    }
+    return (status, String(text[headerEnd.upperBound...]))
+}
