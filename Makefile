@@ -8,7 +8,7 @@ deps:
 build: deps
 	swift build
 
-# The main job (today: version + a PING through the client; the server comes later).
+# The main job: the server (health probes, replica registry), in memory unless REDIS_URL is set.
 run: deps
 	@bash scripts/run.sh
 

@@ -358,6 +358,7 @@ public final class RedisCacheStore: CacheStore, CacheFillCoordinator {
         }
     }
 
+    @discardableResult
     private func redis<T: Sendable>(_ what: String, _ body: @Sendable () async throws -> T) async throws -> T {
         do {
             return try await body()

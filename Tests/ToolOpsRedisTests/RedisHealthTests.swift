@@ -1,8 +1,10 @@
 import Foundation
+import Hummingbird
 import Logging
 import ServiceLifecycle
 import Testing
 import ToolOpsCore
+import ToolOpsHTTP
 import ToolOpsHealth
 import ToolOpsRedis
 import ToolOpsRedisBackend
@@ -135,6 +137,48 @@ struct RedisHealthTests {
             #expect(try #require(left) < .milliseconds(900))
             processes[1].waitUntilExit()
             #expect(processes[1].terminationStatus == 0)
+        }
+    }
+
+    /// The README's health example, as written there (a free port instead of 8080, no signals).
+    @Test func readmeHealthExampleRuns() async throws {
+        try await withRedisServer { server in
+            let redis = try RedisClient(url: server.url, logger: quietLogger)
+            let logger = quietLogger
+            let limits = try FallbackRateLimitStore(primary: RedisRateLimitStore(client: redis))
+            let port = try RedisServer.freePort()
+
+            let health = try HealthMonitor()
+            try health.register("memory", try MemoryHealthCheck())
+            try health.register("redis", RedisHealthCheck(client: redis, fallbacks: [limits]), options: .init(timeout: .seconds(2)))
+
+            let registry = RedisMembershipStore(client: redis)
+            let me = try ReplicaInfo(id: "api-7f9c", host: "10.0.3.7", port: port, version: "1.4.0")
+            let router = Router()
+            HealthRoutes(health: health, membership: registry, replicaID: me.id).register(on: router)
+            let app = Application(router: router, configuration: .init(address: .hostname("127.0.0.1", port: port)), logger: logger)
+
+            let group = ServiceGroup(
+                configuration: .init(
+                    services: [
+                        redis, app, ReadinessService(health: health, drainDelay: .seconds(10)),
+                        try MembershipHeartbeat(replica: me, store: registry, health: health, logger: logger),
+                    ], logger: logger))
+            let run = Task { try await group.run() }
+            #expect(await waitFor(seconds: 10) { (try? httpGet(port: port, "/readyz"))?.status == 200 } != nil)
+            #expect(await waitFor(seconds: 5) { await ids(registry) == ["api-7f9c"] } != nil)
+            let cluster = try JSONValue(parsing: try httpGet(port: port, "/cluster").body)
+            guard case .array(let replicas) = cluster["replicas"] else { throw TestFailure("no replicas: \(cluster)") }
+            #expect(replicas.first?["self"] == true)
+            await group.triggerGracefulShutdown()
+            // Deregistered first, then readiness off while the server still answers (drain delay).
+            #expect(await waitFor(seconds: 5) { (try? httpGet(port: port, "/readyz"))?.status == 503 } != nil)
+            #expect(try httpGet(port: port, "/healthz").status == 200)
+            let probe = try RedisClient(url: server.url, logger: quietLogger)
+            defer { probe.shutdown() }
+            #expect(await ids(RedisMembershipStore(client: probe)) == [])
+            run.cancel()  // skip the rest of the 10 s drain
+            _ = await run.result
         }
     }
 
