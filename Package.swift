@@ -82,7 +82,10 @@ let package = Package(
         ),
         .target(
             name: "ToolOpsRedisBackend",
-            dependencies: ["ToolOpsRedis", "ToolOpsCore", "ToolOpsResilience", "ToolOpsCache", "ToolOpsHealth"],
+            dependencies: [
+                "ToolOpsRedis", "ToolOpsCore", "ToolOpsResilience", "ToolOpsCache", "ToolOpsHealth",
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
             swiftSettings: strict
         ),
         .target(

@@ -1,3 +1,4 @@
+import ServiceLifecycle
 import ToolOpsCore
 import ToolOpsHealth
 import ToolOpsRedis
@@ -150,5 +151,33 @@ public struct RedisHealthCheck: HealthCheck {
             return .degraded("Redis answered PING slowly", details: details)
         }
         return .healthy("PONG", details: details)
+    }
+}
+
+/// Runs the background probes of fallback stores as one ServiceLifecycle service: while a
+/// store is degraded, `PING` is tried every probe interval and a success switches it back to
+/// Redis. Stops on graceful shutdown.
+///
+/// ```swift
+/// ServiceGroup(configuration: .init(services: [redis, FallbackProbeService(client: redis, stores: [limits, cache]), app], …))
+/// ```
+public struct FallbackProbeService: Service {
+    public let client: RedisClient
+    public let stores: [any FallbackStore]
+
+    public init(client: RedisClient, stores: [any FallbackStore]) {
+        self.client = client
+        self.stores = stores
+    }
+
+    public func run() async throws {
+        let (client, stores) = (self.client, self.stores)
+        await cancelWhenGracefulShutdown {
+            await withDiscardingTaskGroup { group in
+                for store in stores {
+                    group.addTask { await store.runProbes { try await client.send("PING") } }
+                }
+            }
+        }
     }
 }

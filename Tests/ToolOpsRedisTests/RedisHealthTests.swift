@@ -214,10 +214,14 @@ struct RedisHealthTests {
             result = try await withFallback.check()
             #expect(result.status == .degraded)
             #expect(result.details["fallback"] == ["rate-limit": "local(scale: 1.0)"])
-            let probes = Task { await limits.runProbes { try await client.send("PING") } }
-            defer { probes.cancel() }
+            // The probes, run as a service, switch it back.
+            let group = ServiceGroup(
+                configuration: .init(services: [FallbackProbeService(client: client, stores: [limits])], logger: quietLogger))
+            async let probes: Void = group.run()
             #expect(await waitFor(seconds: 3) { !limits.isDegraded } != nil)
             #expect(try await withFallback.check().status == .healthy)
+            await group.triggerGracefulShutdown()
+            try await probes
         }
     }
 }
