@@ -73,8 +73,6 @@ struct ServerSetup {
         let keys = RedisKeySchema(prefix: options.keyPrefix)
         let health = try HealthMonitor()
         try health.register("memory", try MemoryHealthCheck())
-        let breakers = CircuitBreakerHealthCheck()
-        try health.register("circuit-breakers", breakers, options: .init(critical: false))
 
         var services: [any Service] = []
         let membership: any MembershipStore
@@ -82,7 +80,9 @@ struct ServerSetup {
             let client = try RedisClient(url: url, logger: logger)
             services.append(client)
             membership = RedisMembershipStore(client: client, keys: keys)
-            try health.register("redis", RedisHealthCheck(client: client), options: .init(timeout: .seconds(2)))
+            // Only the registry needs Redis so far: without it this replica still serves, so a
+            // Redis outage makes it degraded (still ready), not unhealthy.
+            try health.register("redis", RedisHealthCheck(client: client), options: .init(critical: false, timeout: .seconds(2)))
         } else {
             membership = MemoryMembershipStore()
         }
