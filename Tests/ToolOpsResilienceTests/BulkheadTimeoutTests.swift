@@ -187,6 +187,50 @@ struct TimeoutTests {
         }
     }
 
+    @Test func systemClockPathKeepsTaskLocalsAndFollowsTheCallersCancellation() async throws {
+        enum Probe { @TaskLocal static var value = "unset" }
+        let timeout = try TimeoutMiddleware(.init(timeout: .seconds(30)))
+        // The work runs in a task of its own, yet sees the caller's task-local values
+        // (ServiceContext travels this way) both before and after it first suspends.
+        let echo = ToolFunction { _ in
+            let before = Probe.value
+            await Task.yield()
+            return ToolResult(.string(before + "/" + Probe.value))
+        }
+        let seen = try await Probe.$value.withValue("caller") { try await timeout.run(try call(), next: echo) }
+        #expect(seen.value == "caller/caller")
+
+        // Cancelling the caller cancels the work, and the call ends with it.
+        let started = Flag()
+        let cancelled = Flag()
+        let slow = ToolFunction { _ in
+            started.set()
+            do { try await Task.sleep(for: .seconds(30)) } catch {
+                cancelled.set()
+                throw error
+            }
+            return ToolResult("late")
+        }
+        let caller = Task { try await timeout.run(try call(), next: slow) }
+        #expect(await eventually { started.isSet })
+        caller.cancel()
+        await #expect(throws: CancellationError.self) { try await caller.value }
+        #expect(cancelled.isSet)
+
+        // A caller that is already cancelled runs the work cancelled.
+        let sawCancellation = Flag()
+        let checks = ToolFunction { _ in
+            if Task.isCancelled { sawCancellation.set() }
+            return ToolResult("ran")
+        }
+        let early = Task {
+            withUnsafeCurrentTask { $0?.cancel() }
+            return try await timeout.run(try call(), next: checks)
+        }
+        _ = try? await early.value
+        #expect(sawCancellation.isSet)
+    }
+
     @Test func systemClockDeadlineBeyondTheIdleTick() async throws {
         // A deadline later than the watcher's idle tick registers without waking the watcher
         // thread; the thread must still find it on its next tick and cancel in time.
