@@ -23,8 +23,17 @@ public protocol BulkheadStore: Sendable {
     func release(_ permit: BulkheadPermit) async
 }
 
+/// A bulkhead store that can take a free slot and release one without waiting (state in this
+/// process). The middleware calls it directly on that path, saving two async calls per call.
+public protocol SynchronousBulkheadStore: BulkheadStore {
+    /// A permit if a slot is free and nobody is queued; `nil` means "ask
+    /// ``BulkheadStore/acquire(key:limit:lease:maxWait:)``" (it refuses or queues).
+    func acquireNow(key: String, limit: Int) -> BulkheadPermit?
+    func releaseNow(_ permit: BulkheadPermit)
+}
+
 /// Bulkhead slots in this process, with a FIFO wait queue. The default store.
-public final class MemoryBulkheadStore: BulkheadStore {
+public final class MemoryBulkheadStore: SynchronousBulkheadStore {
     typealias Waiter = CheckedContinuation<BulkheadPermit, any Error>
     /// A queued caller. It joins the queue in the same critical section that found the
     /// bulkhead full (so no release can slip in between); its continuation arrives a moment
@@ -60,6 +69,29 @@ public final class MemoryBulkheadStore: BulkheadStore {
         case .wait(let id): return try await wait(id: id, key: key, limit: limit, maxWait: maxWait)
         }
     }
+
+    public func acquireNow(key: String, limit: Int) -> BulkheadPermit? {
+        state.withLock { state in
+            state.nextToken += 1
+            let token = state.nextToken
+            guard let index = state.compartments.index(forKey: key) else {
+                var compartment = Compartment()
+                compartment.held.insert(token)
+                state.compartments[key] = compartment
+                return BulkheadPermit(key: key, token: token)
+            }
+            // Index-based access: one hash lookup, and the compartment is mutated in place.
+            guard state.compartments.values[index].held.count < limit && state.compartments.values[index].queue.isEmpty else {
+                return nil
+            }
+            state.compartments.values[index].held.insert(token)
+            return BulkheadPermit(key: key, token: token)
+        }
+    }
+
+    /// Idle compartments are kept (re-creating one costs a set allocation per call) until
+    /// there are this many; beyond, an emptied compartment is removed (keys may come from callers).
+    static let keptCompartments = 1_024
 
     private static func take(_ compartment: inout Compartment, token: UInt64, key: String, limit: Int, maxWait: Duration) -> Immediate {
         if compartment.held.count < limit && compartment.queue.isEmpty {
@@ -122,16 +154,21 @@ public final class MemoryBulkheadStore: BulkheadStore {
 
     public func release(_ permit: BulkheadPermit) async { releaseNow(permit) }
 
-    func releaseNow(_ permit: BulkheadPermit) {
+    public func releaseNow(_ permit: BulkheadPermit) {
         let handOver: (Waiter, BulkheadPermit)? = state.withLock { state in
-            guard state.compartments[permit.key]?.held.remove(permit.token) != nil else { return nil }
-            guard state.compartments[permit.key]?.queue.isEmpty == false else {
-                if state.compartments[permit.key]?.held.isEmpty == true { state.compartments[permit.key] = nil }
+            // One hash lookup for the whole release.
+            guard let index = state.compartments.index(forKey: permit.key),
+                state.compartments.values[index].held.remove(permit.token) != nil
+            else { return nil }
+            if state.compartments.values[index].queue.isEmpty {
+                if state.compartments.values[index].held.isEmpty && state.compartments.count > Self.keptCompartments {
+                    state.compartments.remove(at: index)
+                }
                 return nil
             }
-            guard let next = state.compartments[permit.key]?.queue.removeFirst() else { return nil }
+            let next = state.compartments.values[index].queue.removeFirst()
+            state.compartments.values[index].held.insert(next.id)
             let granted = BulkheadPermit(key: permit.key, token: next.id)
-            state.compartments[permit.key]?.held.insert(granted.token)
             guard let waiter = next.waiter else {
                 state.settled[next.id] = .success(granted)  // its continuation is about to arrive
                 return nil
@@ -178,6 +215,8 @@ public struct BulkheadMiddleware: ToolMiddleware {
 
     public let configuration: Configuration
     let store: any BulkheadStore
+    /// The same store when it can take and release slots without waiting (memory).
+    let synchronousStore: (any SynchronousBulkheadStore)?
 
     public init(_ configuration: Configuration, store: any BulkheadStore = MemoryBulkheadStore()) throws(ToolOpsError) {
         try requireConfiguration(configuration.maxConcurrent >= 1, "maxConcurrent must be at least 1, got \(configuration.maxConcurrent)")
@@ -185,6 +224,7 @@ public struct BulkheadMiddleware: ToolMiddleware {
         try requireConfiguration(configuration.lease > .zero, "lease must be positive")
         self.configuration = configuration
         self.store = store
+        self.synchronousStore = store as? any SynchronousBulkheadStore
         self.storeKeyPrefix = "\(configuration.keyPrefix):\(configuration.key):"
     }
 
@@ -193,6 +233,12 @@ public struct BulkheadMiddleware: ToolMiddleware {
     public func run(_ call: ToolCall, next: any ToolRunner) async throws -> ToolResult {
         let key = storeKeyPrefix + configuration.key.key(for: call)
         let shadow = configuration.mode.isShadow
+        if let synchronousStore, let permit = synchronousStore.acquireNow(key: key, limit: configuration.maxConcurrent) {
+            let result: Result<ToolResult, any Error>
+            do { result = .success(try await next.run(call)) } catch { result = .failure(error) }
+            synchronousStore.releaseNow(permit)
+            return try result.get()
+        }
         var permit: BulkheadPermit?
         do {
             permit = try await store.acquire(

@@ -44,19 +44,34 @@ extension CircuitBreakerStore {
     public var recordsWithoutWaiting: Bool { false }
 }
 
+/// A breaker store that admits and records without waiting (state in this process). The
+/// middleware calls it directly, saving two async calls per call.
+public protocol SynchronousCircuitBreakerStore: CircuitBreakerStore {
+    func admitNow(key: String, policy: CircuitBreakerPolicy) -> CircuitAdmission
+    func recordNow(key: String, outcome: CallOutcome, probe: Bool, policy: CircuitBreakerPolicy) -> CircuitTransition?
+}
+
 /// Breaker state in this process. The default store.
-public final class MemoryCircuitBreakerStore: CircuitBreakerStore {
+public final class MemoryCircuitBreakerStore: SynchronousCircuitBreakerStore {
     private let machines = Mutex<[String: CircuitBreakerStateMachine]>([:])
     private let clock: any ToolOpsClock
 
     public init(clock: any ToolOpsClock = SystemClock()) { self.clock = clock }
 
     public func admit(key: String, policy: CircuitBreakerPolicy) async throws -> CircuitAdmission {
+        admitNow(key: key, policy: policy)
+    }
+
+    public func record(key: String, outcome: CallOutcome, probe: Bool, policy: CircuitBreakerPolicy) async throws -> CircuitTransition? {
+        recordNow(key: key, outcome: outcome, probe: probe, policy: policy)
+    }
+
+    public func admitNow(key: String, policy: CircuitBreakerPolicy) -> CircuitAdmission {
         let now = clock.now.nanoseconds
         return machines.withLock { $0[key, default: CircuitBreakerStateMachine()].admit(now: now, policy: policy) }
     }
 
-    public func record(key: String, outcome: CallOutcome, probe: Bool, policy: CircuitBreakerPolicy) async throws -> CircuitTransition? {
+    public func recordNow(key: String, outcome: CallOutcome, probe: Bool, policy: CircuitBreakerPolicy) -> CircuitTransition? {
         let now = clock.now.nanoseconds
         return machines.withLock { $0[key, default: CircuitBreakerStateMachine()].record(outcome, probe: probe, now: now, policy: policy) }
     }
@@ -122,11 +137,14 @@ public struct CircuitBreakerMiddleware: ToolMiddleware {
 
     public let configuration: Configuration
     let store: any CircuitBreakerStore
+    /// The same store when it answers without waiting (memory): called directly.
+    let synchronousStore: (any SynchronousCircuitBreakerStore)?
     let clock: any ToolOpsClock
 
     public init(_ configuration: Configuration, store: any CircuitBreakerStore = MemoryCircuitBreakerStore(), clock: any ToolOpsClock = SystemClock()) {
         self.configuration = configuration
         self.store = store
+        self.synchronousStore = store as? any SynchronousCircuitBreakerStore
         self.clock = clock
         self.storeKeyPrefix = "\(configuration.keyPrefix):\(configuration.key):"
     }
@@ -137,7 +155,12 @@ public struct CircuitBreakerMiddleware: ToolMiddleware {
     public func run(_ call: ToolCall, next: any ToolRunner) async throws -> ToolResult {
         let key = storeKey(configuration.key.key(for: call))
         let policy = configuration.policy
-        let admission = try await store.admit(key: key, policy: policy)
+        let admission: CircuitAdmission
+        if let synchronousStore {
+            admission = synchronousStore.admitNow(key: key, policy: policy)
+        } else {
+            admission = try await store.admit(key: key, policy: policy)
+        }
         if let transition = admission.transition { configuration.observer?(.circuitStateChanged(key: key, from: transition.from, to: transition.to)) }
         if !admission.allowed {
             configuration.observer?(.circuitRejected(tool: call.tool, key: key, retryAfter: admission.retryAfter, shadow: configuration.mode.isShadow))
@@ -156,7 +179,13 @@ public struct CircuitBreakerMiddleware: ToolMiddleware {
             outcome = classify(error, duration: clock.now - started)
         }
         // Recording must not turn a tool's answer into a store error.
-        if let transition = try? await store.record(key: key, outcome: outcome, probe: admission.probe, policy: policy) {
+        let transition: CircuitTransition?
+        if let synchronousStore {
+            transition = synchronousStore.recordNow(key: key, outcome: outcome, probe: admission.probe, policy: policy)
+        } else {
+            transition = try? await store.record(key: key, outcome: outcome, probe: admission.probe, policy: policy)
+        }
+        if let transition {
             configuration.observer?(.circuitStateChanged(key: key, from: transition.from, to: transition.to))
         }
         return try result.get()

@@ -71,6 +71,9 @@ final class DeadlineWatcher: Sendable {
     /// Whether the watcher can run (it needs a pipe and a thread).
     var isAvailable: Bool { wakeRead >= 0 }
 
+    /// Whether deadlines on `clock` can be watched (host monotonic time: ``SystemClock``).
+    static func canWatch(_ clock: any ToolOpsClock) -> Bool { clock is SystemClock && shared.isAvailable }
+
     /// Watches `task`: it is cancelled once `deadline` (host monotonic nanoseconds) passes.
     /// Returns the slot to give to ``unregister(_:)``.
     func register(_ deadline: Int64, _ task: some CancellableTask) -> Int {
@@ -147,10 +150,12 @@ final class DeadlineWatcher: Sendable {
 /// despite the deadline keeps its result. On ``SystemClock`` the shared ``DeadlineWatcher``
 /// cancels it (no timer per call); other clocks race it against a sleep on that clock.
 /// Used by the timeout middleware and the fallback stores' per-call deadline.
+///
+/// `watched` is ``DeadlineWatcher/canWatch(_:)`` for `clock`, when the caller computed it once.
 func withDeadline<T: Sendable>(
-    _ duration: Duration, clock: any ToolOpsClock, _ body: @escaping @Sendable () async throws -> T
+    _ duration: Duration, clock: any ToolOpsClock, watched: Bool? = nil, _ body: @escaping @Sendable () async throws -> T
 ) async throws -> T? {
-    if clock is SystemClock && DeadlineWatcher.shared.isAvailable {
+    if watched ?? DeadlineWatcher.canWatch(clock) {
         // Already cancelled: no child to watch; the body sees the cancellation itself.
         if Task.isCancelled { return try await body() }
         let deadline = (clock.now + duration).nanoseconds

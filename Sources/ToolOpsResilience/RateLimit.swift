@@ -80,6 +80,13 @@ public protocol RateLimitStore: Sendable {
     func acquire(_ requests: [RateLimitRequest], maxWait: Duration) async throws -> [RateLimitDecision]
 }
 
+/// A rate-limit store that decides without waiting (state in this process). The middleware
+/// calls it directly, saving an async call per decision.
+public protocol SynchronousRateLimitStore: RateLimitStore {
+    /// The same decisions as ``RateLimitStore/acquire(_:maxWait:)``, made at once.
+    func decide(_ requests: [RateLimitRequest], maxWait: Duration) -> [RateLimitDecision]
+}
+
 /// GCRA (the generic cell rate algorithm), token-bucket semantics, as pure functions over a
 /// key's theoretical arrival time (TAT, nanoseconds). Shared by the memory and file stores;
 /// the Redis store runs the same arithmetic in Lua.
@@ -124,11 +131,14 @@ public enum GCRA {
         if requests.count == 1 {
             // The common case, without the batch bookkeeping.
             let request = requests[0]
-            let tat = tats[request.key]
-            let outcome = evaluate(tat: tat, now: now, cost: request.cost, limit: request.limit)
-            let accepted = outcome.waitNanos <= 0 || outcome.waitNanos <= maxWait.nanosecondsClamped
-            if accepted { tats[request.key] = outcome.newTAT }
-            return [decision(accepted: accepted, tat: tat, outcome: outcome, now: now, limit: request.limit)]
+            // One hash lookup: read and write the bucket through the subscript's in-place access.
+            return modify(&tats[request.key]) { tat in
+                let outcome = evaluate(tat: tat, now: now, cost: request.cost, limit: request.limit)
+                let accepted = outcome.waitNanos <= 0 || outcome.waitNanos <= maxWait.nanosecondsClamped
+                let result = [decision(accepted: accepted, tat: tat, outcome: outcome, now: now, limit: request.limit)]
+                if accepted { tat = outcome.newTAT }
+                return result
+            }
         }
         var outcomes: [Outcome] = []
         outcomes.reserveCapacity(requests.count)
@@ -155,7 +165,7 @@ public enum GCRA {
 }
 
 /// Rate-limit state in this process. The default store.
-public final class MemoryRateLimitStore: RateLimitStore {
+public final class MemoryRateLimitStore: SynchronousRateLimitStore {
     struct State {
         var tats: [String: Int64] = [:]
         var writesSinceSweep = 0
@@ -187,3 +197,7 @@ public final class MemoryRateLimitStore: RateLimitStore {
     /// Number of keys with state (full buckets may already be forgotten).
     public var keyCount: Int { state.withLock { $0.tats.count } }
 }
+
+/// Runs `body` on `value` in place (with a dictionary subscript: one lookup for read and write).
+@inline(__always)
+func modify<Value, Result>(_ value: inout Value, _ body: (inout Value) -> Result) -> Result { body(&value) }

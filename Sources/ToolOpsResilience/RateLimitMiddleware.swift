@@ -61,11 +61,20 @@ public struct RateLimitMiddleware: ToolMiddleware {
 
     public let configuration: Configuration
     let store: any RateLimitStore
+    /// The same store when it decides without waiting (memory): called directly.
+    let synchronousStore: (any SynchronousRateLimitStore)?
     let clock: any ToolOpsClock
     private let cache = SelectionCache()
 
     final class SelectionCache: Sendable {
-        let selections = Mutex<[ToolID: [Selection]]>([:])
+        let selections = Mutex<[ToolID: Selected]>([:])
+    }
+
+    /// The rules of one tool, and — when every key depends on the tool alone — the requests of
+    /// a call costing one token, built once.
+    struct Selected: Sendable {
+        var selections: [Selection]
+        var unitRequests: [RateLimitRequest]?
     }
 
     public init(
@@ -75,6 +84,7 @@ public struct RateLimitMiddleware: ToolMiddleware {
         try requireConfiguration(configuration.maxWait >= .zero, "maxWait must not be negative")
         self.configuration = configuration
         self.store = store
+        self.synchronousStore = store as? any SynchronousRateLimitStore
         self.clock = clock
     }
 
@@ -85,7 +95,8 @@ public struct RateLimitMiddleware: ToolMiddleware {
         var keyPrefix: String
     }
 
-    private func selection(for tool: ToolID) -> [Selection] {
+    private func selection(for call: ToolCall) -> Selected {
+        let tool = call.tool
         if let cached = cache.selections.withLock({ $0[tool] }) { return cached }
         var chosen: [String: RateLimitRule] = [:]
         var order: [String] = []
@@ -100,19 +111,27 @@ public struct RateLimitMiddleware: ToolMiddleware {
         let selections = order.compactMap { scope in
             chosen[scope].map { Selection(rule: $0, keyPrefix: "\(configuration.keyPrefix):\(scope):\($0.pattern):") }
         }
+        var selected = Selected(selections: selections, unitRequests: nil)
+        if selections.allSatisfy({ $0.rule.key.dependsOnlyOnTool && $0.rule.limit.burst >= 1 }) {
+            selected.unitRequests = selections.map {
+                RateLimitRequest(key: $0.keyPrefix + $0.rule.key.key(for: call), cost: 1, limit: $0.rule.limit)
+            }
+        }
         cache.selections.withLock { cache in
             if cache.count >= 10_000 { cache.removeAll() }  // bounded: tool ids may come from callers
-            cache[tool] = selections
+            cache[tool] = selected
         }
-        return selections
+        return selected
     }
 
     /// The bucket requests a call would make.
     public func requests(for call: ToolCall) throws(ToolOpsError) -> [RateLimitRequest] {
         let cost = configuration.cost(call)
         if cost < 0 { throw ToolOpsError(.invalidInput, "rate-limit cost must not be negative, got \(cost)") }
+        let selected = selection(for: call)
+        if cost == 1, let unitRequests = selected.unitRequests { return unitRequests }
         var requests: [RateLimitRequest] = []
-        for selection in selection(for: call.tool) {
+        for selection in selected.selections {
             if cost > selection.rule.limit.burst {
                 throw ToolOpsError(
                     .invalidInput, "call costs \(cost) tokens but the \(selection.rule.scope) limit's burst is \(selection.rule.limit.burst)")
@@ -126,9 +145,19 @@ public struct RateLimitMiddleware: ToolMiddleware {
         let requests = try requests(for: call)
         if requests.isEmpty { return try await next.run(call) }
         let shadow = configuration.mode.isShadow
-        let decisions = try await store.acquire(requests, maxWait: shadow ? .zero : configuration.maxWait)
+        let maxWait = shadow ? Duration.zero : configuration.maxWait
+        let decisions: [RateLimitDecision]
+        if let synchronousStore {
+            decisions = synchronousStore.decide(requests, maxWait: maxWait)
+        } else {
+            decisions = try await store.acquire(requests, maxWait: maxWait)
+        }
         // A refused batch refuses every bucket; report the one that binds (the longest wait).
-        if let refused = decisions.indices.filter({ !decisions[$0].allowed }).max(by: { decisions[$0].retryAfter < decisions[$1].retryAfter }) {
+        var refused: Int?
+        for index in decisions.indices where !decisions[index].allowed {
+            if refused.map({ decisions[$0].retryAfter < decisions[index].retryAfter }) ?? true { refused = index }
+        }
+        if let refused {
             let decision = decisions[refused]
             configuration.observer?(.rateLimited(tool: call.tool, key: requests[refused].key, decision: decision, shadow: shadow))
             if !shadow {

@@ -33,10 +33,15 @@ public struct TimeoutMiddleware: ToolMiddleware {
         }
         self.configuration = configuration
         self.clock = clock
+        self.watched = DeadlineWatcher.canWatch(clock)
     }
 
+    /// Decided once: whether the shared deadline watcher serves this clock.
+    let watched: Bool
+
     public func timeout(for tool: ToolID) -> Duration {
-        configuration.overrides.filter { $0.pattern.matches(tool) }
+        if configuration.overrides.isEmpty { return configuration.timeout }
+        return configuration.overrides.filter { $0.pattern.matches(tool) }
             .max { $0.pattern.specificity < $1.pattern.specificity }?.timeout ?? configuration.timeout
     }
 
@@ -51,7 +56,7 @@ public struct TimeoutMiddleware: ToolMiddleware {
             return try await next.run(call)
         }
         // The work runs as a child task, cancelled and awaited at the deadline.
-        guard let result = try await withDeadline(limit, clock: clock, { try await next.run(call) }) else {
+        guard let result = try await withDeadline(limit, clock: clock, watched: watched, { try await next.run(call) }) else {
             configuration.observer?(.timedOut(tool: call.tool, after: limit, shadow: false))
             throw ToolOpsError(.timedOut, "\(call.tool) exceeded its timeout of \(limit)")
         }
