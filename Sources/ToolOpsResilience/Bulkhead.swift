@@ -25,7 +25,7 @@ public protocol BulkheadStore: Sendable {
 
 /// A bulkhead store that can take a free slot and release one without waiting (state in this
 /// process). The middleware calls it directly on that path, saving two async calls per call.
-public protocol SynchronousBulkheadStore: BulkheadStore {
+package protocol SynchronousBulkheadStore: BulkheadStore {
     /// A permit if a slot is free and nobody is queued; `nil` means "ask
     /// ``BulkheadStore/acquire(key:limit:lease:maxWait:)``" (it refuses or queues).
     func acquireNow(key: String, limit: Int) -> BulkheadPermit?
@@ -70,7 +70,7 @@ public final class MemoryBulkheadStore: SynchronousBulkheadStore {
         }
     }
 
-    public func acquireNow(key: String, limit: Int) -> BulkheadPermit? {
+    package func acquireNow(key: String, limit: Int) -> BulkheadPermit? {
         state.withLock { state in
             state.nextToken += 1
             let token = state.nextToken
@@ -154,7 +154,7 @@ public final class MemoryBulkheadStore: SynchronousBulkheadStore {
 
     public func release(_ permit: BulkheadPermit) async { releaseNow(permit) }
 
-    public func releaseNow(_ permit: BulkheadPermit) {
+    package func releaseNow(_ permit: BulkheadPermit) {
         let handOver: (Waiter, BulkheadPermit)? = state.withLock { state in
             // One hash lookup for the whole release.
             guard let index = state.compartments.index(forKey: permit.key),

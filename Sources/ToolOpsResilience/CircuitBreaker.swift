@@ -46,33 +46,36 @@ extension CircuitBreakerStore {
 
 /// A breaker store that admits and records without waiting (state in this process). The
 /// middleware calls it directly, saving two async calls per call.
-public protocol SynchronousCircuitBreakerStore: CircuitBreakerStore {
-    func admitNow(key: String, policy: CircuitBreakerPolicy) -> CircuitAdmission
-    func recordNow(key: String, outcome: CallOutcome, probe: Bool, policy: CircuitBreakerPolicy) -> CircuitTransition?
+package protocol SynchronousCircuitBreakerStore: CircuitBreakerStore {
+    /// `now`: the caller's reading of ``clock`` (saves a second reading), or `nil`.
+    func admitNow(key: String, policy: CircuitBreakerPolicy, now: ClockInstant?) -> CircuitAdmission
+    func recordNow(key: String, outcome: CallOutcome, probe: Bool, policy: CircuitBreakerPolicy, now: ClockInstant?) -> CircuitTransition?
+    /// The clock the store decides on.
+    var clock: any ToolOpsClock { get }
 }
 
 /// Breaker state in this process. The default store.
 public final class MemoryCircuitBreakerStore: SynchronousCircuitBreakerStore {
     private let machines = Mutex<[String: CircuitBreakerStateMachine]>([:])
-    private let clock: any ToolOpsClock
+    package let clock: any ToolOpsClock
 
     public init(clock: any ToolOpsClock = SystemClock()) { self.clock = clock }
 
     public func admit(key: String, policy: CircuitBreakerPolicy) async throws -> CircuitAdmission {
-        admitNow(key: key, policy: policy)
+        admitNow(key: key, policy: policy, now: nil)
     }
 
     public func record(key: String, outcome: CallOutcome, probe: Bool, policy: CircuitBreakerPolicy) async throws -> CircuitTransition? {
-        recordNow(key: key, outcome: outcome, probe: probe, policy: policy)
+        recordNow(key: key, outcome: outcome, probe: probe, policy: policy, now: nil)
     }
 
-    public func admitNow(key: String, policy: CircuitBreakerPolicy) -> CircuitAdmission {
-        let now = clock.now.nanoseconds
+    package func admitNow(key: String, policy: CircuitBreakerPolicy, now: ClockInstant?) -> CircuitAdmission {
+        let now = (now ?? clock.now).nanoseconds
         return machines.withLock { $0[key, default: CircuitBreakerStateMachine()].admit(now: now, policy: policy) }
     }
 
-    public func recordNow(key: String, outcome: CallOutcome, probe: Bool, policy: CircuitBreakerPolicy) -> CircuitTransition? {
-        let now = clock.now.nanoseconds
+    package func recordNow(key: String, outcome: CallOutcome, probe: Bool, policy: CircuitBreakerPolicy, now: ClockInstant?) -> CircuitTransition? {
+        let now = (now ?? clock.now).nanoseconds
         return machines.withLock { $0[key, default: CircuitBreakerStateMachine()].record(outcome, probe: probe, now: now, policy: policy) }
     }
 
@@ -139,12 +142,15 @@ public struct CircuitBreakerMiddleware: ToolMiddleware {
     let store: any CircuitBreakerStore
     /// The same store when it answers without waiting (memory): called directly.
     let synchronousStore: (any SynchronousCircuitBreakerStore)?
+    /// The synchronous store reads the same clock as this middleware: one reading serves both.
+    let sharesClock: Bool
     let clock: any ToolOpsClock
 
     public init(_ configuration: Configuration, store: any CircuitBreakerStore = MemoryCircuitBreakerStore(), clock: any ToolOpsClock = SystemClock()) {
         self.configuration = configuration
         self.store = store
         self.synchronousStore = store as? any SynchronousCircuitBreakerStore
+        self.sharesClock = synchronousStore.map { sameClock($0.clock, clock) } ?? false
         self.clock = clock
         self.storeKeyPrefix = "\(configuration.keyPrefix):\(configuration.key):"
     }
@@ -156,8 +162,10 @@ public struct CircuitBreakerMiddleware: ToolMiddleware {
         let key = storeKey(configuration.key.key(for: call))
         let policy = configuration.policy
         let admission: CircuitAdmission
+        var started: ClockInstant?
         if let synchronousStore {
-            admission = synchronousStore.admitNow(key: key, policy: policy)
+            if sharesClock { started = clock.now }
+            admission = synchronousStore.admitNow(key: key, policy: policy, now: started)
         } else {
             admission = try await store.admit(key: key, policy: policy)
         }
@@ -168,20 +176,24 @@ public struct CircuitBreakerMiddleware: ToolMiddleware {
                 throw ToolOpsError(.circuitOpen, "circuit \(key) is open", retryAfter: admission.retryAfter)
             }
         }
-        let started = clock.now
+        let start = started ?? clock.now
         let outcome: CallOutcome
         let result: Result<ToolResult, any Error>
+        let ended: ClockInstant
         do {
             result = .success(try await next.run(call))
-            outcome = .success(duration: clock.now - started)
+            ended = clock.now
+            outcome = .success(duration: ended - start)
         } catch {
             result = .failure(error)
-            outcome = classify(error, duration: clock.now - started)
+            ended = clock.now
+            outcome = classify(error, duration: ended - start)
         }
         // Recording must not turn a tool's answer into a store error.
         let transition: CircuitTransition?
         if let synchronousStore {
-            transition = synchronousStore.recordNow(key: key, outcome: outcome, probe: admission.probe, policy: policy)
+            transition = synchronousStore.recordNow(
+                key: key, outcome: outcome, probe: admission.probe, policy: policy, now: sharesClock ? ended : nil)
         } else {
             transition = try? await store.record(key: key, outcome: outcome, probe: admission.probe, policy: policy)
         }
@@ -217,4 +229,11 @@ public struct CircuitBreakerMiddleware: ToolMiddleware {
     package func snapshot(storeKey: String) async throws -> CircuitBreakerSnapshot {
         try await store.snapshot(key: storeKey, policy: configuration.policy)
     }
+}
+
+/// Whether two clocks give the same readings: both the host's monotonic clock, or the same instance.
+func sameClock(_ a: any ToolOpsClock, _ b: any ToolOpsClock) -> Bool {
+    if a is SystemClock && b is SystemClock { return true }
+    if let a = a as? ManualClock, let b = b as? ManualClock { return a === b }
+    return false
 }

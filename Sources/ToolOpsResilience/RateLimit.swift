@@ -82,9 +82,11 @@ public protocol RateLimitStore: Sendable {
 
 /// A rate-limit store that decides without waiting (state in this process). The middleware
 /// calls it directly, saving an async call per decision.
-public protocol SynchronousRateLimitStore: RateLimitStore {
+package protocol SynchronousRateLimitStore: RateLimitStore {
     /// The same decisions as ``RateLimitStore/acquire(_:maxWait:)``, made at once.
     func decide(_ requests: [RateLimitRequest], maxWait: Duration) -> [RateLimitDecision]
+    /// ``decide(_:maxWait:)`` for one request, without the arrays (the common case: one rule).
+    func decide(_ request: RateLimitRequest, maxWait: Duration) -> RateLimitDecision
 }
 
 /// GCRA (the generic cell rate algorithm), token-bucket semantics, as pure functions over a
@@ -124,21 +126,25 @@ public enum GCRA {
             retryAfter: .nanoseconds(max(0, outcome.waitNanos)), resetAfter: .nanoseconds(max(0, current - now)))
     }
 
+    /// Applies one request against `tats`, mutating its bucket only when accepted.
+    static func apply(_ request: RateLimitRequest, maxWait: Duration, now: Int64, tats: inout [String: Int64]) -> RateLimitDecision {
+        // One hash lookup: read and write the bucket through the subscript's in-place access.
+        modify(&tats[request.key]) { tat in
+            let outcome = evaluate(tat: tat, now: now, cost: request.cost, limit: request.limit)
+            let accepted = outcome.waitNanos <= 0 || outcome.waitNanos <= maxWait.nanosecondsClamped
+            let result = decision(accepted: accepted, tat: tat, outcome: outcome, now: now, limit: request.limit)
+            if accepted { tat = outcome.newTAT }
+            return result
+        }
+    }
+
     /// Applies a batch all-or-nothing against `tats`, mutating them only when accepted.
     static func apply(
         _ requests: [RateLimitRequest], maxWait: Duration, now: Int64, tats: inout [String: Int64]
     ) -> [RateLimitDecision] {
         if requests.count == 1 {
             // The common case, without the batch bookkeeping.
-            let request = requests[0]
-            // One hash lookup: read and write the bucket through the subscript's in-place access.
-            return modify(&tats[request.key]) { tat in
-                let outcome = evaluate(tat: tat, now: now, cost: request.cost, limit: request.limit)
-                let accepted = outcome.waitNanos <= 0 || outcome.waitNanos <= maxWait.nanosecondsClamped
-                let result = [decision(accepted: accepted, tat: tat, outcome: outcome, now: now, limit: request.limit)]
-                if accepted { tat = outcome.newTAT }
-                return result
-            }
+            return [apply(requests[0], maxWait: maxWait, now: now, tats: &tats)]
         }
         var outcomes: [Outcome] = []
         outcomes.reserveCapacity(requests.count)
@@ -183,14 +189,25 @@ public final class MemoryRateLimitStore: SynchronousRateLimitStore {
     public func decide(_ requests: [RateLimitRequest], maxWait: Duration) -> [RateLimitDecision] {
         let now = clock.now.nanoseconds
         return state.withLock { state in
-            let decisions = GCRA.apply(requests, maxWait: maxWait, now: now, tats: &state.tats)
-            state.writesSinceSweep += 1
-            // Buckets whose TAT has passed are full again: forget them now and then.
-            if state.writesSinceSweep >= 4096 && state.tats.count > 1024 {
-                state.tats = state.tats.filter { $0.value > now }
-                state.writesSinceSweep = 0
-            }
-            return decisions
+            defer { Self.sweep(&state, now: now) }
+            return GCRA.apply(requests, maxWait: maxWait, now: now, tats: &state.tats)
+        }
+    }
+
+    public func decide(_ request: RateLimitRequest, maxWait: Duration) -> RateLimitDecision {
+        let now = clock.now.nanoseconds
+        return state.withLock { state in
+            defer { Self.sweep(&state, now: now) }
+            return GCRA.apply(request, maxWait: maxWait, now: now, tats: &state.tats)
+        }
+    }
+
+    /// Buckets whose TAT has passed are full again: forget them now and then.
+    static func sweep(_ state: inout State, now: Int64) {
+        state.writesSinceSweep += 1
+        if state.writesSinceSweep >= 4096 && state.tats.count > 1024 {
+            state.tats = state.tats.filter { $0.value > now }
+            state.writesSinceSweep = 0
         }
     }
 

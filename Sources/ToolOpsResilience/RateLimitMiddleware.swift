@@ -146,6 +146,19 @@ public struct RateLimitMiddleware: ToolMiddleware {
         if requests.isEmpty { return try await next.run(call) }
         let shadow = configuration.mode.isShadow
         let maxWait = shadow ? Duration.zero : configuration.maxWait
+        if requests.count == 1, let synchronousStore {
+            // The common case (one rule) on an in-process store: no arrays, no async call.
+            let decision = synchronousStore.decide(requests[0], maxWait: maxWait)
+            if decision.allowed {
+                if decision.wait > .zero {
+                    configuration.observer?(.rateLimitWaited(tool: call.tool, key: requests[0].key, wait: decision.wait))
+                    try await clock.sleep(for: decision.wait)
+                }
+                return try await next.run(call)
+            }
+            try refuse(call, requests[0], decision, shadow: shadow)
+            return try await next.run(call)
+        }
         let decisions: [RateLimitDecision]
         if let synchronousStore {
             decisions = synchronousStore.decide(requests, maxWait: maxWait)
@@ -158,17 +171,19 @@ public struct RateLimitMiddleware: ToolMiddleware {
             if refused.map({ decisions[$0].retryAfter < decisions[index].retryAfter }) ?? true { refused = index }
         }
         if let refused {
-            let decision = decisions[refused]
-            configuration.observer?(.rateLimited(tool: call.tool, key: requests[refused].key, decision: decision, shadow: shadow))
-            if !shadow {
-                throw ToolOpsError(
-                    .rateLimited, "rate limit \(requests[refused].limit) exceeded for \(requests[refused].key)",
-                    retryAfter: decision.retryAfter)
-            }
+            try refuse(call, requests[refused], decisions[refused], shadow: shadow)
         } else if let wait = decisions.first?.wait, wait > .zero {
             configuration.observer?(.rateLimitWaited(tool: call.tool, key: requests[0].key, wait: wait))
             try await clock.sleep(for: wait)
         }
         return try await next.run(call)
+    }
+
+    /// Reports a refusal and, unless in shadow mode, throws it.
+    func refuse(_ call: ToolCall, _ request: RateLimitRequest, _ decision: RateLimitDecision, shadow: Bool) throws {
+        configuration.observer?(.rateLimited(tool: call.tool, key: request.key, decision: decision, shadow: shadow))
+        if !shadow {
+            throw ToolOpsError(.rateLimited, "rate limit \(request.limit) exceeded for \(request.key)", retryAfter: decision.retryAfter)
+        }
     }
 }
