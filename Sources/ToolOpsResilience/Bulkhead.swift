@@ -229,13 +229,9 @@ public struct BulkheadMiddleware: ToolMiddleware {
     }
 
     let storeKeyPrefix: String
-    let keyCache = ToolKeyCache()
 
     public func run(_ call: ToolCall, next: any ToolRunner) async throws -> ToolResult {
-        let key =
-            configuration.key.dependsOnlyOnTool
-            ? keyCache.key(for: call.tool) { storeKeyPrefix + configuration.key.key(for: call) }
-            : storeKeyPrefix + configuration.key.key(for: call)
+        let key = storeKeyPrefix + configuration.key.key(for: call)
         let shadow = configuration.mode.isShadow
         if let synchronousStore, let permit = synchronousStore.acquireNow(key: key, limit: configuration.maxConcurrent) {
             let result: Result<ToolResult, any Error>

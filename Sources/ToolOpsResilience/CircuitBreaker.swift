@@ -156,16 +156,10 @@ public struct CircuitBreakerMiddleware: ToolMiddleware {
     }
 
     package let storeKeyPrefix: String
-    let keyCache = ToolKeyCache()
     func storeKey(_ key: String) -> String { storeKeyPrefix + key }
 
-    func storeKey(for call: ToolCall) -> String {
-        guard configuration.key.dependsOnlyOnTool else { return storeKey(configuration.key.key(for: call)) }
-        return keyCache.key(for: call.tool) { storeKey(configuration.key.key(for: call)) }
-    }
-
     public func run(_ call: ToolCall, next: any ToolRunner) async throws -> ToolResult {
-        let key = storeKey(for: call)
+        let key = storeKey(configuration.key.key(for: call))
         let policy = configuration.policy
         let admission: CircuitAdmission
         var started: ClockInstant?

@@ -1,4 +1,3 @@
-import Synchronization
 import ToolOpsCore
 
 /// Whether a policy acts on its decisions.
@@ -76,18 +75,4 @@ public struct PolicyKey: Sendable, CustomStringConvertible {
 
 func requireConfiguration(_ condition: Bool, _ message: @autoclosure () -> String) throws(ToolOpsError) {
     if !condition { throw ToolOpsError(.invalidConfiguration, message()) }
-}
-
-/// The store key of the last tool a policy saw (`prefix` + its per-tool key), for keys that
-/// depend on the tool alone: consecutive calls of one tool reuse the joined string instead of
-/// building (and allocating) it again.
-final class ToolKeyCache: Sendable {
-    private let last = Mutex<(tool: ToolID, key: String)?>(nil)
-
-    func key(for tool: ToolID, _ make: () -> String) -> String {
-        if let hit = last.withLock({ $0 }), hit.tool == tool { return hit.key }
-        let key = make()
-        last.withLock { $0 = (tool, key) }
-        return key
-    }
 }
