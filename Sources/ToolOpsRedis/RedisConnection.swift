@@ -318,6 +318,10 @@ private final class ConnectionIO {
 
     // MARK: connect and handshake
 
+    /// Busy polling stops paying off once this many replies are awaited (measured: at 64
+    /// callers it cost a third of the throughput on 2 cores).
+    static let busyPollMaximumInFlight = 16
+
     private func connect() throws {
         let deadline = ContinuousClock.now.advanced(by: configuration.connectTimeout)
         fd = try PosixSocket.connect(to: configuration.endpoint, deadline: deadline)
@@ -387,6 +391,8 @@ private final class ConnectionIO {
             pollfd(fd: connection.wakeFD, events: Int16(POLLIN), revents: 0),
         ]
         let timeout = configuration.commandTimeout
+        let busyPoll = configuration.busyPoll
+        var spinUntil = ContinuousClock.now
         while true {
             // Adopt new work; declare idle if there is nothing to write.
             let hadOutput = hasOutput
@@ -433,7 +439,16 @@ private final class ConnectionIO {
             pollFDs[0].events = Int16(POLLIN) | (hasOutput ? Int16(POLLOUT) : 0)
             pollFDs[0].revents = 0
             pollFDs[1].revents = 0
-            let rc = poll(&pollFDs, 2, waitMs)
+            var rc: Int32 = 0
+            // Busy polling (opt-in): recently active, so look again without sleeping; a
+            // sleeping thread on an idle CPU can take tens of µs to wake for the reply. Only
+            // while few replies are awaited: with many callers the connection is
+            // throughput-bound and the spinning core is better left to them.
+            while busyPoll > .zero && rc == 0 && inFlight.count <= Self.busyPollMaximumInFlight && ContinuousClock.now < spinUntil {
+                rc = poll(&pollFDs, 2, 0)
+            }
+            if rc == 0 { rc = poll(&pollFDs, 2, waitMs) }
+            if rc > 0 && busyPoll > .zero { spinUntil = ContinuousClock.now.advanced(by: busyPoll) }
             if rc < 0 && errno != EINTR {
                 throw RedisClientError(.connectionClosed, "poll: \(PosixSocket.errnoString())")
             }

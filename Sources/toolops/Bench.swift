@@ -27,6 +27,9 @@ struct RedisBench: AsyncParsableCommand {
     @Option(help: "Connections in our client's pool.")
     var poolSize: Int = 2
 
+    @Option(name: .customLong("busy-poll-us"), help: "Our client's busy polling after activity, µs (0: off, the default).")
+    var busyPollMicroseconds: Int = 0
+
     @Option(help: "Rounds per cell; the best round of each side is reported.")
     var rounds: Int = 1
 
@@ -40,6 +43,7 @@ struct RedisBench: AsyncParsableCommand {
         guard let url = redisURL ?? server?.url else { throw ValidationError("no Redis to benchmark") }
         var configuration = try RedisConfiguration(url: url)
         configuration.poolSize = poolSize
+        configuration.busyPoll = .microseconds(busyPollMicroseconds)
         let client = try RedisClient(configuration: configuration)
         defer { client.shutdown() }
         guard case .tcp(let host, let port) = configuration.endpoint else {
@@ -51,7 +55,7 @@ struct RedisBench: AsyncParsableCommand {
         let script = RedisScript("return redis.call('GET', KEYS[1])")
         _ = try await client.send("SCRIPT", "LOAD", script.source)
 
-        say("redis-server \(try await serverVersion(client)) at \(host):\(port); \(requests) requests per cell; pool \(poolSize)")
+        say("redis-server \(try await serverVersion(client)) at \(host):\(port); \(requests) requests per cell; pool \(poolSize); busy polling \(busyPollMicroseconds == 0 ? "off" : "\(busyPollMicroseconds) µs")")
         say("")
         say(pad("command", 8) + pad("conc", 6) + pad("ToolOpsRedis ops/s", 20) + pad("redis-benchmark ops/s", 23) + "ratio")
         var rows: [(String, Int, Double, Double)] = []

@@ -69,6 +69,44 @@ struct RedisClientTests {
         }
     }
 
+    @Test func busyPollingClientBehavesLikeTheDefault() async throws {
+        try await withRedisServer { server in
+            let client = try makeClient(server.url) {
+                $0.busyPoll = .microseconds(300)
+                $0.commandTimeout = .seconds(2)
+            }
+            defer { client.shutdown() }
+            // One caller (the busy-polling regime) and many (beyond its in-flight bound).
+            for index in 0..<200 { #expect(try await client.send("ECHO", "\(index)") == .bulkString(Array("\(index)".utf8))) }
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for index in 0..<500 {
+                    group.addTask {
+                        let reply = try await client.send("ECHO", "c\(index)")
+                        #expect(reply == .bulkString(Array("c\(index)".utf8)))
+                    }
+                }
+                try await group.waitForAll()
+            }
+            // A dead server still fails calls promptly, and the client recovers.
+            server.kill()
+            let down = await #expect(throws: RedisClientError.self) { try await client.send("PING") }
+            #expect(down?.isUnavailable == true)
+            try server.start()
+            var reply: RESPValue?
+            let started = ContinuousClock.now
+            while reply == nil && ContinuousClock.now - started < .seconds(10) {
+                reply = try? await client.send("PING")
+                if reply == nil { try await Task.sleep(for: .milliseconds(20)) }
+            }
+            #expect(reply == .simpleString("PONG"))
+        }
+        var configuration = RedisConfiguration()
+        configuration.busyPoll = .milliseconds(-1)
+        #expect(throws: RedisClientError.self) { try configuration.validate() }
+        configuration.busyPoll = .seconds(1)
+        #expect(throws: RedisClientError.self) { try configuration.validate() }
+    }
+
     @Test func pipelineReturnsEachResultInOrder() async throws {
         try await withRedisURL { url in
             let client = try makeClient(url)
