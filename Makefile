@@ -25,3 +25,4 @@ bench: deps
 	.build/release/toolops bench resilience
 	.build/release/toolops bench ratelimit
 	.build/release/toolops bench breaker
+	.build/release/toolops bench cache
