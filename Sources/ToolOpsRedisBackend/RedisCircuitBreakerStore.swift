@@ -39,6 +39,9 @@ public final class RedisCircuitBreakerStore: CircuitBreakerStore {
         var state: CircuitState
         /// Local monotonic instant until which an open breaker refuses without asking.
         var openUntil: ClockInstant
+        /// The transition's version (Redis time µs, strictly increasing per breaker; `nil` from
+        /// replicas that predate versions): an older answer never overwrites a newer view.
+        var version: Int64?
     }
 
     struct Pending {
@@ -98,22 +101,31 @@ public final class RedisCircuitBreakerStore: CircuitBreakerStore {
         local openedAt = tonumber(f['openedAt'] or '0')
         local inflight = tonumber(f['inflight'] or '0')
         local successes = tonumber(f['successes'] or '0')
+        local ver = tonumber(f['ver'] or '0')
         local function publish(to)
           local left = 0
           if to == 'open' then left = openedAt + openMs - now end
-          redis.call('PUBLISH', KEYS[2], ARGV[8] .. '|' .. to .. '|' .. left)
+          redis.call('PUBLISH', KEYS[2], ARGV[8] .. '|' .. to .. '|' .. left .. '|' .. string.format('%.0f', ver))
         end
         local function move(to)
           if to == st then return end
           st = to
           inflight, successes = 0, 0
-          redis.call('HSET', KEYS[1], 'state', st, 'inflight', 0, 'successes', 0, 'openedAt', openedAt)
+          -- Versions come from Redis time, so they keep increasing even after the hash expired.
+          ver = math.max(now * 1000, ver + 1)
+          redis.call('HSET', KEYS[1], 'state', st, 'inflight', 0, 'successes', 0, 'openedAt', openedAt, 'ver', string.format('%.0f', ver))
           publish(to)
         end
         local function clearWindow()
           for k, _ in pairs(f) do
             if string.sub(k, 1, 2) == 'b:' or string.sub(k, 1, 2) == 'r:' then redis.call('HDEL', KEYS[1], k) end
           end
+        end
+        -- The version a reply reports: the last transition's, or — for a breaker without one
+        -- (new, or expired while idle) — "as of now", just below any transition made now.
+        local function version()
+          if ver > 0 then return ver end
+          return now * 1000 - 1
         end
         local function retryAfter()
           if st == 'open' then return math.max(0, openedAt + openMs - now) end
@@ -123,7 +135,8 @@ public final class RedisCircuitBreakerStore: CircuitBreakerStore {
         """
 
     /// KEYS: hash, channel. ARGV 1–7: policy; 8: breaker name; 9: replica; 10–15: calls,
-    /// failures, slow, probe successes, probe failures, probe ignored. Returns state, retry-after ms.
+    /// failures, slow, probe successes, probe failures, probe ignored. Returns state, retry-after
+    /// ms, version.
     public static let recordScript = RedisScript(prologue + "\n" + """
         local calls, failures, slow = tonumber(ARGV[10]), tonumber(ARGV[11]), tonumber(ARGV[12])
         local pOk, pFail, pIgnored = tonumber(ARGV[13]), tonumber(ARGV[14]), tonumber(ARGV[15])
@@ -177,11 +190,11 @@ public final class RedisCircuitBreakerStore: CircuitBreakerStore {
         end
         -- Operator states persist until an operator changes them; the others expire when idle.
         if st ~= 'forced_open' and st ~= 'disabled' then redis.call('PEXPIRE', KEYS[1], windowMs + openMs + 60000) end
-        return {st, retryAfter()}
+        return {st, retryAfter(), version()}
         """)
 
     /// Admission when the local view is not "closed". KEYS: hash, channel. ARGV 1–8 as above.
-    /// Returns state, allowed (1/0), probe (1/0), retry-after ms.
+    /// Returns state, allowed (1/0), probe (1/0), retry-after ms, version.
     public static let admitScript = RedisScript(prologue + "\n" + """
         if st == 'open' and now >= openedAt + openMs then
           move('half_open')
@@ -197,15 +210,16 @@ public final class RedisCircuitBreakerStore: CircuitBreakerStore {
           if inflight + successes < permitted then
             inflight = inflight + 1
             redis.call('HSET', KEYS[1], 'inflight', inflight)
-            return {st, 1, 1, 0}
+            return {st, 1, 1, 0, version()}
           end
-          return {st, 0, 0, math.min(openMs, 1000)}
+          return {st, 0, 0, math.min(openMs, 1000), version()}
         end
-        if st == 'closed' or st == 'disabled' then return {st, 1, 0, 0} end
-        return {st, 0, 0, retryAfter()}
+        if st == 'closed' or st == 'disabled' then return {st, 1, 0, 0, version()} end
+        return {st, 0, 0, retryAfter(), version()}
         """)
 
-    /// Operator control. ARGV 1–8 as above; 9: forced_open | disabled | closed.
+    /// Operator control. ARGV 1–8 as above; 9: forced_open | disabled | closed. Returns the
+    /// state before, the state after, version.
     public static let controlScript = RedisScript(prologue + "\n" + """
         local target = ARGV[9]
         if target == 'closed' then clearWindow() end
@@ -217,7 +231,7 @@ public final class RedisCircuitBreakerStore: CircuitBreakerStore {
         else
           redis.call('PEXPIRE', KEYS[1], windowMs + openMs + 60000)
         end
-        return {before, st}
+        return {before, st, version()}
         """)
 
     func arguments(_ policy: CircuitBreakerPolicy, name: String) throws(ToolOpsError) -> [any RedisArgumentConvertible] {
@@ -244,11 +258,17 @@ public final class RedisCircuitBreakerStore: CircuitBreakerStore {
 
     // MARK: local view
 
-    private func apply(name: String, state newState: CircuitState, retryAfterMs: Int64) {
+    /// Updates the local view — unless it already holds a newer transition: a reply that
+    /// was overtaken by a published transition (an admit answered "open" while an operator's
+    /// reset was being announced) must not bring the old state back.
+    func apply(name: String, state newState: CircuitState, retryAfterMs: Int64, version: Int64?) {
         let now = clock.now
         let transition: CircuitTransition? = state.withLock { state in
-            let old = state.views[name]?.state ?? .closed
-            state.views[name] = View(state: newState, openUntil: now + .milliseconds(retryAfterMs))
+            let current = state.views[name]
+            // Equal versions are the same transition (its reply and its announcement).
+            if let known = current?.version, let version, version <= known { return nil }
+            let old = current?.state ?? .closed
+            state.views[name] = View(state: newState, openUntil: now + .milliseconds(retryAfterMs), version: version ?? current?.version)
             return old == newState ? nil : CircuitTransition(from: old, to: newState)
         }
         if let transition { observer?(.circuitStateChanged(key: name, from: transition.from, to: transition.to)) }
@@ -280,13 +300,8 @@ public final class RedisCircuitBreakerStore: CircuitBreakerStore {
             guard let self else { return }
             switch event {
             case .message(let message):
-                // `<name>|<state>|<ms>`, parsed from the end: names may contain `|`.
-                let text = message.text
-                guard let second = text.lastIndex(of: "|"), let first = text[..<second].lastIndex(of: "|"),
-                    let to = CircuitState(rawValue: String(text[text.index(after: first)..<second])),
-                    let left = Int64(text[text.index(after: second)...])
-                else { return }
-                self.apply(name: String(text[..<first]), state: to, retryAfterMs: left)
+                guard let transition = Self.parseTransition(message.text) else { return }
+                self.apply(name: transition.name, state: transition.state, retryAfterMs: transition.retryAfterMs, version: transition.version)
             case .connectionLost:
                 // Transitions may be missed until the channel is back: stop trusting the views
                 // (admissions ask Redis meanwhile).
@@ -303,6 +318,31 @@ public final class RedisCircuitBreakerStore: CircuitBreakerStore {
             }
         }
     }
+
+    /// `<name>|<state>|<ms>|<version>`, parsed from the end (names may contain `|`); also the
+    /// version-less `<name>|<state>|<ms>` of earlier releases, during a rolling upgrade.
+    static func parseTransition(_ text: String) -> (name: String, state: CircuitState, retryAfterMs: Int64, version: Int64?)? {
+        var fields: [Substring] = []
+        var end = text.endIndex
+        for _ in 0..<3 {
+            guard let bar = text[..<end].lastIndex(of: "|") else { break }
+            fields.insert(text[text.index(after: bar)..<end], at: 0)
+            end = bar
+        }
+        // Four fields: name | state | ms | version.
+        if fields.count == 3, let to = CircuitState(rawValue: String(fields[0])), let left = Int64(fields[1]), let version = Int64(fields[2]) {
+            return (String(text[..<end]), to, left, version)
+        }
+        // Three fields: the name ends before the last two.
+        guard fields.count >= 2, let left = Int64(fields[fields.count - 1]),
+            let to = CircuitState(rawValue: String(fields[fields.count - 2]))
+        else { return nil }
+        let nameEnd = fields.count == 3 ? text.index(end, offsetBy: fields[0].count + 1) : end
+        return (String(text[..<nameEnd]), to, left, nil)
+    }
+
+    /// The local view's state of a breaker (tests).
+    func viewState(_ key: String) -> CircuitState? { state.withLock { $0.views[key]?.state } }
 
     /// Stops following the channel.
     public func stop() {
@@ -346,10 +386,10 @@ public final class RedisCircuitBreakerStore: CircuitBreakerStore {
             }
         }
         let values = try await run(Self.admitScript, name: key, policy: policy, extra: [])
-        guard values.count == 4, let stateName = values[0].string, let newState = CircuitState(rawValue: stateName),
+        guard values.count == 5, let stateName = values[0].string, let newState = CircuitState(rawValue: stateName),
             let allowed = values[1].int, let probe = values[2].int, let retry = values[3].int
         else { throw RedisClientError(.unexpectedReply, "breaker admit returned \(values)") }
-        apply(name: key, state: newState, retryAfterMs: retry)
+        apply(name: key, state: newState, retryAfterMs: retry, version: values[4].int)
         return CircuitAdmission(allowed: allowed == 1, probe: probe == 1, retryAfter: .milliseconds(retry), transition: nil)
     }
 
@@ -411,10 +451,10 @@ public final class RedisCircuitBreakerStore: CircuitBreakerStore {
         do {
             let results = try await client.pipeline(commands)
             for (name, result) in zip(names, results) {
-                guard case .success(let reply) = result, let values = reply.array, values.count == 2,
+                guard case .success(let reply) = result, let values = reply.array, values.count == 3,
                     let stateName = values[0].string, let newState = CircuitState(rawValue: stateName), let retry = values[1].int
                 else { continue }
-                apply(name: name, state: newState, retryAfterMs: retry)
+                apply(name: name, state: newState, retryAfterMs: retry, version: values[2].int)
             }
         } catch {
             // Outcomes of an outage are dropped: the breaker cannot be judged without Redis.
@@ -430,10 +470,12 @@ public final class RedisCircuitBreakerStore: CircuitBreakerStore {
         case .reset: target = CircuitState.closed.rawValue
         }
         let values = try await run(Self.controlScript, name: key, policy: policy, extra: [target])
-        guard values.count == 2, let before = values[0].string.flatMap(CircuitState.init(rawValue:)),
+        guard values.count == 3, let before = values[0].string.flatMap(CircuitState.init(rawValue:)),
             let after = values[1].string.flatMap(CircuitState.init(rawValue:))
         else { throw RedisClientError(.unexpectedReply, "breaker control returned \(values)") }
-        apply(name: key, state: after, retryAfterMs: after == .forcedOpen ? policy.openDuration.nanosecondsClamped / 1_000_000 : 0)
+        apply(
+            name: key, state: after, retryAfterMs: after == .forcedOpen ? policy.openDuration.nanosecondsClamped / 1_000_000 : 0,
+            version: values[2].int)
         return before == after ? nil : CircuitTransition(from: before, to: after)
     }
 

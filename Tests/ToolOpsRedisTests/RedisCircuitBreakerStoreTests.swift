@@ -2,7 +2,7 @@ import Synchronization
 import Testing
 import ToolOpsCore
 import ToolOpsRedis
-import ToolOpsRedisBackend
+@testable import ToolOpsRedisBackend
 import ToolOpsResilience
 
 @Suite("Redis circuit-breaker store", .timeLimit(.minutes(1)))
@@ -168,6 +168,54 @@ struct RedisCircuitBreakerStoreTests {
             }
             #expect(refusedLocally)
             #expect(try await b.admit(key: key, policy: policy).allowed == false)
+        }
+    }
+
+    @Test func transitionMessagesParseWithAndWithoutVersions() {
+        let parsed = RedisCircuitBreakerStore.parseTransition("tenant|acme:tool|x|open|2500|1764089212123000")
+        #expect(parsed?.name == "tenant|acme:tool|x")
+        #expect(parsed?.state == .open)
+        #expect(parsed?.retryAfterMs == 2500)
+        #expect(parsed?.version == 1_764_089_212_123_000)
+        // The version-less form of earlier releases (a rolling upgrade).
+        let legacy = RedisCircuitBreakerStore.parseTransition("a|b|half_open|0")
+        #expect(legacy?.name == "a|b")
+        #expect(legacy?.state == .halfOpen)
+        #expect(legacy?.version == nil)
+        #expect(RedisCircuitBreakerStore.parseTransition("svc|closed|0")?.name == "svc")
+        #expect(RedisCircuitBreakerStore.parseTransition("svc|closed|0|12")?.version == 12)
+        for garbage in ["", "svc", "svc|nonsense|0", "svc|open|x", "|||"] {
+            #expect(RedisCircuitBreakerStore.parseTransition(garbage) == nil, "\(garbage)")
+        }
+    }
+
+    @Test func anOvertakenReplyDoesNotBringAnOldStateBack() async throws {
+        try await withRedisServer { server in
+            let all = try await replicas(server.url, count: 2)
+            defer { all.forEach { $0.0.shutdown() } }
+            let (a, b) = (all[0].1, all[1].1)
+            // Versions grow with every transition, in the hash and in the replies.
+            _ = try await a.control(key: "svc", .forceOpen, policy: policy)
+            let opened = try #require(try await all[0].0.send("HGET", "toolops:cb:{svc}", "ver").int)
+            _ = try await a.control(key: "svc", .reset, policy: policy)
+            let reset = try #require(try await all[0].0.send("HGET", "toolops:cb:{svc}", "ver").int)
+            #expect(reset > opened)
+            // B learns the reset (newest). A late answer from before it — "forced open", with
+            // the older version — must not win, or B would refuse calls the cluster allows.
+            var current = false
+            for _ in 0..<200 where !current {
+                current = b.viewState("svc") == .closed && b.admitLocally(key: "svc", policy: policy) != nil
+                if !current { try await Task.sleep(for: .milliseconds(2)) }
+            }
+            #expect(current)
+            b.apply(name: "svc", state: .forcedOpen, retryAfterMs: 30_000, version: opened)
+            #expect(b.viewState("svc") == .closed)
+            #expect(try await b.admit(key: "svc", policy: policy).allowed)
+            // A newer transition still gets through, and so does a version-less one (old replica).
+            b.apply(name: "svc", state: .open, retryAfterMs: 30_000, version: reset + 1)
+            #expect(b.viewState("svc") == .open)
+            b.apply(name: "svc", state: .closed, retryAfterMs: 0, version: nil)
+            #expect(b.viewState("svc") == .closed)
         }
     }
 
