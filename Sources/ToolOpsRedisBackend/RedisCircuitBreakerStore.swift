@@ -51,6 +51,8 @@ public final class RedisCircuitBreakerStore: CircuitBreakerStore {
         var probeSuccesses = 0
         var probeFailures = 0
         var probeIgnored = 0
+        /// The half-open round the probe counts belong to (0: unknown).
+        var probeRound: Int64 = 0
         var policy: CircuitBreakerPolicy
         var isEmpty: Bool { calls == 0 && probeSuccesses == 0 && probeFailures == 0 && probeIgnored == 0 }
     }
@@ -135,12 +137,17 @@ public final class RedisCircuitBreakerStore: CircuitBreakerStore {
         """
 
     /// KEYS: hash, channel. ARGV 1–7: policy; 8: breaker name; 9: replica; 10–15: calls,
-    /// failures, slow, probe successes, probe failures, probe ignored. Returns state, retry-after
-    /// ms, version.
+    /// failures, slow, probe successes, probe failures, probe ignored; 16: the probes' round
+    /// (0: unknown). Returns state, retry-after ms, version.
     public static let recordScript = RedisScript(prologue + "\n" + """
         local calls, failures, slow = tonumber(ARGV[10]), tonumber(ARGV[11]), tonumber(ARGV[12])
         local pOk, pFail, pIgnored = tonumber(ARGV[13]), tonumber(ARGV[14]), tonumber(ARGV[15])
-        if st == 'half_open' then
+        local round = tonumber(ARGV[16] or '0')
+        if round > 0 and round ~= tonumber(f['halfOpenAt'] or '0') then
+          -- Probes of a round that lapsed: their slots went to the current round already.
+          pOk, pFail, pIgnored = 0, 0, 0
+        end
+        if st == 'half_open' and pOk + pFail + pIgnored > 0 then
           inflight = math.max(0, inflight - pOk - pFail - pIgnored)
           if pFail > 0 then
             openedAt = now
@@ -194,7 +201,7 @@ public final class RedisCircuitBreakerStore: CircuitBreakerStore {
         """)
 
     /// Admission when the local view is not "closed". KEYS: hash, channel. ARGV 1–8 as above.
-    /// Returns state, allowed (1/0), probe (1/0), retry-after ms, version.
+    /// Returns state, allowed (1/0), probe (1/0), retry-after ms, version, probe round.
     public static let admitScript = RedisScript(prologue + "\n" + """
         if st == 'open' and now >= openedAt + openMs then
           move('half_open')
@@ -205,12 +212,13 @@ public final class RedisCircuitBreakerStore: CircuitBreakerStore {
           -- Probes are leased for one open duration: overdue ones (lost outcomes) lapse.
           inflight, successes = 0, 0
           redis.call('HSET', KEYS[1], 'inflight', 0, 'successes', 0, 'halfOpenAt', now)
+          f['halfOpenAt'] = tostring(now)
         end
         if st == 'half_open' then
           if inflight + successes < permitted then
             inflight = inflight + 1
             redis.call('HSET', KEYS[1], 'inflight', inflight)
-            return {st, 1, 1, 0, version()}
+            return {st, 1, 1, 0, version(), tonumber(f['halfOpenAt'] or '0')}
           end
           return {st, 0, 0, math.min(openMs, 1000), version()}
         end
@@ -386,16 +394,29 @@ public final class RedisCircuitBreakerStore: CircuitBreakerStore {
             }
         }
         let values = try await run(Self.admitScript, name: key, policy: policy, extra: [])
-        guard values.count == 5, let stateName = values[0].string, let newState = CircuitState(rawValue: stateName),
+        guard values.count >= 5, let stateName = values[0].string, let newState = CircuitState(rawValue: stateName),
             let allowed = values[1].int, let probe = values[2].int, let retry = values[3].int
         else { throw RedisClientError(.unexpectedReply, "breaker admit returned \(values)") }
         apply(name: key, state: newState, retryAfterMs: retry, version: values[4].int)
-        return CircuitAdmission(allowed: allowed == 1, probe: probe == 1, retryAfter: .milliseconds(retry), transition: nil)
+        return CircuitAdmission(
+            allowed: allowed == 1, probe: probe == 1, retryAfter: .milliseconds(retry), transition: nil,
+            probeRound: values.count > 5 ? values[5].int ?? 0 : 0)
     }
 
     public func record(key: String, outcome: CallOutcome, probe: Bool, policy: CircuitBreakerPolicy) async throws -> CircuitTransition? {
+        try await record(key: key, outcome: outcome, probe: probe, round: 0, policy: policy)
+    }
+
+    public func record(key: String, outcome: CallOutcome, probe: Bool, round: Int64, policy: CircuitBreakerPolicy) async throws -> CircuitTransition? {
         let scheduleFlush: Bool = state.withLock { state in
             var pending = state.pending[key] ?? Pending(policy: policy)
+            if probe && round != 0 && round != pending.probeRound {
+                // Probe results of an older round are stale (the script would drop them too);
+                // a newer round replaces the pending counts of an older one.
+                if round < pending.probeRound { return false }
+                if pending.probeRound != 0 { (pending.probeSuccesses, pending.probeFailures, pending.probeIgnored) = (0, 0, 0) }
+                pending.probeRound = round
+            }
             switch (outcome, probe) {
             case (.ignored, true): pending.probeIgnored += 1
             case (.ignored, false): return false
@@ -443,7 +464,7 @@ public final class RedisCircuitBreakerStore: CircuitBreakerStore {
             guard let arguments = try? arguments(pending.policy, name: name) else { continue }
             let counts: [any RedisArgumentConvertible] = [
                 configuration.replicaID, pending.calls, pending.failures, pending.slow,
-                pending.probeSuccesses, pending.probeFailures, pending.probeIgnored,
+                pending.probeSuccesses, pending.probeFailures, pending.probeIgnored, pending.probeRound,
             ]
             commands.append(.evalSHA(Self.recordScript, keys: [keys.circuitBreaker(name), keys.circuitBreakerEvents], arguments: arguments + counts))
             names.append(name)

@@ -29,6 +29,10 @@ public protocol CircuitBreakerStore: Sendable {
     func admit(key: String, policy: CircuitBreakerPolicy) async throws -> CircuitAdmission
     /// Records an outcome; returns the transition it caused, if any.
     func record(key: String, outcome: CallOutcome, probe: Bool, policy: CircuitBreakerPolicy) async throws -> CircuitTransition?
+    /// ``record(key:outcome:probe:policy:)`` with the probe's half-open round
+    /// (``CircuitAdmission/probeRound``): a probe whose round lapsed is not counted. Stores
+    /// that do not implement it count every probe in the current round.
+    func record(key: String, outcome: CallOutcome, probe: Bool, round: Int64, policy: CircuitBreakerPolicy) async throws -> CircuitTransition?
     func control(key: String, _ action: CircuitControl, policy: CircuitBreakerPolicy) async throws -> CircuitTransition?
     func snapshot(key: String, policy: CircuitBreakerPolicy) async throws -> CircuitBreakerSnapshot
     /// An answer from local knowledge alone, if the store has one (the Redis store's view
@@ -40,6 +44,9 @@ public protocol CircuitBreakerStore: Sendable {
 }
 
 extension CircuitBreakerStore {
+    public func record(key: String, outcome: CallOutcome, probe: Bool, round: Int64, policy: CircuitBreakerPolicy) async throws -> CircuitTransition? {
+        try await record(key: key, outcome: outcome, probe: probe, policy: policy)
+    }
     public func admitLocally(key: String, policy: CircuitBreakerPolicy) -> CircuitAdmission? { nil }
     public var recordsWithoutWaiting: Bool { false }
 }
@@ -49,7 +56,7 @@ extension CircuitBreakerStore {
 package protocol SynchronousCircuitBreakerStore: CircuitBreakerStore {
     /// `now`: the caller's reading of ``clock`` (saves a second reading), or `nil`.
     func admitNow(key: String, policy: CircuitBreakerPolicy, now: ClockInstant?) -> CircuitAdmission
-    func recordNow(key: String, outcome: CallOutcome, probe: Bool, policy: CircuitBreakerPolicy, now: ClockInstant?) -> CircuitTransition?
+    func recordNow(key: String, outcome: CallOutcome, probe: Bool, round: Int64, policy: CircuitBreakerPolicy, now: ClockInstant?) -> CircuitTransition?
     /// The clock the store decides on.
     var clock: any ToolOpsClock { get }
 }
@@ -66,7 +73,11 @@ public final class MemoryCircuitBreakerStore: SynchronousCircuitBreakerStore {
     }
 
     public func record(key: String, outcome: CallOutcome, probe: Bool, policy: CircuitBreakerPolicy) async throws -> CircuitTransition? {
-        recordNow(key: key, outcome: outcome, probe: probe, policy: policy, now: nil)
+        recordNow(key: key, outcome: outcome, probe: probe, round: 0, policy: policy, now: nil)
+    }
+
+    public func record(key: String, outcome: CallOutcome, probe: Bool, round: Int64, policy: CircuitBreakerPolicy) async throws -> CircuitTransition? {
+        recordNow(key: key, outcome: outcome, probe: probe, round: round, policy: policy, now: nil)
     }
 
     package func admitNow(key: String, policy: CircuitBreakerPolicy, now: ClockInstant?) -> CircuitAdmission {
@@ -74,9 +85,13 @@ public final class MemoryCircuitBreakerStore: SynchronousCircuitBreakerStore {
         return machines.withLock { $0[key, default: CircuitBreakerStateMachine()].admit(now: now, policy: policy) }
     }
 
-    package func recordNow(key: String, outcome: CallOutcome, probe: Bool, policy: CircuitBreakerPolicy, now: ClockInstant?) -> CircuitTransition? {
+    package func recordNow(
+        key: String, outcome: CallOutcome, probe: Bool, round: Int64, policy: CircuitBreakerPolicy, now: ClockInstant?
+    ) -> CircuitTransition? {
         let now = (now ?? clock.now).nanoseconds
-        return machines.withLock { $0[key, default: CircuitBreakerStateMachine()].record(outcome, probe: probe, now: now, policy: policy) }
+        return machines.withLock {
+            $0[key, default: CircuitBreakerStateMachine()].record(outcome, probe: probe, round: round, now: now, policy: policy)
+        }
     }
 
     public func control(key: String, _ action: CircuitControl, policy: CircuitBreakerPolicy) async throws -> CircuitTransition? {
@@ -193,9 +208,11 @@ public struct CircuitBreakerMiddleware: ToolMiddleware {
         let transition: CircuitTransition?
         if let synchronousStore {
             transition = synchronousStore.recordNow(
-                key: key, outcome: outcome, probe: admission.probe, policy: policy, now: sharesClock ? ended : nil)
+                key: key, outcome: outcome, probe: admission.probe, round: admission.probeRound, policy: policy,
+                now: sharesClock ? ended : nil)
         } else {
-            transition = try? await store.record(key: key, outcome: outcome, probe: admission.probe, policy: policy)
+            transition = try? await store.record(
+                key: key, outcome: outcome, probe: admission.probe, round: admission.probeRound, policy: policy)
         }
         if let transition {
             configuration.observer?(.circuitStateChanged(key: key, from: transition.from, to: transition.to))

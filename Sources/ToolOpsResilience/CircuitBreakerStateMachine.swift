@@ -110,11 +110,16 @@ public struct CircuitAdmission: Sendable, Hashable {
     /// For a refusal: when probes will be admitted.
     public var retryAfter: Duration
     public var transition: CircuitTransition?
-    public init(allowed: Bool, probe: Bool, retryAfter: Duration, transition: CircuitTransition?) {
+    /// For a probe: the half-open round it belongs to (opaque; 0 when unknown). Pass it back
+    /// to ``CircuitBreakerStore/record(key:outcome:probe:round:policy:)`` so that a probe whose
+    /// round lapsed cannot count toward the next one.
+    public var probeRound: Int64
+    public init(allowed: Bool, probe: Bool, retryAfter: Duration, transition: CircuitTransition?, probeRound: Int64 = 0) {
         self.allowed = allowed
         self.probe = probe
         self.retryAfter = retryAfter
         self.transition = transition
+        self.probeRound = probeRound
     }
 }
 
@@ -179,7 +184,7 @@ public struct CircuitBreakerStateMachine: Sendable, Hashable {
             }
             if halfOpenInFlight + halfOpenSuccesses < policy.permittedHalfOpenCalls {
                 halfOpenInFlight += 1
-                return CircuitAdmission(allowed: true, probe: true, retryAfter: .zero, transition: transition)
+                return CircuitAdmission(allowed: true, probe: true, retryAfter: .zero, transition: transition, probeRound: halfOpenAt)
             }
             // Probes are out; their results arrive shortly.
             let hint = min(policy.openDuration, .seconds(1))
@@ -187,11 +192,16 @@ public struct CircuitBreakerStateMachine: Sendable, Hashable {
         }
     }
 
-    /// Records a finished call. `probe` must be the admission's flag.
+    /// Records a finished call. `probe` must be the admission's flag and `round` its
+    /// ``CircuitAdmission/probeRound`` (`nil`: unknown, counted in the current round).
     @discardableResult
-    public mutating func record(_ outcome: CallOutcome, probe: Bool, now: Int64, policy: CircuitBreakerPolicy) -> CircuitTransition? {
+    public mutating func record(
+        _ outcome: CallOutcome, probe: Bool, round: Int64? = nil, now: Int64, policy: CircuitBreakerPolicy
+    ) -> CircuitTransition? {
         if probe {
             guard state == .halfOpen else { return nil }  // an operator moved the breaker meanwhile
+            // A probe of a round that lapsed: its slot was given to the new round already.
+            if let round, round != 0, round != halfOpenAt { return nil }
             halfOpenInFlight = max(0, halfOpenInFlight - 1)
             switch outcome {
             case .ignored:

@@ -296,15 +296,22 @@ public final class FallbackCircuitBreakerStore: CircuitBreakerStore, FailoverFal
     }
 
     public func record(key: String, outcome: CallOutcome, probe: Bool, policy: CircuitBreakerPolicy) async throws -> CircuitTransition? {
+        try await record(key: key, outcome: outcome, probe: probe, round: 0, policy: policy)
+    }
+
+    public func record(key: String, outcome: CallOutcome, probe: Bool, round: Int64, policy: CircuitBreakerPolicy) async throws -> CircuitTransition? {
         let primary = self.primary
         if !failover.isDegraded && primary.recordsWithoutWaiting {
-            return try await primary.record(key: key, outcome: outcome, probe: probe, policy: policy)
+            return try await primary.record(key: key, outcome: outcome, probe: probe, round: round, policy: policy)
         }
         if !failover.isDegraded,
-            let transition = try await failover.attempt({ try await primary.record(key: key, outcome: outcome, probe: probe, policy: policy) })
+            let transition = try await failover.attempt({
+                try await primary.record(key: key, outcome: outcome, probe: probe, round: round, policy: policy)
+            })
         {
             return transition
         }
+        // Rounds are the primary's; the local breaker counts the probe in its own current round.
         if case .local = failover.mode.kind { return try await fallback.record(key: key, outcome: outcome, probe: probe, policy: policy) }
         return nil
     }

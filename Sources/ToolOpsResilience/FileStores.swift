@@ -57,7 +57,11 @@ public final class FileCircuitBreakerStore: CircuitBreakerStore {
     }
 
     public func record(key: String, outcome: CallOutcome, probe: Bool, policy: CircuitBreakerPolicy) async throws -> CircuitTransition? {
-        try withMachine(key) { machine, now in machine.record(outcome, probe: probe, now: now, policy: policy) }
+        try await record(key: key, outcome: outcome, probe: probe, round: 0, policy: policy)
+    }
+
+    public func record(key: String, outcome: CallOutcome, probe: Bool, round: Int64, policy: CircuitBreakerPolicy) async throws -> CircuitTransition? {
+        try withMachine(key) { machine, now in machine.record(outcome, probe: probe, round: round, now: now, policy: policy) }
     }
 
     public func control(key: String, _ action: CircuitControl, policy: CircuitBreakerPolicy) async throws -> CircuitTransition? {

@@ -115,6 +115,38 @@ struct RedisCircuitBreakerStoreTests {
         }
     }
 
+    @Test func aLateProbeOfALapsedRoundDoesNotCountInTheNext() async throws {
+        try await withRedisServer { server in
+            let all = try await replicas(server.url, count: 2)
+            defer { all.forEach { $0.0.shutdown() } }
+            let (a, b) = (all[0].1, all[1].1)
+            try await fail(a, 4)
+            try await Task.sleep(for: .milliseconds(600))
+            // A takes both probes and stalls; their round lapses and B's round begins.
+            let stale = [try await a.admit(key: "svc", policy: policy), try await a.admit(key: "svc", policy: policy)]
+            #expect(stale.allSatisfy { $0.probe && $0.probeRound > 0 })
+            try await Task.sleep(for: .milliseconds(600))
+            let fresh = try await b.admit(key: "svc", policy: policy)
+            #expect(fresh.probe && fresh.probeRound > stale[0].probeRound)
+            // A's late successes would close the breaker if they counted (2 are permitted).
+            for admission in stale {
+                _ = try await a.record(key: "svc", outcome: .success(duration: .milliseconds(1)), probe: true, round: admission.probeRound, policy: policy)
+            }
+            await a.flush()
+            var snapshot = try await a.snapshot(key: "svc", policy: policy)
+            #expect(snapshot.state == .halfOpen)
+            #expect(snapshot.halfOpenInFlight == 1)  // B's probe is still out
+            // B's own probes decide.
+            _ = try await b.record(key: "svc", outcome: .success(duration: .milliseconds(1)), probe: true, round: fresh.probeRound, policy: policy)
+            let second = try await b.admit(key: "svc", policy: policy)
+            #expect(second.probe)
+            _ = try await b.record(key: "svc", outcome: .success(duration: .milliseconds(1)), probe: true, round: second.probeRound, policy: policy)
+            await b.flush()
+            snapshot = try await b.snapshot(key: "svc", policy: policy)
+            #expect(snapshot.state == .closed)
+        }
+    }
+
     @Test func quorumNeedsFailuresFromSeveralReplicas() async throws {
         try await withRedisServer { server in
             let all = try await replicas(server.url, count: 2, quorum: 2)

@@ -89,6 +89,33 @@ struct CircuitBreakerStateMachineTests {
         #expect(machine.halfOpenInFlight == 1)
     }
 
+    @Test func aLateProbeOfALapsedRoundDoesNotCountInTheNext() {
+        var machine = CircuitBreakerStateMachine()
+        for _ in 0..<4 { _ = fail(&machine) }
+        let later = 31_000 * ms
+        let stale = (0..<3).map { _ in machine.admit(now: later, policy: policy) }
+        #expect(stale.allSatisfy { $0.probe && $0.probeRound == later })
+        // The round lapses; a new one begins with new probes.
+        let fresh = machine.admit(now: later + 30_000 * ms, policy: policy)
+        #expect(fresh.probe && fresh.probeRound != stale[0].probeRound)
+        // The old round's probes report late: successes that must not close the breaker…
+        for admission in stale {
+            #expect(machine.record(.success(duration: .zero), probe: true, round: admission.probeRound, now: later + 30_001 * ms, policy: policy) == nil)
+        }
+        #expect(machine.state == .halfOpen && machine.halfOpenSuccesses == 0 && machine.halfOpenInFlight == 1)
+        // …nor does a late failure reopen it.
+        #expect(machine.record(.failure(duration: .zero), probe: true, round: stale[0].probeRound, now: later + 30_001 * ms, policy: policy) == nil)
+        #expect(machine.state == .halfOpen)
+        // The current round's probes decide.
+        var last: CircuitTransition?
+        last = machine.record(.success(duration: .zero), probe: true, round: fresh.probeRound, now: later + 30_002 * ms, policy: policy)
+        for _ in 0..<2 {
+            let next = machine.admit(now: later + 30_002 * ms, policy: policy)
+            last = machine.record(.success(duration: .zero), probe: true, round: next.probeRound, now: later + 30_003 * ms, policy: policy)
+        }
+        #expect(last == CircuitTransition(from: .halfOpen, to: .closed))
+    }
+
     @Test func timeWindowForgetsOldCalls() throws {
         let timed = try CircuitBreakerPolicy(window: .time(.seconds(10)), failureRateThreshold: 0.5, minimumCalls: 4)
         var machine = CircuitBreakerStateMachine()
