@@ -11,7 +11,8 @@ public struct RedisKeySchema: Sendable, Hashable {
     /// The GCRA state (theoretical arrival time, µs) of one rate-limit bucket.
     public func rateLimit(_ bucket: String) -> String { "\(prefix):rl:{\(bucket)}" }
 
-    /// The leases of one bulkhead: a sorted set, member = fencing token, score = expiry (ms, Redis time).
+    /// The leases of one bulkhead: a sorted set, member = lease id (random, chosen by the
+    /// acquiring replica), score = expiry (ms, Redis time).
     public func bulkheadLeases(_ name: String) -> String { "\(prefix):bh:{\(name)}" }
 
     /// One circuit breaker: a hash with its state and time-bucketed counts.
@@ -19,9 +20,6 @@ public struct RedisKeySchema: Sendable, Hashable {
 
     /// The pub/sub channel on which breaker transitions are announced.
     public var circuitBreakerEvents: String { "\(prefix):cb:events" }
-
-    /// The fencing-token counter of one bulkhead (never expires, so tokens are never reused).
-    public func bulkheadSequence(_ name: String) -> String { "\(prefix):bh:{\(name)}:seq" }
 
     /// A cached entry (a string: ``CacheEntryCodec`` bytes, `PX` = its expiry).
     public func cacheEntry(_ key: String) -> String { "\(prefix):cache:{\(key)}" }

@@ -81,6 +81,34 @@ struct RedisBulkheadStoreTests {
         }
     }
 
+    @Test func aLeaseGrantedAfterTheFallbackDeadlineIsTakenBack() async throws {
+        try await withRedisServer { server in
+            let redis = try client(server.url)
+            let stall = try client(server.url)
+            defer { redis.shutdown(); stall.shutdown() }
+            try await redis.send("PING")
+            let store = try FallbackBulkheadStore(
+                primary: RedisBulkheadStore(client: redis), mode: .local(), deadline: .milliseconds(100), probeInterval: .seconds(30))
+            await store.release(try await store.acquire(key: "k", limit: 4, lease: .seconds(30), maxWait: .zero))  // script loaded
+            // Redis stalls for 0.5 s: the acquisition is written but answered only afterwards,
+            // long after the fallback's deadline gave up on it.
+            let sleeper = Task { try await stall.send("DEBUG", "SLEEP", "0.5") }
+            try await Task.sleep(for: .milliseconds(50))
+            let permit = try await store.acquire(key: "k", limit: 4, lease: .seconds(30), maxWait: .zero)
+            #expect(store.isDegraded)  // decided locally
+            _ = try await sleeper.value
+            // The script did grant the lease once Redis woke; it must not hold a slot for 30 s.
+            var leases: Int64 = -1
+            for _ in 0..<200 {
+                leases = try await stall.send("ZCARD", "toolops:bh:{k}").int ?? -1
+                if leases == 0 { break }
+                try await Task.sleep(for: .milliseconds(10))
+            }
+            #expect(leases == 0)
+            await store.release(permit)
+        }
+    }
+
     @Test func fallsBackToLocalSlotsWhenRedisDies() async throws {
         try await withRedisServer { server in
             var configuration = try RedisConfiguration(url: server.url)
