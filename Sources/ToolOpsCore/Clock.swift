@@ -27,6 +27,10 @@ extension Duration {
 
     /// The duration in seconds as a `Double`.
     public var secondsDouble: Double { Double(components.seconds) + Double(components.attoseconds) * 1e-18 }
+
+    /// The duration in milliseconds as a `Double` (whole milliseconds stay whole: 200 ms is
+    /// `200.0`, which `secondsDouble * 1000` is not).
+    public var millisecondsDouble: Double { Double(components.seconds) * 1_000 + Double(components.attoseconds) / 1e15 }
 }
 
 /// Time for policies, injectable so that tests never sleep.

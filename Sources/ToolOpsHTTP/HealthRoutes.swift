@@ -107,7 +107,7 @@ public struct HealthRoutes: Sendable {
         let result = entry.result
         var object: [String: JSONValue] = [
             "status": .string(result.status.rawValue), "critical": .bool(entry.critical),
-            "durationMs": .number((result.duration.millisecondsValue * 1000).rounded() / 1000),
+            "durationMs": .number((result.duration.millisecondsDouble * 1000).rounded() / 1000),
             "timestamp": .string(result.timestamp.rfc3339),
         ]
         if let message = result.message { object["message"] = .string(message) }

@@ -243,14 +243,8 @@ public final class HealthMonitor: Sendable {
 }
 
 extension Duration {
-    /// Milliseconds as a plain number for JSON and messages (`12.345`).
-    package var millisecondsValue: Double {
-        let (seconds, attoseconds) = components
-        return Double(seconds) * 1_000 + Double(attoseconds) / 1e15
-    }
-
     var formattedMilliseconds: String {
-        let ms = millisecondsValue
+        let ms = millisecondsDouble
         return ms == ms.rounded() ? "\(Int64(ms)) ms" : "\(ms) ms"
     }
 }

@@ -143,7 +143,7 @@ public struct RedisHealthCheck: HealthCheck {
             return HealthCheckResult(status: status, message: "Redis did not answer PING", details: details, error: "\(error)")
         }
         let latency = clock.now - started
-        details["pingMs"] = .number((latency.millisecondsValue * 1000).rounded() / 1000)
+        details["pingMs"] = .number((latency.millisecondsDouble * 1000).rounded() / 1000)
         if !fallbacks.degradedStores.isEmpty {
             return .degraded("Redis answers; stores still on fallback until their next probe", details: details)
         }

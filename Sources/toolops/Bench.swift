@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Logging
+import ToolOpsCore
 import ToolOpsRedis
 
 struct Bench: AsyncParsableCommand {
@@ -98,7 +99,7 @@ struct RedisBench: AsyncParsableCommand {
             try await group.waitForAll()
         }
         let elapsed = ContinuousClock.now - start
-        return Double(perTask * concurrency) / elapsed.seconds
+        return Double(perTask * concurrency) / elapsed.secondsDouble
     }
 
     func referenceOps(host: String, port: Int, concurrency: Int, args: [String]) throws -> Double {
@@ -106,10 +107,6 @@ struct RedisBench: AsyncParsableCommand {
     }
 
     func format(_ value: Double) -> String { String(format: "%.0f", value) }
-}
-
-extension Duration {
-    var seconds: Double { Double(components.seconds) + Double(components.attoseconds) * 1e-18 }
 }
 
 /// A throwaway redis-server for a benchmark run, in the foreground as our child.

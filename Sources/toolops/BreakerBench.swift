@@ -39,7 +39,7 @@ struct BreakerBench: AsyncParsableCommand {
             let before = try await commands(probe)
             let start = ContinuousClock.now
             for _ in 0..<admissions { _ = try await store.admit(key: "bench", policy: policy) }
-            let ns = (ContinuousClock.now - start).seconds * 1e9 / Double(admissions)
+            let ns = (ContinuousClock.now - start).secondsDouble * 1e9 / Double(admissions)
             let roundTrips = try await commands(probe) - before - 1  // minus the INFO probe itself
             say(name.padding(toLength: 28, withPad: " ", startingAt: 0) + String(format: "%-13.0f", ns) + "\(roundTrips)")
         }

@@ -87,6 +87,6 @@ struct CacheBench: AsyncParsableCommand {
             }
             try await group.waitForAll()
         }
-        return Double(perTask * concurrency) / (ContinuousClock.now - start).seconds
+        return Double(perTask * concurrency) / (ContinuousClock.now - start).secondsDouble
     }
 }

@@ -95,7 +95,7 @@ struct RateLimitBench: AsyncParsableCommand {
             try await group.waitForAll()
         }
         let count = perTask * concurrency
-        return (Double(count) / (ContinuousClock.now - start).seconds, count)
+        return (Double(count) / (ContinuousClock.now - start).secondsDouble, count)
     }
 
     func evalshaCount(_ client: RedisClient) async throws -> Int {

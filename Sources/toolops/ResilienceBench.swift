@@ -87,6 +87,6 @@ struct ResilienceBench: AsyncParsableCommand {
             for _ in 0..<concurrency { group.addTask { for _ in 0..<perTask { _ = try await pipeline.run(call) } } }
             try await group.waitForAll()
         }
-        return (ContinuousClock.now - start).seconds * 1e9 / Double(perTask * concurrency)
+        return (ContinuousClock.now - start).secondsDouble * 1e9 / Double(perTask * concurrency)
     }
 }

@@ -84,7 +84,7 @@ struct RedisRateLimitStoreTests {
             }
             let allowed = results.reduce(0) { $0 + $1.0 }
             // While any caller ran, the limit was saturated (one caller alone far exceeds 50/s).
-            let saturated = (results.map(\.2).max()! - results.map(\.1).min()!).secondsValue
+            let saturated = (results.map(\.2).max()! - results.map(\.1).min()!).secondsDouble
             let elapsed = Double(try await serverMicros() - start) / 1e6
             let ceiling = Double(burst) + Double(rate) * elapsed
             #expect(Double(allowed) <= ceiling, "allowed \(allowed) over \(elapsed) s (server time); ceiling \(ceiling)")
@@ -256,10 +256,6 @@ final class EventLog: Sendable {
     }
     var names: [String] { events.withLock { $0 } }
     var count: Int { names.count }
-}
-
-extension Duration {
-    var secondsValue: Double { Double(components.seconds) + Double(components.attoseconds) * 1e-18 }
 }
 
 func toolopsBinary() -> String? {
