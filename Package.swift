@@ -120,6 +120,7 @@ let package = Package(
         .testTarget(
             name: "ToolOpsRedisTests",
             dependencies: [
+                "ToolOpsTestSupport",
                 "ToolOpsRedis",
                 "ToolOpsRedisBackend",
                 "ToolOpsResilience",
@@ -134,9 +135,17 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        // Helpers shared by the test targets.
+        .target(
+            name: "ToolOpsTestSupport",
+            dependencies: [.product(name: "Logging", package: "swift-log")],
+            path: "Tests/ToolOpsTestSupport",
+            swiftSettings: strict
+        ),
         .testTarget(
             name: "ToolOpsHealthTests",
             dependencies: [
+                "ToolOpsTestSupport",
                 "ToolOpsHealth",
                 "ToolOpsHTTP",
                 "ToolOpsCore",
@@ -161,6 +170,7 @@ let package = Package(
         .testTarget(
             name: "ToolOpsResilienceTests",
             dependencies: [
+                "ToolOpsTestSupport",
                 "ToolOpsResilience", "ToolOpsCore", "toolops",
                 .product(name: "MetricsTestKit", package: "swift-metrics"),
                 .product(name: "Metrics", package: "swift-metrics"),

@@ -4,6 +4,7 @@ import Synchronization
 import Testing
 import ToolOpsCore
 import ToolOpsHealth
+import ToolOpsTestSupport
 
 @Suite("Health monitor", .timeLimit(.minutes(1)))
 struct HealthMonitorTests {
@@ -202,9 +203,7 @@ struct HealthLifecycleTests {
         let clock = ManualClock()
         let server = Server(health: health)
         let readiness = ReadinessService(health: health, drainDelay: .seconds(5), clock: clock)
-        var logger = Logger(label: "test")
-        logger.logLevel = .critical
-        let group = ServiceGroup(configuration: .init(services: [server, readiness], logger: logger))
+        let group = ServiceGroup(configuration: .init(services: [server, readiness], logger: quietLogger))
         async let run: Void = group.run()
         #expect(await eventually { await health.readiness().isReady })
         await group.triggerGracefulShutdown()

@@ -7,6 +7,7 @@ import ToolOpsHealth
 
 #if canImport(Glibc)
 import Glibc
+import ToolOpsTestSupport
 #endif
 
 @Suite("Membership", .timeLimit(.minutes(1)))
@@ -89,8 +90,8 @@ struct MembershipTests {
         try health.register("dep", dependency)
         let heartbeat = try MembershipHeartbeat(
             replica: try replica("self"), store: store, configuration: .init(interval: .seconds(5), ttl: .seconds(15)),
-            health: health, clock: clock, logger: quiet)
-        let group = ServiceGroup(configuration: .init(services: [heartbeat], logger: quiet))
+            health: health, clock: clock, logger: quietLogger)
+        let group = ServiceGroup(configuration: .init(services: [heartbeat], logger: quietLogger))
         async let run: Void = group.run()
 
         #expect(await eventually { (try? await store.members().map(\.id)) == ["self"] })
@@ -130,8 +131,8 @@ struct MembershipTests {
         let heartbeat = try MembershipHeartbeat(
             replica: try replica("self"), store: store,
             configuration: .init(interval: .seconds(5), ttl: .seconds(15), retryInterval: .milliseconds(500)), clock: clock,
-            logger: quiet)
-        let group = ServiceGroup(configuration: .init(services: [heartbeat], logger: quiet))
+            logger: quietLogger)
+        let group = ServiceGroup(configuration: .init(services: [heartbeat], logger: quietLogger))
         async let run: Void = group.run()
         #expect(await eventually { clock.sleeperCount == 1 })
         #expect(store.attempts.current == 1)
@@ -152,12 +153,6 @@ struct MembershipTests {
         }
     }
 }
-
-let quiet: Logger = {
-    var logger = Logger(label: "test")
-    logger.logLevel = .critical
-    return logger
-}()
 
 func readFile(_ path: String) -> [UInt8]? {
     guard let file = fopen(path, "rb") else { return nil }

@@ -1,18 +1,7 @@
 import Synchronization
 import ToolOpsCore
 import ToolOpsHealth
-
-final class Counter: Sendable {
-    private let value = Mutex(0)
-    @discardableResult func increment() -> Int { value.withLock { $0 += 1; return $0 } }
-    var current: Int { value.withLock { $0 } }
-}
-
-final class Flag: Sendable {
-    private let value = Mutex(false)
-    func set() { value.withLock { $0 = true } }
-    var isSet: Bool { value.withLock { $0 } }
-}
+import ToolOpsTestSupport
 
 /// A check whose answer the test sets.
 final class SwitchCheck: HealthCheck {

@@ -4,6 +4,7 @@ import ToolOpsCore
 import ToolOpsRedis
 import ToolOpsRedisBackend
 import ToolOpsResilience
+import ToolOpsTestSupport
 
 @Suite("Redis bulkhead store", .timeLimit(.minutes(1)))
 struct RedisBulkheadStoreTests {

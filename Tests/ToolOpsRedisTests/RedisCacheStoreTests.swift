@@ -5,6 +5,7 @@ import ToolOpsCore
 import ToolOpsRedis
 import ToolOpsRedisBackend
 import ToolOpsResilience
+import ToolOpsTestSupport
 
 /// A tool that counts its runs and answers slowly, like a real one.
 final class SlowTool: ToolRunner {

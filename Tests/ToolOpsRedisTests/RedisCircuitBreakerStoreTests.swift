@@ -4,6 +4,7 @@ import ToolOpsCore
 import ToolOpsRedis
 @testable import ToolOpsRedisBackend
 import ToolOpsResilience
+import ToolOpsTestSupport
 
 @Suite("Redis circuit-breaker store", .timeLimit(.minutes(1)))
 struct RedisCircuitBreakerStoreTests {

@@ -2,6 +2,7 @@ import Foundation
 import Synchronization
 import Testing
 @testable import ToolOpsRedis
+import ToolOpsTestSupport
 
 @Suite("Redis client against a real redis-server", .timeLimit(.minutes(1)))
 struct RedisClientTests {

@@ -9,6 +9,7 @@ import ToolOpsHealth
 import ToolOpsRedis
 import ToolOpsRedisBackend
 import ToolOpsResilience
+import ToolOpsTestSupport
 
 @Suite("Redis replica registry and health", .timeLimit(.minutes(1)))
 struct RedisHealthTests {

@@ -1,5 +1,6 @@
 import Testing
 @testable import ToolOpsRedis
+import ToolOpsTestSupport
 
 @Suite("Pub/sub", .timeLimit(.minutes(1)))
 struct RedisPubSubTests {

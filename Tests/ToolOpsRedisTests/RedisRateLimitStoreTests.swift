@@ -5,6 +5,7 @@ import ToolOpsCore
 import ToolOpsRedis
 import ToolOpsRedisBackend
 import ToolOpsResilience
+import ToolOpsTestSupport
 
 @Suite("Redis rate-limit store", .timeLimit(.minutes(1)))
 struct RedisRateLimitStoreTests {
@@ -256,16 +257,6 @@ final class EventLog: Sendable {
     }
     var names: [String] { events.withLock { $0 } }
     var count: Int { names.count }
-}
-
-func toolopsBinary() -> String? {
-    var directory = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
-    for _ in 0..<4 {
-        let candidate = directory.appendingPathComponent("toolops").path
-        if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
-        directory = directory.deletingLastPathComponent()
-    }
-    return nil
 }
 
 @Suite("README Redis example", .timeLimit(.minutes(1)))

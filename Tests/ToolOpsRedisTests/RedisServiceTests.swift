@@ -2,6 +2,7 @@ import Logging
 import ServiceLifecycle
 import Testing
 @testable import ToolOpsRedis
+import ToolOpsTestSupport
 
 @Suite("Redis client as a ServiceLifecycle service", .timeLimit(.minutes(1)))
 struct RedisServiceTests {

@@ -1,5 +1,6 @@
 import Testing
 @testable import ToolOpsRedis
+import ToolOpsTestSupport
 
 @Suite("TLS to redis-server through OpenSSL", .timeLimit(.minutes(1)))
 struct RedisTLSTests {

@@ -2,6 +2,7 @@ import Synchronization
 import Testing
 import ToolOpsCore
 @testable import ToolOpsResilience
+import ToolOpsTestSupport
 
 /// A tool that blocks until released, so tests control concurrency exactly.
 final class Gate: Sendable {

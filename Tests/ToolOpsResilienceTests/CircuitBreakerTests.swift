@@ -1,6 +1,7 @@
 import Testing
 import ToolOpsCore
 @testable import ToolOpsResilience
+import ToolOpsTestSupport
 
 @Suite("Circuit breaker state machine", .timeLimit(.minutes(1)))
 struct CircuitBreakerStateMachineTests {

@@ -2,6 +2,7 @@ import Foundation
 import Testing
 import ToolOpsCore
 @testable import ToolOpsResilience
+import ToolOpsTestSupport
 
 func temporaryDirectory() -> String {
     NSTemporaryDirectory() + "toolops-state-\(UUID().uuidString.prefix(8))"
@@ -97,7 +98,7 @@ struct FileStoreTests {
     @Test func separateProcessesShareALimit() async throws {
         let directory = temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: directory) }
-        let binary = try #require(Self.toolopsBinary(), "the toolops executable must be built next to the tests")
+        let binary = try #require(toolopsBinary(), "the toolops executable must be built next to the tests")
         let (rate, burst) = (200, 20)
         let startAt = SystemClock().now + .milliseconds(300)
         var processes: [(Process, Pipe)] = []
@@ -128,16 +129,5 @@ struct FileStoreTests {
         let ceiling = Double(burst) + Double(rate) * elapsed
         #expect(Double(allowed) <= ceiling + 1, "allowed \(allowed) in \(elapsed) s; ceiling \(ceiling)")
         #expect(Double(allowed) >= ceiling * 0.8, "allowed \(allowed) in \(elapsed) s; ceiling \(ceiling)")
-    }
-
-    static func toolopsBinary() -> String? {
-        // The test bundle lives in the build directory, next to the executables.
-        var directory = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
-        for _ in 0..<4 {
-            let candidate = directory.appendingPathComponent("toolops").path
-            if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
-            directory = directory.deletingLastPathComponent()
-        }
-        return nil
     }
 }

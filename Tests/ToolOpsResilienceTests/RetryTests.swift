@@ -2,6 +2,7 @@ import Synchronization
 import Testing
 import ToolOpsCore
 @testable import ToolOpsResilience
+import ToolOpsTestSupport
 
 @Suite("Retry", .timeLimit(.minutes(1)))
 struct RetryTests {

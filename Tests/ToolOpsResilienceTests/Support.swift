@@ -26,12 +26,6 @@ final class Events: Sendable {
     }
 }
 
-final class Counter: Sendable {
-    private let value = Mutex(0)
-    func increment() -> Int { value.withLock { $0 += 1; return $0 } }
-    var current: Int { value.withLock { $0 } }
-}
-
 /// Waits (yielding, not sleeping) until `condition` holds, up to a generous bound.
 func eventually(_ condition: () -> Bool) async -> Bool {
     for _ in 0..<100_000 {
@@ -45,10 +39,4 @@ final class Log: Sendable {
     private let entries = Mutex<[Int]>([])
     func append(_ value: Int) { entries.withLock { $0.append(value) } }
     var all: [Int] { entries.withLock { $0 } }
-}
-
-final class Flag: Sendable {
-    private let value = Mutex(false)
-    func set() { value.withLock { $0 = true } }
-    var isSet: Bool { value.withLock { $0 } }
 }

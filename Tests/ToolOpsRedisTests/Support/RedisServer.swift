@@ -202,6 +202,3 @@ final class TestCertificates: Sendable {
     }
 }
 
-/// Tests assert on errors directly; connection warnings would only clutter the CI log.
-let quietLogger = Logger(label: "toolops.test", factory: { _ in SwiftLogNoOpLogHandler() })
-
