@@ -145,6 +145,31 @@ final class DeadlineWatcher: Sendable {
     }
 }
 
+/// Set by a watched task when its work returns (on whichever thread that happens).
+final class Completion: Sendable {
+    private let finished = Atomic<Bool>(false)
+    func finish() { finished.store(true, ordering: .releasing) }
+    var isFinished: Bool { finished.load(ordering: .acquiring) }
+}
+
+/// Awaits `task` — an immediate task whose work signals `finished` — forwarding the caller's
+/// cancellation to it, with the shared watcher cancelling it at `deadline` (host monotonic ns).
+/// Returns `nil` when the deadline cancelled it and it failed; a result that arrives despite
+/// the deadline stands. Work that finished before it ever suspended is not watched at all:
+/// there was nothing to cancel, and awaiting it does not suspend.
+func awaitWatched<T: Sendable>(_ task: Task<T, any Error>, finished: Completion, deadline: Int64) async throws -> T? {
+    if finished.isFinished { return try await task.value }
+    let slot = DeadlineWatcher.shared.register(deadline, task)
+    do {
+        let value = try await withTaskCancellationHandler { try await task.value } onCancel: { task.cancel() }
+        _ = DeadlineWatcher.shared.unregister(slot)
+        return value
+    } catch {
+        if DeadlineWatcher.shared.unregister(slot) { return nil }
+        throw error
+    }
+}
+
 /// Runs `body` as a child task, giving up after `duration` on `clock`: returns `nil` then (the
 /// work is cancelled and awaited; nothing keeps running). A body that finishes successfully
 /// despite the deadline keeps its result. On ``SystemClock`` the shared ``DeadlineWatcher``
@@ -164,11 +189,12 @@ func withDeadline<T: Sendable>(
         // it is always awaited below, cancelled with the caller, and inherits the caller's
         // priority and task-local values (ServiceContext). Measured against a task group with
         // an immediate child: 0.29 vs 0.44 µs.
-        let task = Task.immediate { try await body() }
-        let slot = DeadlineWatcher.shared.register(deadline, task)
-        let result = await withTaskCancellationHandler { await task.result } onCancel: { task.cancel() }
-        if DeadlineWatcher.shared.unregister(slot), case .failure = result { return nil }
-        return try result.get()
+        let finished = Completion()
+        let task = Task.immediate {
+            defer { finished.finish() }
+            return try await body()
+        }
+        return try await awaitWatched(task, finished: finished, deadline: deadline)
     }
     return try await withThrowingTaskGroup(of: T??.self) { group in
         group.addTask { .some(try await body()) }

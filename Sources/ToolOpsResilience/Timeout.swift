@@ -1,4 +1,3 @@
-import Synchronization
 import ToolOpsCore
 
 /// Cancels a call that runs longer than `timeout` and throws ``ToolOpsError/Code/timedOut``.
@@ -49,29 +48,19 @@ public struct TimeoutMiddleware: ToolMiddleware {
     /// thread and runs until it first suspends, so a tool that never suspends costs no executor
     /// hop), watched by the shared ``DeadlineWatcher`` instead of a timer per call. The task is
     /// unstructured only in name: it is always awaited here, cancelled with the caller, and it
-    /// inherits the caller's priority and task-local values (ServiceContext). Written out
-    /// here rather than through `withDeadline`: one closure instead of two, no `Result` box.
+    /// inherits the caller's priority and task-local values (ServiceContext). The task is made
+    /// here rather than through `withDeadline`: one closure instead of two on the hot path.
     func runWatched(_ call: ToolCall, next: any ToolRunner, limit: Duration) async throws -> ToolResult {
         // Already cancelled: nothing to watch; the tool sees the cancellation itself.
         if Task.isCancelled { return try await next.run(call) }
         let deadline = (SystemClock().now + limit).nanoseconds
-        let completion = Completion()
+        let finished = Completion()
         let task = Task.immediate {
-            defer { completion.finish() }
+            defer { finished.finish() }
             return try await next.run(call)
         }
-        // Finished before it ever suspended (a cache hit, an in-memory tool): there was nothing
-        // to cancel, so there is nothing to watch — and no awaiting suspends.
-        if completion.isFinished { return try await task.value }
-        let slot = DeadlineWatcher.shared.register(deadline, task)
-        do {
-            let value = try await withTaskCancellationHandler { try await task.value } onCancel: { task.cancel() }
-            _ = DeadlineWatcher.shared.unregister(slot)
-            return value  // finished despite the deadline: the answer stands
-        } catch {
-            if DeadlineWatcher.shared.unregister(slot) { throw timedOut(call, limit) }
-            throw error
-        }
+        guard let value = try await awaitWatched(task, finished: finished, deadline: deadline) else { throw timedOut(call, limit) }
+        return value
     }
 
     public func timeout(for tool: ToolID) -> Duration {
@@ -97,11 +86,4 @@ public struct TimeoutMiddleware: ToolMiddleware {
         }
         return result
     }
-}
-
-/// Set by a timed task when its work returns (on whichever thread that happens).
-final class Completion: Sendable {
-    private let finished = Atomic<Bool>(false)
-    func finish() { finished.store(true, ordering: .releasing) }
-    var isFinished: Bool { finished.load(ordering: .acquiring) }
 }
