@@ -70,7 +70,7 @@ public enum CacheEntryCodec {
     /// Only the lifetimes (for eviction scans that need not parse the value).
     public static func lifetimes(_ bytes: [UInt8]) throws(ToolOpsError) -> (freshUntil: ClockInstant, expiresAt: ClockInstant) {
         var reader = Reader(bytes: bytes)
-        try reader.header()
+        _ = try reader.header()
         _ = try reader.int64()
         return (ClockInstant(nanoseconds: try reader.int64()), ClockInstant(nanoseconds: try reader.int64()))
     }
