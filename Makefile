@@ -18,11 +18,11 @@ run: deps
 test: deps
 	timeout 1800 swift test --no-parallel 2>&1 | grep -v "prohibited flag"; exit $${PIPESTATUS[0]}
 
-# Benchmarks, side by side with redis-benchmark in the same run.
+# Benchmarks (their own executable, not shipped), side by side with their references in the same run.
 bench: deps
-	swift build -c release --product toolops 2>&1 | grep -v "prohibited flag" | tail -n 3
-	.build/release/toolops bench redis
-	.build/release/toolops bench resilience
-	.build/release/toolops bench ratelimit
-	.build/release/toolops bench breaker
-	.build/release/toolops bench cache
+	swift build -c release --product toolops-bench 2>&1 | grep -v "prohibited flag" | tail -n 3
+	.build/release/toolops-bench redis
+	.build/release/toolops-bench resilience
+	.build/release/toolops-bench ratelimit
+	.build/release/toolops-bench breaker
+	.build/release/toolops-bench cache

@@ -6,18 +6,28 @@ let strict: [SwiftSetting] = [
     .enableUpcomingFeature("MemberImportVisibility"),
 ]
 
+let log = Target.Dependency.product(name: "Logging", package: "swift-log")
+let metrics = Target.Dependency.product(name: "Metrics", package: "swift-metrics")
+let lifecycle = Target.Dependency.product(name: "ServiceLifecycle", package: "swift-service-lifecycle")
+let serviceContext = Target.Dependency.product(name: "ServiceContextModule", package: "swift-service-context")
+let argumentParser = Target.Dependency.product(name: "ArgumentParser", package: "swift-argument-parser")
+let hummingbird = Target.Dependency.product(name: "Hummingbird", package: "hummingbird")
+
 let package = Package(
     name: "toolops",
     platforms: [.macOS(.v15)],
     products: [
-        .library(name: "ToolOpsRedis", targets: ["ToolOpsRedis"]),
         .library(name: "ToolOpsCore", targets: ["ToolOpsCore"]),
         .library(name: "ToolOpsResilience", targets: ["ToolOpsResilience"]),
         .library(name: "ToolOpsCache", targets: ["ToolOpsCache"]),
         .library(name: "ToolOpsHealth", targets: ["ToolOpsHealth"]),
+        .library(name: "ToolOpsRedis", targets: ["ToolOpsRedis"]),
         .library(name: "ToolOpsRedisBackend", targets: ["ToolOpsRedisBackend"]),
         .library(name: "ToolOpsHTTP", targets: ["ToolOpsHTTP"]),
+        .library(name: "ToolOpsServer", targets: ["ToolOpsServer"]),
+        .library(name: "ToolOpsTesting", targets: ["ToolOpsTesting"]),
         .executable(name: "toolops", targets: ["toolops"]),
+        .executable(name: "toolops-bench", targets: ["toolops-bench"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
@@ -25,158 +35,120 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
         .package(url: "https://github.com/apple/swift-service-context.git", from: "1.5.1"),
         .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
-        // Only ToolOpsHTTP (and the executable) depend on Hummingbird; the concern modules stay light.
+        // SHA-256 for cache keys (BoringSSL's, with the CPU's SHA extensions where present).
+        .package(url: "https://github.com/apple/swift-crypto.git", "3.12.3"..<"5.0.0"),
+        // Only ToolOpsHTTP, ToolOpsServer and the executables depend on Hummingbird; the concern modules stay light.
         .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1", traits: []),
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
     ],
     targets: [
+        // MARK: system libraries
+
         // System hiredis (Debian 12: libhiredis-dev 0.14). Used only as the RESP codec.
-        .systemLibrary(
-            name: "CHiredis",
-            pkgConfig: "hiredis",
-            providers: [.apt(["libhiredis-dev"]), .brew(["hiredis"])]
-        ),
+        .systemLibrary(name: "CHiredis", pkgConfig: "hiredis", providers: [.apt(["libhiredis-dev"]), .brew(["hiredis"])]),
         // System OpenSSL (libssl-dev 3.x): TLS to Redis and SHA-1 for script digests.
-        .systemLibrary(
-            name: "COpenSSL",
-            pkgConfig: "openssl",
-            providers: [.apt(["libssl-dev"]), .brew(["openssl@3"])]
-        ),
-        .target(
-            name: "ToolOpsRedis",
-            dependencies: [
-                "CHiredis",
-                "COpenSSL",
-                .product(name: "Logging", package: "swift-log"),
-                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
-            ],
-            swiftSettings: strict
-        ),
-        .target(
-            name: "ToolOpsCore",
-            dependencies: [
-                .product(name: "Logging", package: "swift-log"),
-                .product(name: "ServiceContextModule", package: "swift-service-context"),
-            ],
-            swiftSettings: strict
-        ),
-        .target(
-            name: "ToolOpsResilience",
-            dependencies: ["ToolOpsCore", .product(name: "Metrics", package: "swift-metrics")],
-            swiftSettings: strict
-        ),
+        .systemLibrary(name: "COpenSSL", pkgConfig: "openssl", providers: [.apt(["libssl-dev"]), .brew(["openssl@3"])]),
+
+        // MARK: the core and the concerns (no Redis, no HTTP)
+
+        .target(name: "ToolOpsCore", dependencies: [log, metrics, serviceContext], swiftSettings: strict),
+        .target(name: "ToolOpsResilience", dependencies: ["ToolOpsCore", metrics], swiftSettings: strict),
         .target(
             name: "ToolOpsCache",
-            dependencies: ["ToolOpsCore", .product(name: "Metrics", package: "swift-metrics")],
-            swiftSettings: strict
-        ),
-        .target(
-            name: "ToolOpsHealth",
-            dependencies: [
-                "ToolOpsCore",
-                "ToolOpsResilience",
-                .product(name: "Logging", package: "swift-log"),
-                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
-            ],
-            swiftSettings: strict
-        ),
+            dependencies: ["ToolOpsCore", metrics, .product(name: "Crypto", package: "swift-crypto")],
+            swiftSettings: strict),
+        .target(name: "ToolOpsHealth", dependencies: ["ToolOpsCore", log, lifecycle], swiftSettings: strict),
+
+        // MARK: Redis
+
+        .target(name: "ToolOpsRedis", dependencies: ["CHiredis", "COpenSSL", log, lifecycle], swiftSettings: strict),
         .target(
             name: "ToolOpsRedisBackend",
-            dependencies: [
-                "ToolOpsRedis", "ToolOpsCore", "ToolOpsResilience", "ToolOpsCache", "ToolOpsHealth",
-                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
-            ],
-            swiftSettings: strict
-        ),
+            dependencies: ["ToolOpsRedis", "ToolOpsCore", "ToolOpsResilience", "ToolOpsCache", "ToolOpsHealth", log, lifecycle],
+            swiftSettings: strict),
+
+        // MARK: HTTP, the server, the executables
+
         .target(
             name: "ToolOpsHTTP",
+            dependencies: ["ToolOpsCore", "ToolOpsHealth", hummingbird, .product(name: "NIOCore", package: "swift-nio"), log],
+            swiftSettings: strict),
+        .target(
+            name: "ToolOpsServer",
             dependencies: [
-                "ToolOpsCore",
-                "ToolOpsHealth",
-                .product(name: "Hummingbird", package: "hummingbird"),
-                .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "Logging", package: "swift-log"),
+                "ToolOpsCore", "ToolOpsHealth", "ToolOpsRedis", "ToolOpsRedisBackend", "ToolOpsHTTP", hummingbird, lifecycle, log,
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
             ],
-            swiftSettings: strict
-        ),
+            swiftSettings: strict),
         .executableTarget(
             name: "toolops",
+            dependencies: ["ToolOpsServer", "ToolOpsCore", "ToolOpsRedis", argumentParser, log],
+            swiftSettings: strict),
+        .executableTarget(
+            name: "toolops-bench",
             dependencies: [
-                "ToolOpsRedis",
-                "ToolOpsCore",
-                "ToolOpsResilience",
-                "ToolOpsRedisBackend",
-                "ToolOpsCache",
-                "ToolOpsHealth",
-                "ToolOpsHTTP",
-                .product(name: "ArgumentParser", package: "swift-argument-parser"),
-                .product(name: "Hummingbird", package: "hummingbird"),
-                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
-                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
-                .product(name: "Logging", package: "swift-log"),
+                "ToolOpsCore", "ToolOpsRedis", "ToolOpsResilience", "ToolOpsCache", "ToolOpsRedisBackend", "ToolOpsTesting",
+                argumentParser, log,
             ],
-            swiftSettings: strict
-        ),
-        .testTarget(
-            name: "ToolOpsRedisTests",
-            dependencies: [
-                "ToolOpsTestSupport",
-                "ToolOpsRedis",
-                "ToolOpsRedisBackend",
-                "ToolOpsResilience",
-                "ToolOpsCache",
-                "ToolOpsCore",
-                "ToolOpsHealth",
-                "ToolOpsHTTP",
-                "toolops",
-                .product(name: "Hummingbird", package: "hummingbird"),
-                .product(name: "Logging", package: "swift-log"),
-                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
-            ],
-            swiftSettings: strict
-        ),
-        // Helpers shared by the test targets.
+            path: "Benchmarks/toolops-bench",
+            swiftSettings: strict),
+
+        // MARK: testing
+
+        // What users of ToolOps need in their own tests: a manual clock, a real redis-server, `eventually`.
+        .target(name: "ToolOpsTesting", dependencies: ["ToolOpsCore"], swiftSettings: strict),
+        // Helpers shared by this package's test targets only.
         .target(
-            name: "ToolOpsTestSupport",
-            dependencies: [.product(name: "Logging", package: "swift-log")],
-            path: "Tests/ToolOpsTestSupport",
-            swiftSettings: strict
-        ),
-        .testTarget(
-            name: "ToolOpsHealthTests",
-            dependencies: [
-                "ToolOpsTestSupport",
-                "ToolOpsHealth",
-                "ToolOpsHTTP",
-                "ToolOpsCore",
-                "ToolOpsResilience",
-                .product(name: "Hummingbird", package: "hummingbird"),
-                .product(name: "HummingbirdTesting", package: "hummingbird"),
-                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
-                .product(name: "Logging", package: "swift-log"),
-            ],
-            swiftSettings: strict
-        ),
-        .testTarget(
-            name: "ToolOpsCacheTests",
-            dependencies: ["ToolOpsCache", "ToolOpsCore", .product(name: "ServiceContextModule", package: "swift-service-context")],
-            swiftSettings: strict
-        ),
-        .testTarget(
-            name: "ToolOpsCoreTests",
-            dependencies: ["ToolOpsCore", .product(name: "ServiceContextModule", package: "swift-service-context")],
-            swiftSettings: strict
-        ),
+            name: "ToolOpsTestSupport", dependencies: ["ToolOpsCore", "ToolOpsHealth", log], path: "Tests/ToolOpsTestSupport",
+            swiftSettings: strict),
+        // Processes the multi-process tests start (file and Redis rate limits spent from several OS processes).
+        .executableTarget(
+            name: "toolops-test-probe",
+            dependencies: ["ToolOpsCore", "ToolOpsResilience", "ToolOpsRedis", "ToolOpsRedisBackend", argumentParser],
+            path: "Tests/ToolOpsTestProbe",
+            swiftSettings: strict),
+
+        .testTarget(name: "ToolOpsCoreTests", dependencies: ["ToolOpsCore", "ToolOpsTesting", serviceContext], swiftSettings: strict),
         .testTarget(
             name: "ToolOpsResilienceTests",
             dependencies: [
-                "ToolOpsTestSupport",
-                "ToolOpsResilience", "ToolOpsCore", "toolops",
-                .product(name: "MetricsTestKit", package: "swift-metrics"),
-                .product(name: "Metrics", package: "swift-metrics"),
+                "ToolOpsResilience", "ToolOpsCore", "ToolOpsTesting", "ToolOpsTestSupport", "toolops-test-probe",
+                metrics, .product(name: "MetricsTestKit", package: "swift-metrics"),
             ],
-            swiftSettings: strict
-        ),
+            swiftSettings: strict),
+        .testTarget(
+            name: "ToolOpsCacheTests",
+            dependencies: ["ToolOpsCache", "ToolOpsCore", "ToolOpsTesting", "ToolOpsTestSupport", serviceContext],
+            swiftSettings: strict),
+        .testTarget(
+            name: "ToolOpsHealthTests",
+            dependencies: ["ToolOpsHealth", "ToolOpsCore", "ToolOpsTesting", "ToolOpsTestSupport", lifecycle, log],
+            swiftSettings: strict),
+        .testTarget(
+            name: "ToolOpsRedisTests",
+            dependencies: ["ToolOpsRedis", "ToolOpsTesting", "ToolOpsTestSupport", lifecycle, log],
+            swiftSettings: strict),
+        .testTarget(
+            name: "ToolOpsRedisBackendTests",
+            dependencies: [
+                "ToolOpsRedisBackend", "ToolOpsRedis", "ToolOpsResilience", "ToolOpsCache", "ToolOpsCore", "ToolOpsHealth",
+                "ToolOpsTesting", "ToolOpsTestSupport", "toolops-test-probe", lifecycle, log,
+            ],
+            swiftSettings: strict),
+        .testTarget(
+            name: "ToolOpsHTTPTests",
+            dependencies: [
+                "ToolOpsHTTP", "ToolOpsHealth", "ToolOpsCore", "ToolOpsTesting", "ToolOpsTestSupport", hummingbird,
+                .product(name: "HummingbirdTesting", package: "hummingbird"),
+            ],
+            swiftSettings: strict),
+        .testTarget(
+            name: "ToolOpsServerTests",
+            dependencies: [
+                "ToolOpsServer", "ToolOpsRedisBackend", "ToolOpsRedis", "ToolOpsHealth", "ToolOpsCore", "ToolOpsTesting",
+                "ToolOpsTestSupport", "toolops", lifecycle, log,
+            ],
+            swiftSettings: strict),
     ],
     swiftLanguageModes: [.v6]
 )

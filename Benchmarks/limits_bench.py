@@ -1,7 +1,7 @@
 """Decisions/s of Python's `limits` package (Redis storage, moving window) at a concurrency.
 
 Usage: python3 limits_bench.py redis://127.0.0.1:PORT CONCURRENCY DECISIONS
-Prints one number: decisions per second. Run by `toolops bench ratelimit` for comparison.
+Prints one number: decisions per second. Run by `toolops-bench ratelimit` for comparison.
 """
 import sys
 import threading

@@ -56,3 +56,7 @@ public struct ToolOpsError: Error, Sendable, CustomStringConvertible {
         return text
     }
 }
+
+package func requireConfiguration(_ condition: Bool, _ message: @autoclosure () -> String) throws(ToolOpsError) {
+    if !condition { throw ToolOpsError(.invalidConfiguration, message()) }
+}

@@ -1,6 +1,7 @@
 import Synchronization
 import Testing
 import ToolOpsCore
+import ToolOpsTesting
 @testable import ToolOpsCache
 
 /// Counts runs of a tool that answers with its arguments (optionally slowly, or failing).

@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 import ToolOpsCore
+import ToolOpsTesting
 @testable import ToolOpsCache
 
 func entry(_ value: JSONValue, tool: String = "search:web", tags: Set<String> = [], at now: ClockInstant, ttl: Duration = .seconds(60), grace: Duration = .zero) -> CacheEntry {

@@ -13,13 +13,10 @@ func call(
     return ToolCall(tool: try ToolID(tool), arguments: arguments, tags: tags, context: context)
 }
 
+/// The keyer's digest: swift-crypto's SHA-256, fed from strings and printed as hex by us.
 @Suite("SHA-256")
 struct SHA256Tests {
-    func digest(_ text: String) -> String {
-        var hasher = SHA256()
-        hasher.update(text)
-        return SHA256.hex(hasher.finalize())
-    }
+    func digest(_ text: String) -> String { CacheKeyer.hexDigest(of: text) }
 
     @Test func knownVectors() {
         #expect(digest("") == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")

@@ -1,6 +1,7 @@
 import Synchronization
 import Testing
 import ToolOpsCore
+import ToolOpsTesting
 
 /// Records the order in which middlewares see a call.
 struct Recorder: ToolMiddleware {

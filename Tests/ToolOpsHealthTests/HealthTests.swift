@@ -5,6 +5,7 @@ import Testing
 import ToolOpsCore
 import ToolOpsHealth
 import ToolOpsTestSupport
+import ToolOpsTesting
 
 @Suite("Health monitor", .timeLimit(.minutes(1)))
 struct HealthMonitorTests {
@@ -29,7 +30,7 @@ struct HealthMonitorTests {
                 name,
                 FunctionHealthCheck {
                     started.increment()
-                    let all = await eventually(seconds: 5) { started.current == 3 }
+                    let all = await eventually(within: .seconds(5)) { started.current == 3 }
                     return all ? .healthy() : .unhealthy("ran alone")
                 })
         }

@@ -8,6 +8,7 @@ import ToolOpsHealth
 #if canImport(Glibc)
 import Glibc
 import ToolOpsTestSupport
+import ToolOpsTesting
 #endif
 
 @Suite("Membership", .timeLimit(.minutes(1)))

@@ -3,6 +3,7 @@ import Synchronization
 import Testing
 @testable import ToolOpsRedis
 import ToolOpsTestSupport
+import ToolOpsTesting
 
 @Suite("Redis client against a real redis-server", .timeLimit(.minutes(1)))
 struct RedisClientTests {

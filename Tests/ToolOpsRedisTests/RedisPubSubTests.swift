@@ -1,6 +1,7 @@
 import Testing
 @testable import ToolOpsRedis
 import ToolOpsTestSupport
+import ToolOpsTesting
 
 @Suite("Pub/sub", .timeLimit(.minutes(1)))
 struct RedisPubSubTests {

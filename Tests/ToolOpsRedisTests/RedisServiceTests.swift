@@ -3,6 +3,7 @@ import ServiceLifecycle
 import Testing
 @testable import ToolOpsRedis
 import ToolOpsTestSupport
+import ToolOpsTesting
 
 @Suite("Redis client as a ServiceLifecycle service", .timeLimit(.minutes(1)))
 struct RedisServiceTests {

@@ -1,6 +1,7 @@
 import Testing
 @testable import ToolOpsRedis
 import ToolOpsTestSupport
+import ToolOpsTesting
 
 @Suite("TLS to redis-server through OpenSSL", .timeLimit(.minutes(1)))
 struct RedisTLSTests {
@@ -15,7 +16,7 @@ struct RedisTLSTests {
 
     @Test func rightCAWorksAndCarriesBinaryData() async throws {
         var options = RedisServer.Options()
-        options.tls = true
+        options.tls = TestCertificates.shared.serverFiles
         try await withRedisServer(options) { server in
             for host in ["127.0.0.1", "localhost"] {
                 let client = try client(server, .enabled(caFile: certs.caCert), host: host)
@@ -39,7 +40,7 @@ struct RedisTLSTests {
 
     @Test func wrongCAIsRefused() async throws {
         var options = RedisServer.Options()
-        options.tls = true
+        options.tls = TestCertificates.shared.serverFiles
         try await withRedisServer(options) { server in
             let client = try client(server, .enabled(caFile: certs.otherCACert))
             defer { client.shutdown() }
@@ -52,7 +53,7 @@ struct RedisTLSTests {
 
     @Test func hostNameMismatchIsRefusedUnlessSwitchedOff() async throws {
         var options = RedisServer.Options()
-        options.tls = true
+        options.tls = TestCertificates.shared.serverFiles
         try await withRedisServer(options) { server in
             let strict = try client(server, .enabled(caFile: certs.caCert, serverName: "redis.example.com"))
             let relaxed = try client(
@@ -68,7 +69,7 @@ struct RedisTLSTests {
 
     @Test func mutualTLS() async throws {
         var options = RedisServer.Options()
-        options.tls = true
+        options.tls = TestCertificates.shared.serverFiles
         options.requireClientCertificate = true
         try await withRedisServer(options) { server in
             let withCert = try client(

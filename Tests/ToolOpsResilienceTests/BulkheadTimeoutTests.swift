@@ -3,6 +3,7 @@ import Testing
 import ToolOpsCore
 @testable import ToolOpsResilience
 import ToolOpsTestSupport
+import ToolOpsTesting
 
 /// A tool that blocks until released, so tests control concurrency exactly.
 final class Gate: Sendable {

@@ -2,6 +2,7 @@ import Testing
 import ToolOpsCore
 @testable import ToolOpsResilience
 import ToolOpsTestSupport
+import ToolOpsTesting
 
 @Suite("Circuit breaker state machine", .timeLimit(.minutes(1)))
 struct CircuitBreakerStateMachineTests {

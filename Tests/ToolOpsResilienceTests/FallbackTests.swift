@@ -3,6 +3,7 @@ import MetricsTestKit
 import Synchronization
 import Testing
 import ToolOpsCore
+import ToolOpsTesting
 @testable import ToolOpsResilience
 
 /// A shared store whose availability the test switches.

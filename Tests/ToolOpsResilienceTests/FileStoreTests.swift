@@ -3,6 +3,7 @@ import Testing
 import ToolOpsCore
 @testable import ToolOpsResilience
 import ToolOpsTestSupport
+import ToolOpsTesting
 
 func temporaryDirectory() -> String {
     NSTemporaryDirectory() + "toolops-state-\(UUID().uuidString.prefix(8))"
@@ -98,7 +99,7 @@ struct FileStoreTests {
     @Test func separateProcessesShareALimit() async throws {
         let directory = temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: directory) }
-        let binary = try #require(toolopsBinary(), "the toolops executable must be built next to the tests")
+        let binary = try #require(probeBinary(), "the toolops-test-probe executable must be built next to the tests")
         let (rate, burst) = (200, 20)
         let startAt = SystemClock().now + .milliseconds(300)
         var processes: [(Process, Pipe)] = []
@@ -106,7 +107,7 @@ struct FileStoreTests {
             let process = Process()
             let pipe = Pipe()
             process.executableURL = URL(fileURLWithPath: binary)
-            process.arguments = ["_probe", "file-ratelimit", "--directory", directory, "--rate", "\(rate)", "--burst", "\(burst)",
+            process.arguments = ["file-ratelimit", "--directory", directory, "--rate", "\(rate)", "--burst", "\(burst)",
                                  "--duration-ms", "600", "--start-at", "\(startAt.nanoseconds)", "--pause-us", "300"]
             process.standardOutput = pipe
             try process.run()

@@ -1,5 +1,6 @@
 import Testing
 import ToolOpsCore
+import ToolOpsTesting
 @testable import ToolOpsResilience
 
 @Suite("Rate limiting (GCRA)", .timeLimit(.minutes(1)))

@@ -3,6 +3,7 @@ import Testing
 import ToolOpsCore
 @testable import ToolOpsResilience
 import ToolOpsTestSupport
+import ToolOpsTesting
 
 @Suite("Retry", .timeLimit(.minutes(1)))
 struct RetryTests {

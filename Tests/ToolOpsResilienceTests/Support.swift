@@ -26,15 +26,6 @@ final class Events: Sendable {
     }
 }
 
-/// Waits (yielding, not sleeping) until `condition` holds, up to a generous bound.
-func eventually(_ condition: () -> Bool) async -> Bool {
-    for _ in 0..<100_000 {
-        if condition() { return true }
-        await Task.yield()
-    }
-    return condition()
-}
-
 final class Log: Sendable {
     private let entries = Mutex<[Int]>([])
     func append(_ value: Int) { entries.withLock { $0.append(value) } }

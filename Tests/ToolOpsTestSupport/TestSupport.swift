@@ -24,13 +24,25 @@ public final class Flag: Sendable {
 /// Tests assert on errors directly; connection warnings would only clutter the CI log.
 public let quietLogger = Logger(label: "toolops.test", factory: { _ in SwiftLogNoOpLogHandler() })
 
-/// The `toolops` executable built next to the test bundle (tests run it as separate processes).
-public func toolopsBinary() -> String? {
+/// An executable of this package built next to the test bundle (tests run it as separate processes).
+public func builtExecutable(_ name: String) -> String? {
     var directory = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
     for _ in 0..<4 {
-        let candidate = directory.appendingPathComponent("toolops").path
+        let candidate = directory.appendingPathComponent(name).path
         if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
         directory = directory.deletingLastPathComponent()
     }
     return nil
+}
+
+/// The `toolops` executable (the server).
+public func toolopsBinary() -> String? { builtExecutable("toolops") }
+
+/// The `toolops-test-probe` executable (processes that spend a shared rate limit).
+public func probeBinary() -> String? { builtExecutable("toolops-test-probe") }
+
+/// A test precondition that did not hold, with what was seen.
+public struct TestFailure: Error, CustomStringConvertible {
+    public var description: String
+    public init(_ description: String) { self.description = description }
 }

@@ -1,0 +1,240 @@
+import Logging
+import Synchronization
+
+/// A Redis client: a small pool of lazily connected, automatically pipelined connections.
+///
+/// Safe to share between any number of tasks. Each connection does its socket I/O on its
+/// own thread; concurrent commands on one connection are written together and their
+/// replies matched in order, so one connection serves many callers.
+///
+/// ```swift
+/// let client = try RedisClient(url: "redis://127.0.0.1:6379")
+/// try await client.send("SET", "greeting", "hello")
+/// let reply = try await client.send("GET", "greeting")   // .bulkString("hello")
+/// ```
+///
+/// Errors are ``RedisClientError``s; ``RedisClientError/isUnavailable`` separates "Redis
+/// could not be reached" from "Redis said no". When a connection breaks, every command in
+/// flight on it fails at once; the next command reconnects, with exponential backoff and
+/// jitter after repeated failures (during a backoff pause commands fail fast with the last
+/// connection error instead of waiting).
+public final class RedisClient: Sendable {
+    /// The configuration the client was created with.
+    public let configuration: RedisConfiguration
+    let logger: Logger
+    let tls: TLSContext?
+    private let pool: Mutex<RedisPoolStateMachine<RedisConnection>>
+    let subscriber: RedisSubscriber
+
+    /// Creates a client. Nothing connects until the first command.
+    public init(configuration: RedisConfiguration, logger: Logger = Logger(label: "toolops.redis")) throws(RedisClientError) {
+        try configuration.validate()
+        self.configuration = configuration
+        self.logger = logger
+        do {
+            self.tls = configuration.tls.isEnabled ? try TLSContext(configuration.tls) : nil
+        } catch let error as RedisClientError {
+            throw error
+        } catch {
+            throw RedisClientError(.tlsFailure, "\(error)")
+        }
+        self.pool = Mutex(RedisPoolStateMachine(size: configuration.poolSize))
+        let ids = IDSource()
+        self.subscriber = RedisSubscriber(configuration: configuration, tls: tls, logger: logger, makeID: { ids.next() })
+        self.ids = ids
+    }
+
+    /// Creates a client from a URL (see ``RedisConfiguration/init(url:)``).
+    public convenience init(url: String, logger: Logger = Logger(label: "toolops.redis")) throws(RedisClientError) {
+        try self.init(configuration: RedisConfiguration(url: url), logger: logger)
+    }
+
+    private let ids: IDSource
+    func nextConnectionID() -> Int { ids.next() }
+
+    // MARK: commands
+
+    /// Sends one command and returns its reply. An error reply is thrown as
+    /// ``RedisClientError/Code/serverError``.
+    @discardableResult
+    public func send(_ command: RedisCommand) async throws -> RESPValue {
+        let reply = try await connection().execute(command.encoded, replies: 1)
+        if case .error(let message) = reply {
+            if let call = command.script, message.hasPrefix("NOSCRIPT") {
+                return try await send(RedisCommand.eval(call))
+            }
+            throw RedisClientError(.serverError, message)
+        }
+        return reply
+    }
+
+    /// Sends `name` with `arguments`; see ``send(_:)-(RedisCommand)``.
+    @discardableResult
+    public func send(_ name: String, _ arguments: any RedisArgumentConvertible...) async throws -> RESPValue {
+        try await send(RedisCommand(name, arguments: arguments))
+    }
+
+    /// Sends several commands in one write and returns their replies in order, each as a
+    /// `Result` so one error reply does not hide the others. Throws only when the batch
+    /// could not be run (connection failure, timeout, cancellation).
+    ///
+    /// ```swift
+    /// let replies = try await client.pipeline([RedisCommand("INCR", "a"), RedisCommand("GET", "b")])
+    /// ```
+    public func pipeline(_ commands: [RedisCommand]) async throws -> [Result<RESPValue, RedisClientError>] {
+        if commands.isEmpty { return [] }
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(commands.reduce(0) { $0 + $1.encoded.count })
+        for command in commands { bytes.append(contentsOf: command.encoded) }
+        let reply = try await connection().execute(bytes, replies: commands.count)
+        // One expected reply comes back bare; several come back collected in an array.
+        let replies: [RESPValue]
+        if commands.count == 1 {
+            replies = [reply]
+        } else if case .array(let collected) = reply, collected.count == commands.count {
+            replies = collected
+        } else {
+            throw RedisClientError(.protocolError, "pipeline reply count mismatch")
+        }
+        var results: [Result<RESPValue, RedisClientError>] = []
+        results.reserveCapacity(replies.count)
+        var retries: [(index: Int, command: RedisCommand)] = []
+        for (index, reply) in replies.enumerated() {
+            if case .error(let message) = reply {
+                if let call = commands[index].script, message.hasPrefix("NOSCRIPT") {
+                    retries.append((index, RedisCommand.eval(call)))
+                }
+                results.append(.failure(RedisClientError(.serverError, message)))
+            } else {
+                results.append(.success(reply))
+            }
+        }
+        if !retries.isEmpty {
+            let retried = try await pipeline(retries.map(\.command))
+            for (retry, result) in zip(retries, retried) { results[retry.index] = result }
+        }
+        return results
+    }
+
+    /// Runs `script` with `EVALSHA`, loading it transparently on `NOSCRIPT`.
+    @discardableResult
+    public func run(
+        _ script: RedisScript,
+        keys: [any RedisArgumentConvertible] = [],
+        arguments: [any RedisArgumentConvertible] = []
+    ) async throws -> RESPValue {
+        try await send(.evalSHA(script, keys: keys, arguments: arguments))
+    }
+
+    // MARK: pool
+
+    /// Picks a connection (see ``RedisPoolStateMachine/choose(now:threshold:backoff:status:)``):
+    /// fill the first one up to ``RedisConfiguration/spreadThreshold`` commands in flight, then
+    /// open another, then share the least loaded.
+    func connection() throws(RedisClientError) -> RedisConnection {
+        let now = ContinuousClock.now
+        let (threshold, reconnect) = (configuration.spreadThreshold, configuration.reconnect)
+        return try pool.withLock { (pool) throws(RedisClientError) -> RedisConnection in
+            switch pool.choose(now: now, threshold: threshold, backoff: reconnect.delay(afterFailures:), status: { connection in
+                let status = connection.status
+                return .init(closedError: status.closedError, closing: status.closing, load: status.load)
+            }) {
+            case .use(let connection):
+                return connection
+            case .open(let slot):
+                let connection = try makeConnection(slot: slot)
+                pool.assign(connection, to: slot)
+                return connection
+            case .fail(let error):
+                throw error
+            }
+        }
+    }
+
+    private func makeConnection(slot: Int) throws(RedisClientError) -> RedisConnection {
+        let id = nextConnectionID()
+        return try RedisConnection(
+            id: id, configuration: configuration, tls: tls, logger: logger,
+            onOpen: { [weak self] in self?.connectionOpened(slot: slot, id: id) },
+            onClose: { [weak self] error in self?.connectionClosed(slot: slot, id: id, error: error) }
+        )
+    }
+
+    private func connectionOpened(slot: Int, id: Int) {
+        pool.withLock { $0.opened(slot: slot, id: id) }
+        logger.debug("redis connection open", metadata: ["redis.connection": "\(id)"])
+    }
+
+    private func connectionClosed(slot: Int, id: Int, error: RedisClientError) {
+        let reconnect = configuration.reconnect
+        let delay = pool.withLock { $0.closed(slot: slot, id: id, error: error, now: .now, backoff: reconnect.delay(afterFailures:)) }
+        if let delay {
+            logger.warning(
+                "redis connection closed",
+                metadata: ["redis.connection": "\(id)", "error": "\(error)", "redis.retry_in": "\(delay)"])
+        }
+    }
+
+    // MARK: lifecycle
+
+    /// Stops accepting commands and closes every connection once its in-flight commands
+    /// are answered. Idempotent.
+    public func shutdown() {
+        let connections = pool.withLock { $0.shutDown() }
+        for connection in connections { connection.close() }
+        subscriber.shutdown()
+    }
+
+    deinit {
+        for connection in pool.withLock({ $0.slots.compactMap(\.connection) }) { connection.close() }
+        subscriber.shutdown()
+    }
+}
+
+/// Connection ids, unique within a client, for logs.
+final class IDSource: Sendable {
+    private let counter = Atomic<Int>(0)
+    func next() -> Int { counter.add(1, ordering: .relaxed).newValue }
+}
+
+extension RedisClient {
+    /// Subscribes to `channels` (and `patterns`, with `PSUBSCRIBE`) on the client's pub/sub
+    /// connection. Returns once the server has confirmed. The subscription is restored
+    /// after a reconnect (see ``RedisPubSubEvent``); iterate until done, then drop it.
+    ///
+    /// ```swift
+    /// let subscription = try await client.subscribe(to: ["invalidations"])
+    /// for await event in subscription {
+    ///     if case .message(let message) = event { print(message.text) }
+    /// }
+    /// ```
+    public func subscribe(to channels: [String], patterns: [String] = []) async throws -> RedisSubscription {
+        try await subscriber.subscribe(channels: channels, patterns: patterns)
+    }
+
+    /// Subscribes with a handler called on the pub/sub connection's I/O thread as each event
+    /// arrives — no task scheduling between the socket and the handler, for state that must
+    /// follow the channel with the least delay. The handler must be quick and must not block.
+    /// Keep the returned handle; ``RedisSubscriptionHandle/cancel()`` unsubscribes.
+    public func subscribe(
+        to channels: [String], patterns: [String] = [], handler: @escaping @Sendable (RedisPubSubEvent) -> Void
+    ) async throws -> RedisSubscriptionHandle {
+        try await subscriber.subscribe(channels: channels, patterns: patterns, handler: handler)
+    }
+}
+
+extension RedisClient {
+    /// Calls per command so far on the server, from `INFO commandstats` (keys like `get`,
+    /// `evalsha`, `client|setname`) — for counting round trips in benchmarks and checks.
+    public func commandCalls() async throws -> [String: Int] {
+        let info = try await send("INFO", "commandstats").string ?? ""
+        var calls: [String: Int] = [:]
+        for line in info.split(separator: "\r\n") where line.hasPrefix("cmdstat_") {
+            guard let colon = line.firstIndex(of: ":"),
+                let count = line.split(separator: "calls=").dropFirst().first?.split(separator: ",").first.flatMap({ Int($0) })
+            else { continue }
+            calls[String(line[line.index(line.startIndex, offsetBy: 8)..<colon])] = count
+        }
+        return calls
+    }
+}

@@ -1,0 +1,73 @@
+import Synchronization
+import ToolOpsCore
+
+/// Limits concurrent calls per key, with an optional bounded FIFO wait.
+public struct BulkheadMiddleware: ToolMiddleware {
+    public struct Configuration: Sendable {
+        /// Concurrent calls per key. Defaults to 10.
+        public var maxConcurrent: Int
+        /// How long a call may wait for a slot. Defaults to zero (refuse at once).
+        public var maxWait: Duration
+        /// Defaults to one bulkhead per tool.
+        public var key: PolicyKey
+        /// How long a permit outlives a crashed holder in a shared store. Defaults to 5 minutes.
+        public var lease: Duration
+        public var mode: PolicyMode
+        /// Defaults to `bh`.
+        public var keyPrefix: String
+        public var observer: ResilienceObserver?
+        public init(
+            maxConcurrent: Int = 10, maxWait: Duration = .zero, key: PolicyKey = .tool, lease: Duration = .seconds(300),
+            mode: PolicyMode = .enforce, keyPrefix: String = "bh", observer: ResilienceObserver? = nil
+        ) {
+            self.maxConcurrent = maxConcurrent
+            self.maxWait = maxWait
+            self.key = key
+            self.lease = lease
+            self.mode = mode
+            self.keyPrefix = keyPrefix
+            self.observer = observer
+        }
+    }
+
+    public let configuration: Configuration
+    let store: any BulkheadStore
+    /// The same store when it can take and release slots without waiting (memory).
+    let synchronousStore: (any SynchronousBulkheadStore)?
+
+    public init(_ configuration: Configuration, store: any BulkheadStore = MemoryBulkheadStore()) throws(ToolOpsError) {
+        try requireConfiguration(configuration.maxConcurrent >= 1, "maxConcurrent must be at least 1, got \(configuration.maxConcurrent)")
+        try requireConfiguration(configuration.maxWait >= .zero, "maxWait must not be negative")
+        try requireConfiguration(configuration.lease > .zero, "lease must be positive")
+        self.configuration = configuration
+        self.store = store
+        self.synchronousStore = store as? any SynchronousBulkheadStore
+        self.storeKeyPrefix = "\(configuration.keyPrefix):\(configuration.key):"
+    }
+
+    let storeKeyPrefix: String
+
+    public func run(_ call: ToolCall, next: any ToolRunner) async throws -> ToolResult {
+        let key = storeKeyPrefix + configuration.key.key(for: call)
+        let shadow = configuration.mode.isShadow
+        if let synchronousStore, let permit = synchronousStore.acquireNow(key: key, limit: configuration.maxConcurrent) {
+            let result: Result<ToolResult, any Error>
+            do { result = .success(try await next.run(call)) } catch { result = .failure(error) }
+            synchronousStore.releaseNow(permit)
+            return try result.get()
+        }
+        var permit: BulkheadPermit?
+        do {
+            permit = try await store.acquire(
+                key: key, limit: configuration.maxConcurrent, lease: configuration.lease,
+                maxWait: shadow ? .zero : configuration.maxWait)
+        } catch let error as ToolOpsError where error.code == .bulkheadFull {
+            configuration.observer?(.bulkheadRejected(tool: call.tool, key: key, shadow: shadow))
+            if !shadow { throw error }
+        }
+        let result: Result<ToolResult, any Error>
+        do { result = .success(try await next.run(call)) } catch { result = .failure(error) }
+        if let permit { await store.release(permit) }
+        return try result.get()
+    }
+}

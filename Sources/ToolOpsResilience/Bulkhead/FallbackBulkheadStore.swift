@@ -1,0 +1,54 @@
+import Metrics
+import Synchronization
+import ToolOpsCore
+
+/// A bulkhead store that uses a shared store (Redis) and, when it is unreachable, the
+/// declared ``DegradedMode`` (local: the fallback store with `limit × scale` slots). Permits
+/// are released to the store that issued them.
+public final class FallbackBulkheadStore: BulkheadStore, FailoverFallbackStore {
+    public let primary: any BulkheadStore
+    public let fallback: any BulkheadStore
+    package let failover: StoreFailover
+    /// Permits from the fallback store carry this bit, so releases find their way back.
+    static let localBit: UInt64 = 1 << 63
+
+    public init(
+        primary: any BulkheadStore, fallback: any BulkheadStore = MemoryBulkheadStore(), mode: DegradedMode = .local(),
+        deadline: Duration = .milliseconds(100), probeInterval: Duration = .seconds(1),
+        clock: any ToolOpsClock = SystemClock(), name: String = "bulkhead", observer: ResilienceObserver? = nil
+    ) throws(ToolOpsError) {
+        self.primary = primary
+        self.fallback = fallback
+        self.failover = try StoreFailover(
+            name: name, mode: mode, deadline: deadline, probeInterval: probeInterval, clock: clock, observer: observer.map(ResilienceEvent.forwarding))
+    }
+
+    public func acquire(key: String, limit: Int, lease: Duration, maxWait: Duration) async throws -> BulkheadPermit {
+        let primary = self.primary
+        // The deadline bounds reaching the store, on top of any wait for a slot.
+        if let permit = try await failover.attempt(extra: maxWait, {
+            try await primary.acquire(key: key, limit: limit, lease: lease, maxWait: maxWait)
+        }) {
+            return permit
+        }
+        switch failover.mode.kind {
+        case .failOpen:
+            return BulkheadPermit(key: key, token: 0)
+        case .failClosed:
+            throw ToolOpsError(.bulkheadFull, "bulkhead \(key) refuses calls while its store is unavailable")
+        case .local(let scale):
+            let scaled = max(1, Int((Double(limit) * scale).rounded(.down)))
+            let permit = try await fallback.acquire(key: key, limit: scaled, lease: lease, maxWait: maxWait)
+            return BulkheadPermit(key: key, token: permit.token | Self.localBit)
+        }
+    }
+
+    public func release(_ permit: BulkheadPermit) async {
+        if permit.token == 0 { return }  // a fail-open pass
+        if permit.token & Self.localBit != 0 {
+            await fallback.release(BulkheadPermit(key: permit.key, token: permit.token & ~Self.localBit))
+        } else {
+            await primary.release(permit)
+        }
+    }
+}

@@ -1,0 +1,50 @@
+import ToolOpsCore
+
+/// Bulkhead leases in files: processes on one host share each bulkhead. A lease of a
+/// process that died expires after its lease time. Waiting callers poll (1 ms doubling to
+/// 25 ms), so order among waiters is not strictly FIFO across processes.
+public final class FileBulkheadStore: BulkheadStore {
+    let files: FileStateDirectory
+    let clock: any ToolOpsClock
+
+    public init(directory: String, clock: any ToolOpsClock = SystemClock()) throws(ToolOpsError) {
+        self.files = try FileStateDirectory(path: directory)
+        self.clock = clock
+    }
+
+    public func acquire(key: String, limit: Int, lease: Duration, maxWait: Duration) async throws -> BulkheadPermit {
+        let deadline = clock.now + maxWait
+        var pause = Duration.milliseconds(1)
+        while true {
+            var generator = SystemRandomNumberGenerator()
+            // Bit 63 marks permits of a fallback store (FallbackBulkheadStore); never use it.
+            let token = (generator.next() as UInt64) & ~(1 << 63) | 1
+            let granted: Bool = try files.update([key]) { states in
+                let now = clock.now.nanoseconds
+                var holders: [String: JSONValue] = [:]
+                if case .object(let existing)? = states[0]?["holders"] {
+                    holders = existing.filter { ($0.value.int64Value ?? 0) > now }  // expired leases free their slot
+                }
+                defer { states[0] = .object(["holders": .object(holders)]) }
+                guard holders.count < limit else { return false }
+                holders[String(token)] = .integer((clock.now + lease).nanoseconds)
+                return true
+            }
+            if granted { return BulkheadPermit(key: key, token: token) }
+            let now = clock.now
+            if now >= deadline {
+                throw ToolOpsError(.bulkheadFull, "bulkhead \(key) is full (\(limit) in use)")
+            }
+            try await clock.sleep(until: min(deadline, now + pause))
+            pause = min(pause * 2, .milliseconds(25))
+        }
+    }
+
+    public func release(_ permit: BulkheadPermit) async {
+        _ = try? files.update([permit.key]) { states in
+            guard case .object(var holders)? = states[0]?["holders"] else { return }
+            holders[String(permit.token)] = nil  // an unknown token (expired, released) changes nothing else
+            states[0] = .object(["holders": .object(holders)])
+        }
+    }
+}

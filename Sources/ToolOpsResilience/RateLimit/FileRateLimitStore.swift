@@ -1,0 +1,34 @@
+import ToolOpsCore
+
+/// Rate-limit state in files: several processes on one host share the limits.
+///
+/// ```swift
+/// let store = try FileRateLimitStore(directory: "/var/lib/toolops/ratelimit")
+/// ```
+public final class FileRateLimitStore: RateLimitStore {
+    let files: FileStateDirectory
+    let clock: any ToolOpsClock
+
+    /// `clock` must be shared by all processes (``SystemClock`` is: it is the host's monotonic clock).
+    public init(directory: String, clock: any ToolOpsClock = SystemClock()) throws(ToolOpsError) {
+        self.files = try FileStateDirectory(path: directory)
+        self.clock = clock
+    }
+
+    public func acquire(_ requests: [RateLimitRequest], maxWait: Duration) async throws -> [RateLimitDecision] {
+        let keys = requests.map(\.key)
+        return try files.update(keys) { states in
+            let now = clock.now.nanoseconds
+            var tats: [String: Int64] = [:]
+            for (key, state) in zip(keys, states) {
+                // A TAT absurdly far ahead is corrupt (or from a clock we do not share): drop it.
+                if let tat = state?["tat"]?.int64Value, tat - now < 366 * 24 * 3_600_000_000_000 { tats[key] = tat }
+            }
+            let decisions = GCRA.apply(requests, maxWait: maxWait, now: now, tats: &tats)
+            for (index, key) in keys.enumerated() {
+                if let tat = tats[key] { states[index] = .object(["tat": .integer(tat)]) }
+            }
+            return decisions
+        }
+    }
+}

@@ -1,0 +1,245 @@
+import Synchronization
+import Testing
+import ToolOpsCache
+import ToolOpsCore
+import ToolOpsRedis
+import ToolOpsRedisBackend
+import ToolOpsResilience
+import ToolOpsTestSupport
+import ToolOpsTesting
+
+/// A tool that counts its runs and answers slowly, like a real one.
+final class SlowTool: ToolRunner {
+    let runs = Atomic<Int>(0)
+    let delay: Duration
+    init(delay: Duration = .milliseconds(100)) { self.delay = delay }
+    func run(_ call: ToolCall) async throws -> ToolResult {
+        let run = runs.add(1, ordering: .relaxed).newValue
+        try await Task.sleep(for: delay)
+        return ToolResult(["arguments": call.arguments, "run": .integer(Int64(run))])
+    }
+    var count: Int { runs.load(ordering: .relaxed) }
+}
+
+final class LoadState: Sendable {
+    let failures = Atomic<Int>(0)
+    let running = Atomic<Bool>(true)
+}
+
+@Suite("Redis cache store", .timeLimit(.minutes(1)))
+struct RedisCacheStoreTests {
+    struct Replica {
+        let client: RedisClient
+        let store: RedisCacheStore
+        let cache: CacheMiddleware
+    }
+
+    func replicas(_ url: String, count: Int = 3, policy: CachePolicy? = nil, configuration: RedisCacheStore.Configuration = .init()) async throws -> [Replica] {
+        var result: [Replica] = []
+        for _ in 0..<count {
+            let client = try RedisClient(url: url, logger: quietLogger)
+            let store = try RedisCacheStore(client: client, configuration: configuration)
+            try await store.start()
+            let cache = try CacheMiddleware(.init(policy: try policy ?? CachePolicy(jitter: 0)), store: store)
+            result.append(Replica(client: client, store: store, cache: cache))
+        }
+        return result
+    }
+
+    func call(_ arguments: JSONValue = ["q": "swift"], tags: Set<String> = []) throws -> ToolCall {
+        ToolCall(tool: try ToolID("search:web"), arguments: arguments, tags: tags)
+    }
+
+    @Test func hundredConcurrentCallsOnThreeReplicasRunTheToolOnce() async throws {
+        try await withRedisURL { url in
+            let all = try await replicas(url)
+            defer { all.forEach { $0.client.shutdown() } }
+            let tool = SlowTool(delay: .milliseconds(200))
+            let arguments: JSONValue = ["q": .string("stampede-\(UInt32.random(in: 0...UInt32.max))")]
+            try await withThrowingTaskGroup(of: JSONValue.self) { group in
+                for index in 0..<100 {
+                    let replica = all[index % 3]
+                    group.addTask { try await replica.cache.run(try call(arguments), next: tool).value }
+                }
+                var values: Set<JSONValue> = []
+                for try await value in group { values.insert(value) }
+                #expect(values.count == 1)
+            }
+            #expect(tool.count == 1)
+        }
+    }
+
+    @Test func aDeadFillersLeaseExpiresAndOneWaiterTakesOver() async throws {
+        try await withRedisURL { url in
+            let all = try await replicas(url, count: 2, configuration: .init(pollInterval: .milliseconds(20)))
+            defer { all.forEach { $0.client.shutdown() } }
+            let call = try call(["q": .string("orphan-\(UInt32.random(in: 0...UInt32.max))")])
+            let key = try CacheKeyer().key(for: call)
+            // A filler that took the lease and died: never writes, never releases.
+            #expect(try await all[0].store.acquireFill(key, lease: .milliseconds(300)) != nil)
+            let tool = SlowTool(delay: .milliseconds(10))
+            let started = ContinuousClock.now
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for index in 0..<10 { group.addTask { _ = try await all[index % 2].cache.run(call, next: tool) } }
+                try await group.waitForAll()
+            }
+            let elapsed = ContinuousClock.now - started
+            #expect(tool.count == 1)
+            #expect(elapsed >= .milliseconds(250) && elapsed < .seconds(5))
+        }
+    }
+
+    @Test func tagInvalidationReachesEveryReplicaAndNearCacheWithinTheBound() async throws {
+        try await withRedisURL { url in
+            let all = try await replicas(url)
+            defer { all.forEach { $0.client.shutdown() } }
+            let tool = SlowTool(delay: .milliseconds(1))
+            let tag = "news-\(UInt32.random(in: 0...UInt32.max))"
+            let call = try call(["q": .string(tag)], tags: [tag])
+            let first = try await all[0].cache.run(call, next: tool)
+            // B and C now hold it in their near caches.
+            for replica in all[1...] {
+                #expect(try await replica.cache.run(call, next: tool).metadata["cache"] == "hit")
+                #expect(replica.store.isNearCacheActive)
+                // Served from L1: no GET reaches Redis. (A read that overlapped any invalidation
+                // message, such as A's write announcement, is not kept: allow a few reads.)
+                var servedLocally = false
+                for _ in 0..<10 where !servedLocally {
+                    let commands = try await replica.client.commandCalls()["get"] ?? 0
+                    #expect(try await replica.cache.run(call, next: tool).value == first.value)
+                    servedLocally = try await replica.client.commandCalls()["get"] ?? 0 == commands
+                }
+                #expect(servedLocally)
+            }
+            let invalidated = ContinuousClock.now
+            #expect(try await all[0].cache.invalidate(tag: tag) == 1)
+            // Every replica misses within 100 ms (their near caches dropped the entry).
+            var missedEverywhere = false
+            while !missedEverywhere && ContinuousClock.now - invalidated < .seconds(1) {
+                var misses = 0
+                for replica in all where try await replica.store.get(try CacheKeyer().key(for: call)) == nil { misses += 1 }
+                missedEverywhere = misses == all.count
+                if !missedEverywhere { try await Task.sleep(for: .milliseconds(1)) }
+            }
+            #expect(missedEverywhere)
+            #expect(ContinuousClock.now - invalidated < .milliseconds(100))
+            // A write on one replica replaces the value everywhere, near caches included.
+            _ = try await all[1].cache.run(call, next: tool)
+            let rewritten = try await all[1].cache.run(call, next: tool).value
+            for replica in all {
+                var seen: JSONValue?
+                let deadline = ContinuousClock.now + .milliseconds(100)
+                repeat {
+                    seen = try await replica.cache.run(call, next: tool).value
+                } while seen != rewritten && ContinuousClock.now < deadline
+                #expect(seen == rewritten)
+            }
+            #expect(try await all[2].cache.invalidate(tool: try ToolID("search:web")) >= 1)
+            // The other replicas' near caches learn it through pub/sub: within the same bound.
+            let key = try CacheKeyer().key(for: call)
+            for replica in all {
+                var gone = false
+                let deadline = ContinuousClock.now + .milliseconds(100)
+                repeat {
+                    gone = try await replica.store.get(key) == nil
+                    if !gone { try await Task.sleep(for: .milliseconds(1)) }
+                } while !gone && ContinuousClock.now < deadline
+                #expect(gone)
+            }
+        }
+    }
+
+    @Test func expiryTenantsAndBoundedTagSets() async throws {
+        try await withRedisURL { url in
+            let all = try await replicas(
+                url, count: 1, policy: try CachePolicy(defaultTTL: .milliseconds(300), jitter: 0),
+                configuration: .init(maximumSetMembers: 3))
+            defer { all.forEach { $0.client.shutdown() } }
+            let replica = all[0]
+            let tool = SlowTool(delay: .milliseconds(1))
+            let tag = "bounded-\(UInt32.random(in: 0...UInt32.max))"
+            for index in 0..<4 { _ = try await replica.cache.run(try call(["n": .integer(Int64(index))], tags: [tag]), next: tool) }
+            #expect(tool.count == 4)
+            // The fourth entry did not fit its tag set: not cached, the call still succeeded.
+            #expect(try await replica.cache.run(try call(["n": 3], tags: [tag]), next: tool).metadata["cache"] == nil)
+            #expect(try await replica.cache.run(try call(["n": 0], tags: [tag]), next: tool).metadata["cache"] == "hit")
+            // Redis expires entries (PX) — and so does the near cache.
+            try await Task.sleep(for: .milliseconds(350))
+            #expect(try await replica.store.get(try CacheKeyer().key(for: try call(["n": 0], tags: [tag]))) == nil)
+            // Expired members are pruned: the set takes new entries again.
+            _ = try await replica.cache.run(try call(["n": 9], tags: [tag]), next: tool)
+            #expect(try await replica.cache.run(try call(["n": 9], tags: [tag]), next: tool).metadata["cache"] == "hit")
+        }
+    }
+
+    @Test func aLostChannelTurnsTheNearCacheOffUntilItIsBack() async throws {
+        try await withRedisURL { url in
+            let all = try await replicas(url, count: 1)
+            defer { all.forEach { $0.client.shutdown() } }
+            let replica = all[0]
+            let tool = SlowTool(delay: .milliseconds(1))
+            let call = try call(["q": .string("near-\(UInt32.random(in: 0...UInt32.max))")])
+            _ = try await replica.cache.run(call, next: tool)
+            #expect(replica.store.isNearCacheActive)
+            let admin = try RedisClient(url: url, logger: quietLogger)
+            defer { admin.shutdown() }
+            _ = try await admin.send("CLIENT", "KILL", "TYPE", "pubsub")
+            var sawOff = false
+            var back = false
+            let deadline = ContinuousClock.now + .seconds(5)
+            while !back && ContinuousClock.now < deadline {
+                if !replica.store.isNearCacheActive { sawOff = true } else if sawOff { back = true }
+                try await Task.sleep(for: .milliseconds(1))
+            }
+            #expect(sawOff && back)
+            // Hits keep working through Redis throughout.
+            #expect(try await replica.cache.run(call, next: tool).metadata["cache"] == "hit")
+            #expect(tool.count == 1)
+        }
+    }
+
+    @Test func redisKilledAndRestartedDuringLoad() async throws {
+        try await withRedisServer { server in
+            let client = try RedisClient(url: server.url, logger: quietLogger)
+            defer { client.shutdown() }
+            let redis = try RedisCacheStore(client: client)
+            try await redis.start()
+            let store = try FallbackCacheStore(primary: redis, fallback: MemoryCacheStore(), deadline: .milliseconds(100), probeInterval: .milliseconds(100))
+            let cache = try CacheMiddleware(.init(policy: try CachePolicy(jitter: 0)), store: store)
+            let tool = SlowTool(delay: .milliseconds(1))
+            let load = LoadState()
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for worker in 0..<4 {
+                    group.addTask {
+                        var index = 0
+                        while load.running.load(ordering: .relaxed) {
+                            index += 1
+                            do { _ = try await cache.run(try call(["w": .integer(Int64(worker)), "i": .integer(Int64(index % 20))]), next: tool) } catch {
+                                load.failures.add(1, ordering: .relaxed)
+                            }
+                            try await Task.sleep(for: .milliseconds(2))
+                        }
+                    }
+                }
+                try await Task.sleep(for: .milliseconds(200))
+                server.kill()
+                try await Task.sleep(for: .milliseconds(500))
+                #expect(store.isDegraded)
+                // An invalidation that cannot reach the cluster is reported, not swallowed.
+                let error = await #expect(throws: ToolOpsError.self) { try await store.invalidate(tag: "anything") }
+                #expect(error?.code == .storeUnavailable)
+                try server.start()
+                let deadline = ContinuousClock.now + .seconds(5)
+                while store.isDegraded && ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(20)) }
+                #expect(!store.isDegraded)
+                try await Task.sleep(for: .milliseconds(200))
+                load.running.store(false, ordering: .relaxed)
+                try await group.waitForAll()
+            }
+            #expect(load.failures.load(ordering: .relaxed) == 0)
+            // Back on Redis: the restarted (empty) server holds entries again.
+            let size = try await client.send("DBSIZE").int ?? 0
+            #expect(size > 0)
+        }
+    }
+}
