@@ -76,16 +76,16 @@ struct ServerProcessTests {
     /// The README's health example, as written there (a free port instead of 8080, no signals).
     @Test func readmeHealthExampleRuns() async throws {
         try await withRedisServer { server in
-            let redis = try RedisClient(url: server.url, logger: quietLogger)
+            let redis = try RedisBackend(url: server.url, logger: quietLogger)
             let logger = quietLogger
-            let limits = try FallbackRateLimitStore(primary: RedisRateLimitStore(client: redis))
+            let limits = try redis.makeFallbackRateLimitStore(mode: .local(scale: 1.0 / 3))
             let port = try RedisServer.freePort()
 
             let health = try HealthMonitor()
             try health.register("memory", try MemoryHealthCheck())
-            try health.register("redis", RedisHealthCheck(client: redis, fallbacks: [limits]), options: .init(timeout: .seconds(2)))
+            try health.register("redis", redis.makeHealthCheck(), options: .init(timeout: .seconds(2)))
 
-            let registry = RedisMembershipStore(client: redis)
+            let registry = redis.makeMembershipStore()
             let me = try ReplicaInfo(id: "api-7f9c", host: "10.0.3.7", port: port, version: "1.4.0")
             let router = Router()
             HealthRoutes(health: health, membership: registry, replicaID: me.id).register(on: router)
@@ -103,6 +103,7 @@ struct ServerProcessTests {
             let cluster = try JSONValue(parsing: try httpGet(port: port, "/cluster").body)
             guard case .array(let replicas) = cluster["replicas"] else { throw TestFailure("no replicas: \(cluster)") }
             #expect(replicas.first?["self"] == true)
+            #expect(redis.fallbackStores.map(\.name) == [limits.name])  // its probes run with the backend
             await group.triggerGracefulShutdown()
             // Deregistered first, then readiness off while the server still answers (drain delay).
             #expect(await waitFor(seconds: 5) { (try? httpGet(port: port, "/readyz"))?.status == 503 } != nil)
