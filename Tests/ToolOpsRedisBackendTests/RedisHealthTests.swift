@@ -16,17 +16,6 @@ struct RedisHealthTests {
         try ReplicaInfo(id: id, host: "127.0.0.1", port: 8080, version: "test")
     }
 
-    /// Polls `condition` every 10 ms for up to `seconds`; returns how long it took, or `nil`.
-    func waitFor(seconds: Double, _ condition: () async -> Bool) async -> Duration? {
-        let clock = ContinuousClock()
-        let start = clock.now
-        while clock.now - start < .seconds(seconds) {
-            if await condition() { return clock.now - start }
-            try? await Task.sleep(for: .milliseconds(10))
-        }
-        return nil
-    }
-
     func ids(_ store: RedisMembershipStore) async -> [String]? { try? await store.members().map(\.id) }
 
     @Test func threeReplicasSeeEachOtherAndADeadOneExpires() async throws {

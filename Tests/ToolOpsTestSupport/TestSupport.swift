@@ -46,3 +46,15 @@ public struct TestFailure: Error, CustomStringConvertible {
     public var description: String
     public init(_ description: String) { self.description = description }
 }
+
+/// Polls `condition` every 10 ms for up to `seconds`; returns how long it took to hold, or
+/// `nil` — for tests that assert a latency bound on what they waited for.
+public func waitFor(seconds: Double, _ condition: () async -> Bool) async -> Duration? {
+    let clock = ContinuousClock()
+    let start = clock.now
+    while clock.now - start < .seconds(seconds) {
+        if await condition() { return clock.now - start }
+        try? await Task.sleep(for: .milliseconds(10))
+    }
+    return nil
+}

@@ -17,6 +17,11 @@ extension Task: CancellableTask {}
 /// Registering costs a lock and a slot in a slab — no timer per call — which is what makes
 /// ``TimeoutMiddleware`` cheap on ``SystemClock``. The thread sleeps in `poll` until the
 /// earliest deadline; a new deadline earlier than that wakes it through a pipe.
+///
+/// Why a process-wide thread and not a ServiceLifecycle service: a timeout must hold in any
+/// process — a test, a CLI, an app without a `ServiceGroup` — and the thread owns nothing that
+/// needs shutting down (no sockets, no pending writes; entries belong to awaited calls). It
+/// starts on the first watched call and sleeps in `poll` while nothing is watched.
 @usableFromInline package final class DeadlineWatcher: Sendable {
     struct Entry: Sendable {
         var deadline: Int64
