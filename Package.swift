@@ -118,7 +118,10 @@ let package = Package(
             swiftSettings: strict),
         .testTarget(
             name: "ToolOpsCacheTests",
-            dependencies: ["ToolOpsCache", "ToolOpsCore", "ToolOpsTesting", "ToolOpsTestSupport", serviceContext],
+            dependencies: [
+                "ToolOpsCache", "ToolOpsCore", "ToolOpsTesting", "ToolOpsTestSupport", serviceContext,
+                .product(name: "Crypto", package: "swift-crypto"),
+            ],
             swiftSettings: strict),
         .testTarget(
             name: "ToolOpsHealthTests",

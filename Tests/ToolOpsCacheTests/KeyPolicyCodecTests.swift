@@ -1,3 +1,4 @@
+import Crypto
 import ServiceContextModule
 import Testing
 import ToolOpsCore
@@ -16,7 +17,7 @@ func call(
 /// The keyer's digest: swift-crypto's SHA-256, fed from strings and printed as hex by us.
 @Suite("SHA-256")
 struct SHA256Tests {
-    func digest(_ text: String) -> String { CacheKeyer.hexDigest(of: text) }
+    func digest(_ text: String) -> String { SHA256.hex(of: text) }
 
     @Test func knownVectors() {
         #expect(digest("") == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")

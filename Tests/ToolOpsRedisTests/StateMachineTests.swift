@@ -158,7 +158,7 @@ struct RedisPoolStateMachineTests {
         var id: Int
     }
     typealias Pool = RedisPoolStateMachine<FakeConnection>
-    typealias Status = Pool.ConnectionStatus
+    typealias Status = PooledConnectionStatus
 
     let start = ContinuousClock.now
     let backoff: (Int) -> Duration = { failures in failures == 0 ? .zero : .milliseconds(100 * failures) }

@@ -67,9 +67,6 @@ public struct CacheKeyer: Sendable {
 
     /// The key, or ``ToolOpsError/Code/invalidInput`` if the arguments cannot be encoded
     /// canonically (e.g. a non-finite number).
-    /// The SHA-256 of `text` as lowercase hex (what keys end with).
-    static func hexDigest(of text: String) -> String { SHA256.hex(of: text) }
-
     public func key(for call: ToolCall) throws(ToolOpsError) -> CacheKey {
         var hasher = SHA256()
         // Every field is length-prefixed (absent fields by a distinct marker), so no two

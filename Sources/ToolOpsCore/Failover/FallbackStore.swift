@@ -1,5 +1,3 @@
-import Metrics
-import Synchronization
 
 /// What every fallback store offers: its state and background probes.
 public protocol FallbackStore: Sendable {

@@ -1,4 +1,3 @@
-import Synchronization
 import ToolOpsCore
 
 #if canImport(Glibc)

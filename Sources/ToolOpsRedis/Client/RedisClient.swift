@@ -135,10 +135,7 @@ public final class RedisClient: Sendable {
         let now = ContinuousClock.now
         let (threshold, reconnect) = (configuration.spreadThreshold, configuration.reconnect)
         return try pool.withLock { (pool) throws(RedisClientError) -> RedisConnection in
-            switch pool.choose(now: now, threshold: threshold, backoff: reconnect.delay(afterFailures:), status: { connection in
-                let status = connection.status
-                return .init(closedError: status.closedError, closing: status.closing, load: status.load)
-            }) {
+            switch pool.choose(now: now, threshold: threshold, backoff: reconnect.delay(afterFailures:), status: \.status) {
             case .use(let connection):
                 return connection
             case .open(let slot):

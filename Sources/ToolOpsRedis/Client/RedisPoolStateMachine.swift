@@ -4,6 +4,16 @@ protocol PooledConnection {
     var id: Int { get }
 }
 
+/// What a connection reports when the pool looks at it.
+struct PooledConnectionStatus {
+    /// Set once it has closed (its close callback may not have run yet).
+    var closedError: RedisClientError?
+    /// Closing after its in-flight commands.
+    var closing: Bool
+    /// Commands waiting or in flight.
+    var load: Int
+}
+
 /// The pool's slots as a value: which connection each holds, its failures and backoff, and the
 /// choice of connection for a command. ``RedisClient`` keeps it behind a `Mutex` and does what
 /// the choice says (use a connection, or open one in a slot); the choice is tested without a
@@ -14,16 +24,6 @@ struct RedisPoolStateMachine<Connection: PooledConnection> {
         var consecutiveFailures = 0
         var retryAt: ContinuousClock.Instant?
         var lastError: RedisClientError?
-    }
-
-    /// What a connection reports when the pool looks at it.
-    struct ConnectionStatus {
-        /// Set once it has closed (its close callback may not have run yet).
-        var closedError: RedisClientError?
-        /// Closing after its in-flight commands.
-        var closing: Bool
-        /// Commands waiting or in flight.
-        var load: Int
     }
 
     enum Choice {
@@ -44,7 +44,7 @@ struct RedisPoolStateMachine<Connection: PooledConnection> {
     /// loaded; failing that, the last connection error of a slot that is backing off.
     /// Closed connections found on the way are accounted for (see ``closed(slot:id:error:now:backoff:)``).
     mutating func choose(
-        now: ContinuousClock.Instant, threshold: Int, backoff: (Int) -> Duration, status: (Connection) -> ConnectionStatus
+        now: ContinuousClock.Instant, threshold: Int, backoff: (Int) -> Duration, status: (Connection) -> PooledConnectionStatus
     ) -> Choice {
         if isShutDown { return .fail(RedisClientError(.clientClosed, "the Redis client was shut down")) }
         var leastLoaded: (connection: Connection, load: Int)? = nil

@@ -80,7 +80,7 @@ final class RedisConnection: Sendable, PooledConnection {
     var isClosed: Bool { state.withLock { $0.isClosed } }
 
     /// Everything the pool needs to pick a connection, read under one lock.
-    var status: (closedError: RedisClientError?, closing: Bool, load: Int) { state.withLock { $0.status } }
+    var status: PooledConnectionStatus { state.withLock { $0.status } }
 
     /// Commands waiting or in flight, for picking the least-loaded connection.
     var load: Int { state.withLock { $0.inFlight } }

@@ -59,9 +59,9 @@ struct RedisConnectionStateMachine<Waiter> {
     }
 
     /// The error it closed with, whether it is closing, and its load — what the pool needs.
-    var status: (closedError: RedisClientError?, closing: Bool, load: Int) {
-        if case .closed(let error) = phase { return (error, true, inFlight) }
-        return (nil, closeRequested, inFlight)
+    var status: PooledConnectionStatus {
+        if case .closed(let error) = phase { return PooledConnectionStatus(closedError: error, closing: true, load: inFlight) }
+        return PooledConnectionStatus(closedError: nil, closing: closeRequested, load: inFlight)
     }
 
     var waiterCount: Int { waiters.count }

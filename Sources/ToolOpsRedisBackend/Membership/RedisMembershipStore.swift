@@ -1,4 +1,3 @@
-import ServiceLifecycle
 import ToolOpsCore
 import ToolOpsHealth
 import ToolOpsRedis

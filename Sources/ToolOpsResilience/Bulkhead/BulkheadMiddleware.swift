@@ -1,4 +1,3 @@
-import Synchronization
 import ToolOpsCore
 
 /// Limits concurrent calls per key, with an optional bounded FIFO wait.

@@ -1,4 +1,3 @@
-import Synchronization
 import ToolOpsCore
 
 /// A slot in a bulkhead, returned to the store when the call ends.

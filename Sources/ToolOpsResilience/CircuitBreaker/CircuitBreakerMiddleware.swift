@@ -1,4 +1,3 @@
-import Synchronization
 import ToolOpsCore
 
 /// Circuit breaking per tool (or any ``PolicyKey``).

@@ -1,4 +1,3 @@
-import Synchronization
 import ToolOpsCore
 
 /// An operator action on a breaker.

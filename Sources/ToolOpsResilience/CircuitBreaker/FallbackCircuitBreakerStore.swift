@@ -1,5 +1,3 @@
-import Metrics
-import Synchronization
 import ToolOpsCore
 
 /// A circuit-breaker store that uses a shared store (Redis) and, when it is unreachable, the

@@ -1,4 +1,3 @@
-import Synchronization
 import ToolOpsCore
 
 /// GCRA (the generic cell rate algorithm), token-bucket semantics, as pure functions over a

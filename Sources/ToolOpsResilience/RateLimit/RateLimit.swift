@@ -1,4 +1,3 @@
-import Synchronization
 import ToolOpsCore
 
 /// A token-bucket limit: `rate` tokens per `period`, at most `burst` at once.

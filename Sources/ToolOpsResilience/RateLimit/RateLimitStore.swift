@@ -1,4 +1,3 @@
-import Synchronization
 import ToolOpsCore
 
 /// Where rate-limit state lives. Designed for a store one network round trip away: a whole

@@ -1,4 +1,3 @@
-import Synchronization
 import ToolOpsCore
 
 /// Retries failed calls with back-off.

@@ -1,4 +1,3 @@
-import Synchronization
 import ToolOpsCore
 
 /// Retry settings. Invalid values are refused at construction.
