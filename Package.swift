@@ -108,6 +108,7 @@ let package = Package(
             path: "Tests/ToolOpsTestProbe",
             swiftSettings: strict),
 
+        .testTarget(name: "ToolOpsTestingTests", dependencies: ["ToolOpsTesting", "ToolOpsCore"], swiftSettings: strict),
         .testTarget(name: "ToolOpsCoreTests", dependencies: ["ToolOpsCore", "ToolOpsTesting", serviceContext], swiftSettings: strict),
         .testTarget(
             name: "ToolOpsResilienceTests",

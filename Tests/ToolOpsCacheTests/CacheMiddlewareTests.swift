@@ -71,16 +71,20 @@ struct CacheMiddlewareTests {
     }
 
     @Test func aCancelledLeaderDoesNotFailItsFollowers() async throws {
-        let tool = CountingTool(delay: .milliseconds(200))
+        let tool = CountingTool(delay: .seconds(2))
         let cache = try cache()
+        let key = try CacheKeyer().key(for: try call())
         let leader = Task { try await cache.run(try call(), next: tool) }
-        try await Task.sleep(for: .milliseconds(20))
+        #expect(await eventually { tool.count == 1 })  // the leader runs the tool
         let follower = Task { try await cache.run(try call(), next: tool) }
-        try await Task.sleep(for: .milliseconds(20))
+        #expect(await eventually { cache.flights.followers(of: key) == 1 })  // and the follower waits for it
         leader.cancel()
-        // The follower takes over and succeeds.
-        #expect(try await follower.value.value != .null)
+        await #expect(throws: CancellationError.self) { try await leader.value }
+        // The follower takes over: it runs the tool itself (run 2) instead of failing.
+        let result = try await follower.value
+        #expect(result.value["run"] == 2)
         #expect(tool.count == 2)
+        #expect(cache.flights.activeFlights == 0)
     }
 
     @Test func tenantsAreIsolated() async throws {
@@ -155,9 +159,18 @@ struct CacheMiddlewareTests {
 
     @Test func aFailingStoreNeverFailsTheCall() async throws {
         let tool = CountingTool()
-        let cache = try cache(store: BrokenStore())
-        for _ in 0..<2 { #expect(try await cache.run(try call(), next: tool).value != .null) }
+        let failures = Mutex<[String]>([])
+        let cache = try CacheMiddleware(
+            .init(policy: try CachePolicy(jitter: 0), observer: { event in
+                if case .storeFailed(let operation, let error) = event, (error as? ToolOpsError)?.code == .storeUnavailable {
+                    failures.withLock { $0.append(operation) }
+                }
+            }),
+            store: BrokenStore(), clock: clock)
+        for run in 1...2 { #expect(try await cache.run(try call(), next: tool).value["run"] == .integer(Int64(run))) }
         #expect(tool.count == 2)
+        // Each failed lookup is reported with its operation (the call then runs uncached: no write).
+        #expect(failures.withLock { $0 } == ["get", "get"])
     }
 
     @Test func invalidationByCallTagAndTool() async throws {
@@ -189,5 +202,106 @@ struct CacheMiddlewareTests {
         let renewed = try await cache.run(try call(), next: tool)
         #expect(renewed.metadata["cache"] == "hit")
         #expect(renewed.value != first.value)
+    }
+}
+
+/// A memory store that coordinates fills as the test says: another filler always holds the
+/// lease (and is slow), or acquiring a lease fails.
+final class CoordinatedStore: CacheStore, CacheFillCoordinator {
+    enum Lease: Sendable { case heldElsewhere, fails }
+    let inner: MemoryCacheStore
+    let lease: Lease
+    let clock: ManualClock
+    let waits = Mutex<[Duration]>([])
+    init(lease: Lease, clock: ManualClock) {
+        self.lease = lease
+        self.clock = clock
+        self.inner = MemoryCacheStore(clock: clock)
+    }
+    func get(_ key: CacheKey) async throws -> CacheEntry? { try await inner.get(key) }
+    func set(_ key: CacheKey, _ entry: CacheEntry, encodedValue: [UInt8]?) async throws { try await inner.set(key, entry, encodedValue: encodedValue) }
+    func delete(_ key: CacheKey) async throws { try await inner.delete(key) }
+    func invalidate(tag: String) async throws -> Int { try await inner.invalidate(tag: tag) }
+    func invalidate(tool: ToolID) async throws -> Int { try await inner.invalidate(tool: tool) }
+    func removeAll() async throws { try await inner.removeAll() }
+    func acquireFill(_ key: CacheKey, lease: Duration) async throws -> CacheFillLease? {
+        switch self.lease {
+        case .heldElsewhere: return nil
+        case .fails: throw ToolOpsError(.storeUnavailable, "lease script failed")
+        }
+    }
+    func releaseFill(_ lease: CacheFillLease) async {}
+    /// The other filler is alive but slow: the wait always runs out (time passes on the test's clock).
+    func waitForFill(_ key: CacheKey, timeout: Duration) async {
+        waits.withLock { $0.append(timeout) }
+        clock.advance(by: timeout)
+    }
+}
+
+/// Records every cache event as a short string.
+final class CacheEvents: Sendable {
+    private let list = Mutex<[String]>([])
+    var observer: @Sendable (CacheEvent) -> Void {
+        { event in
+            let text: String
+            switch event {
+            case .hit: text = "hit"
+            case .miss: text = "miss"
+            case .servedStale: text = "stale"
+            case .coalesced: text = "coalesced"
+            case .tooLarge(_, let bytes): text = "tooLarge(\(bytes > 100))"
+            case .storeFailed(let operation, _): text = "storeFailed(\(operation))"
+            case .refreshStarted: text = "refresh"
+            }
+            self.list.withLock { $0.append(text) }
+        }
+    }
+    var all: [String] { list.withLock { $0 } }
+}
+
+@Suite("Cache middleware: events and fill coordination", .timeLimit(.minutes(1)))
+struct CacheCoordinationTests {
+    let clock = ManualClock()
+
+    @Test func theObserverSeesWhatTheCacheDid() async throws {
+        let events = CacheEvents()
+        let cache = try CacheMiddleware(
+            .init(policy: try CachePolicy(defaultTTL: .seconds(10), jitter: 0, maximumEntryBytes: 1_000, staleIfError: .seconds(60)),
+                  observer: events.observer),
+            store: MemoryCacheStore(clock: clock), clock: clock)
+        let tool = CountingTool()
+        _ = try await cache.run(try call(), next: tool)
+        _ = try await cache.run(try call(), next: tool)
+        _ = try await cache.run(try call("search:web", ["big": .string(String(repeating: "x", count: 2_000))]), next: tool)
+        clock.advance(by: .seconds(11))
+        tool.failing.store(true, ordering: .relaxed)
+        #expect(try await cache.run(try call(), next: tool).metadata["cache"] == "stale")
+        #expect(events.all == ["miss", "hit", "miss", "tooLarge(true)", "miss", "stale"])
+    }
+
+    @Test func aSlowFillerElsewhereIsWaitedForOnlyUntilFillWait() async throws {
+        let store = CoordinatedStore(lease: .heldElsewhere, clock: clock)
+        let events = CacheEvents()
+        let cache = try CacheMiddleware(
+            .init(policy: try CachePolicy(jitter: 0), fillWait: .seconds(3), observer: events.observer), store: store, clock: clock)
+        let tool = CountingTool()
+        let started = clock.now
+        let result = try await cache.run(try call(), next: tool)
+        // It waited out fillWait (the other filler never delivered), then ran the tool itself.
+        #expect(store.waits.withLock { $0 } == [.seconds(3)])
+        #expect(clock.now - started == .seconds(3))
+        #expect(tool.count == 1 && result.value["run"] == 1)
+        #expect(events.all == ["miss"])
+        #expect(try await cache.run(try call(), next: tool).metadata["cache"] == "hit")  // and stored it
+    }
+
+    @Test func aFailedLeaseAcquisitionIsReportedAndTheCallRuns() async throws {
+        let store = CoordinatedStore(lease: .fails, clock: clock)
+        let events = CacheEvents()
+        let cache = try CacheMiddleware(.init(policy: try CachePolicy(jitter: 0), observer: events.observer), store: store, clock: clock)
+        let tool = CountingTool()
+        #expect(try await cache.run(try call(), next: tool).value["run"] == 1)
+        #expect(events.all == ["storeFailed(lease)", "miss"])
+        #expect(store.waits.withLock { $0 }.isEmpty)  // nobody to wait for
     }
 }

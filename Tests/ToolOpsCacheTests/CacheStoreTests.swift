@@ -63,9 +63,14 @@ struct FileCacheStoreTests {
         let stored = entry(["answer": 42], tags: ["news"], at: clock.now)
         try await writer.set(key, stored)
         #expect(try await reader.get(key) == stored)
-        clock.advance(by: .seconds(61))
-        #expect(try await reader.get(key) == nil)
+        // A delete by one instance is a miss for the other, well before the TTL.
         try await writer.delete(key)
+        #expect(try await reader.get(key) == nil)
+        #expect(!FileManager.default.fileExists(atPath: reader.file(for: key).file))
+        // Written again, it expires for both.
+        try await writer.set(key, stored)
+        #expect(try await reader.get(key) == stored)
+        clock.advance(by: .seconds(61))
         #expect(try await reader.get(key) == nil)
     }
 
@@ -98,17 +103,25 @@ struct FileCacheStoreTests {
         let clock = ManualClock()
         let store = try FileCacheStore(path: path, configuration: .init(maximumBytes: 20_000), clock: clock)
         let payload = JSONValue.string(String(repeating: "y", count: 1_000))
-        let short = try CacheKey("short-lived")
-        try await store.set(short, entry(payload, at: clock.now, ttl: .seconds(1)))
-        clock.advance(by: .seconds(2))
-        for index in 0..<40 {
-            try await store.set(try CacheKey("k\(index)"), entry(payload, at: clock.now))
+        // Ten long-lived entries, then a short-lived one: the expired entry is *newer* than
+        // these, so only an expired-first pass removes it before them.
+        for index in 0..<10 {
+            try await store.set(try CacheKey("old\(index)"), entry(payload, at: clock.now))
             usleep(1_000)  // distinct modification times
         }
+        let short = try CacheKey("short-lived")
+        try await store.set(short, entry(payload, at: clock.now, ttl: .seconds(1)))
+        usleep(1_000)
+        clock.advance(by: .seconds(2))
+        for index in 0..<10 {
+            try await store.set(try CacheKey("new\(index)"), entry(payload, at: clock.now))
+            usleep(1_000)
+        }
         #expect(store.bytes <= 20_000)
-        #expect(!FileManager.default.fileExists(atPath: store.file(for: short).file))
-        #expect(try await store.get(try CacheKey("k39")) != nil)  // the newest survive
-        #expect(try await store.get(try CacheKey("k0")) == nil)  // the oldest went
+        #expect(!FileManager.default.fileExists(atPath: store.file(for: short).file))  // expired: first to go
+        #expect(FileManager.default.fileExists(atPath: store.file(for: try CacheKey("old9")).file))  // older, but live
+        #expect(!FileManager.default.fileExists(atPath: store.file(for: try CacheKey("old0")).file))  // then the oldest
+        #expect(try await store.get(try CacheKey("new9")) != nil)  // the newest survive
     }
 
     @Test func invalidationByTagAndTool() async throws {
@@ -122,5 +135,66 @@ struct FileCacheStoreTests {
         #expect(try await store.get(try CacheKey("a")) == nil)
         #expect(try await store.invalidate(tool: try ToolID("maps:route")) == 1)
         #expect(try await store.get(try CacheKey("b")) == nil)
+    }
+}
+
+/// The file cache store with files other processes (or people) left behind.
+@Suite("File cache store maintenance", .timeLimit(.minutes(1)))
+struct FileCacheStoreMaintenanceTests {
+    @Test func staleTemporaryFilesAreRemovedAfterAMinuteOnly() async throws {
+        let path = temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        // The store's clock must read wall time: it is compared with file modification times.
+        let clock = ManualClock(now: WallClock().now)
+        let store = try FileCacheStore(path: path, clock: clock)
+        let key = try CacheKey("k")
+        try await store.set(key, entry(1, at: clock.now))
+        let temporary = store.file(for: key).file + ".999.1.tmp"  // a writer died between write and rename
+        try Data("partial".utf8).write(to: URL(fileURLWithPath: temporary))
+        try await store.invalidate(tag: "none")  // scans the shards
+        #expect(FileManager.default.fileExists(atPath: temporary))  // might be a live writer's
+        clock.advance(by: .seconds(61))
+        try await store.invalidate(tag: "none")
+        #expect(!FileManager.default.fileExists(atPath: temporary))
+        #expect(FileManager.default.fileExists(atPath: store.file(for: key).file))  // entries untouched
+    }
+
+    @Test func aRemovedShardDirectoryIsRecreated() async throws {
+        let path = temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let clock = ManualClock()
+        let store = try FileCacheStore(path: path, clock: clock)
+        let key = try CacheKey("k")
+        try await store.set(key, entry(1, at: clock.now))
+        try FileManager.default.removeItem(atPath: store.file(for: key).directory)
+        #expect(try await store.get(key) == nil)
+        try await store.set(key, entry(2, at: clock.now))
+        #expect(try await store.get(key)?.result.value == 2)
+    }
+
+    @Test func corruptEntriesMetDuringInvalidationAreRemovedAndNotCounted() async throws {
+        let path = temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let clock = ManualClock()
+        let store = try FileCacheStore(path: path, clock: clock)
+        try await store.set(try CacheKey("good"), entry(1, tags: ["news"], at: clock.now))
+        let corrupt = try CacheKey("corrupt")
+        try await store.set(corrupt, entry(2, tags: ["news"], at: clock.now))
+        try Data("not an entry".utf8).write(to: URL(fileURLWithPath: store.file(for: corrupt).file))
+        #expect(try await store.invalidate(tag: "news") == 1)  // only the readable entry counts
+        #expect(!FileManager.default.fileExists(atPath: store.file(for: corrupt).file))
+        #expect(try await store.get(try CacheKey("good")) == nil)
+    }
+
+    @Test func removeAllEmptiesTheStore() async throws {
+        let path = temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let clock = ManualClock()
+        let store = try FileCacheStore(path: path, clock: clock)
+        for index in 0..<20 { try await store.set(try CacheKey("k\(index)"), entry(.integer(Int64(index)), at: clock.now)) }
+        #expect(store.bytes > 0)
+        try await store.removeAll()
+        #expect(store.bytes == 0)
+        for index in 0..<20 { #expect(try await store.get(try CacheKey("k\(index)")) == nil) }
     }
 }

@@ -81,10 +81,11 @@ struct CacheKeyPolicyTests {
         #expect(ttls.ttl(for: try ToolID("search:news")) == .seconds(120))
         #expect(ttls.ttl(for: try ToolID("search:web")) == .seconds(600))  // capped at maxTTL
         let jittered = try CachePolicy(defaultTTL: .seconds(100), jitter: 0.2)
-        for _ in 0..<200 {
-            let ttl = jittered.jitteredTTL(for: try ToolID("a:b"))
-            #expect(ttl <= .seconds(100) && ttl >= .seconds(80))
-        }
+        let ttls200 = try (0..<200).map { _ in jittered.jitteredTTL(for: try ToolID("a:b")) }
+        #expect(ttls200.allSatisfy { $0 <= .seconds(100) && $0 >= .seconds(80) })
+        // Spread over the whole range, not a constant (P(all 200 above 82 s) ≈ 0.9^200 ≈ 1e-9).
+        #expect(Set(ttls200).count > 100)
+        #expect(try #require(ttls200.min()) < .seconds(82) && (try #require(ttls200.max())) > .seconds(98))
     }
 
     @Test func nonsenseConfigurationIsRejected() {
@@ -118,12 +119,24 @@ struct CacheEntryCodecTests {
             #expect(throws: ToolOpsError.self) { try CacheEntryCodec.decode(Array(bytes[..<length])) }
         }
         #expect(throws: ToolOpsError.self) { try CacheEntryCodec.decode(bytes + [0]) }
-        var generator = SystemRandomNumberGenerator()
-        for _ in 0..<500 {
-            var garbage = bytes
-            garbage[Int.random(in: 0..<garbage.count, using: &generator)] ^= UInt8.random(in: 1...255, using: &generator)
-            // Either decodes to something or throws; never crashes.
-            _ = try? CacheEntryCodec.decode(garbage)
+        // Every byte, two flips each (low and high bit): a typed error, or a *different* entry —
+        // a corrupt byte is never silently the original, and no other error type escapes.
+        var rejected = 0
+        for index in bytes.indices {
+            for mask: UInt8 in [0x01, 0x80] {
+                var garbage = bytes
+                garbage[index] ^= mask
+                do {
+                    #expect(try CacheEntryCodec.decode(garbage) != entry, "flip \(mask) at \(index) decoded as the original")
+                } catch {
+                    #expect(error.code == .invalidInput)
+                    rejected += 1
+                }
+                if index < CacheEntryCodec.magic.count {
+                    #expect(throws: ToolOpsError.self) { try CacheEntryCodec.decode(garbage) }
+                }
+            }
         }
+        #expect(rejected >= 2 * CacheEntryCodec.magic.count)
     }
 }

@@ -92,13 +92,12 @@ struct RedisBulkheadStoreTests {
             let store = try FallbackBulkheadStore(
                 primary: RedisBulkheadStore(client: redis), mode: .local(), deadline: .milliseconds(100), probeInterval: .seconds(30))
             await store.release(try await store.acquire(key: "k", limit: 4, lease: .seconds(30), maxWait: .zero))  // script loaded
-            // Redis stalls for 0.5 s: the acquisition is written but answered only afterwards,
-            // long after the fallback's deadline gave up on it.
-            let sleeper = Task { try await stall.send("DEBUG", "SLEEP", "0.5") }
-            try await Task.sleep(for: .milliseconds(50))
+            // Redis holds every client's commands for 0.5 s (in force once CLIENT PAUSE answers):
+            // the acquisition is written but answered only afterwards, long after the
+            // fallback's deadline gave up on it.
+            #expect(try await stall.send("CLIENT", "PAUSE", "500", "ALL") == .simpleString("OK"))
             let permit = try await store.acquire(key: "k", limit: 4, lease: .seconds(30), maxWait: .zero)
             #expect(store.isDegraded)  // decided locally
-            _ = try await sleeper.value
             // The script did grant the lease once Redis woke; it must not hold a slot for 30 s.
             var leases: Int64 = -1
             for _ in 0..<200 {

@@ -46,8 +46,21 @@ struct RedisCacheStoreTests {
         return result
     }
 
-    func call(_ arguments: JSONValue = ["q": "swift"], tags: Set<String> = []) throws -> ToolCall {
-        ToolCall(tool: try ToolID("search:web"), arguments: arguments, tags: tags)
+    func call(_ arguments: JSONValue = ["q": "swift"], tags: Set<String> = [], tenant: String? = nil) throws -> ToolCall {
+        var call = ToolCall(tool: try ToolID("search:web"), arguments: arguments, tags: tags)
+        call.context.toolTenant = tenant
+        return call
+    }
+
+    /// Reads `key` through the store until one read is served from the near cache (no `GET`
+    /// reaches Redis). A read that overlapped an invalidation message is not kept, so allow a few.
+    func servedLocally(_ replica: Replica, _ key: CacheKey) async throws -> Bool {
+        for _ in 0..<10 {
+            let before = try await replica.client.commandCalls()["get"] ?? 0
+            _ = try await replica.store.get(key)
+            if try await replica.client.commandCalls()["get"] ?? 0 == before { return true }
+        }
+        return false
     }
 
     @Test func hundredConcurrentCallsOnThreeReplicasRunTheToolOnce() async throws {
@@ -101,15 +114,8 @@ struct RedisCacheStoreTests {
             for replica in all[1...] {
                 #expect(try await replica.cache.run(call, next: tool).metadata["cache"] == "hit")
                 #expect(replica.store.isNearCacheActive)
-                // Served from L1: no GET reaches Redis. (A read that overlapped any invalidation
-                // message, such as A's write announcement, is not kept: allow a few reads.)
-                var servedLocally = false
-                for _ in 0..<10 where !servedLocally {
-                    let commands = try await replica.client.commandCalls()["get"] ?? 0
-                    #expect(try await replica.cache.run(call, next: tool).value == first.value)
-                    servedLocally = try await replica.client.commandCalls()["get"] ?? 0 == commands
-                }
-                #expect(servedLocally)
+                #expect(try await replica.cache.run(call, next: tool).value == first.value)
+                #expect(try await servedLocally(replica, try CacheKeyer().key(for: call)))  // from L1
             }
             let invalidated = ContinuousClock.now
             #expect(try await all[0].cache.invalidate(tag: tag) == 1)
@@ -123,20 +129,26 @@ struct RedisCacheStoreTests {
             }
             #expect(missedEverywhere)
             #expect(ContinuousClock.now - invalidated < .milliseconds(100))
-            // A write on one replica replaces the value everywhere, near caches included.
+            // A rewrite on one replica replaces the value everywhere — near caches included: each
+            // first holds the current value locally, then must drop it for the new one.
+            let key = try CacheKeyer().key(for: call)
             _ = try await all[1].cache.run(call, next: tool)
-            let rewritten = try await all[1].cache.run(call, next: tool).value
+            for replica in all { #expect(try await servedLocally(replica, key)) }
+            let now = WallClock().now
+            let rewritten = CacheEntry(
+                result: ToolResult(["rewritten": true]), tool: call.tool, tags: [tag], storedAt: now, freshUntil: now + .seconds(60))
+            try await all[1].store.set(key, rewritten, encodedValue: nil)
             for replica in all {
-                var seen: JSONValue?
+                var seen: CacheEntry?
                 let deadline = ContinuousClock.now + .milliseconds(100)
                 repeat {
-                    seen = try await replica.cache.run(call, next: tool).value
+                    seen = try await replica.store.get(key)
+                    if seen != rewritten { try await Task.sleep(for: .milliseconds(1)) }
                 } while seen != rewritten && ContinuousClock.now < deadline
                 #expect(seen == rewritten)
             }
             #expect(try await all[2].cache.invalidate(tool: try ToolID("search:web")) >= 1)
             // The other replicas' near caches learn it through pub/sub: within the same bound.
-            let key = try CacheKeyer().key(for: call)
             for replica in all {
                 var gone = false
                 let deadline = ContinuousClock.now + .milliseconds(100)
@@ -169,6 +181,25 @@ struct RedisCacheStoreTests {
             // Expired members are pruned: the set takes new entries again.
             _ = try await replica.cache.run(try call(["n": 9], tags: [tag]), next: tool)
             #expect(try await replica.cache.run(try call(["n": 9], tags: [tag]), next: tool).metadata["cache"] == "hit")
+        }
+    }
+
+    @Test func tenantsNeverShareAnEntry() async throws {
+        try await withRedisURL { url in
+            let all = try await replicas(url, count: 2)
+            defer { all.forEach { $0.client.shutdown() } }
+            let tool = SlowTool(delay: .milliseconds(1))
+            // The keyer's default scope is the tenant: through Redis and the near caches too.
+            let arguments: JSONValue = ["tenants": .string("t-\(UInt32.random(in: 0...UInt32.max))")]
+            let forA = try await all[0].cache.run(try call(arguments, tenant: "a"), next: tool)
+            let forB = try await all[0].cache.run(try call(arguments, tenant: "b"), next: tool)
+            #expect(forB.metadata["cache"] == nil && forB.value != forA.value)
+            for replica in all {
+                #expect(try await replica.cache.run(try call(arguments, tenant: "a"), next: tool).value == forA.value)
+                #expect(try await replica.cache.run(try call(arguments, tenant: "b"), next: tool).value == forB.value)
+            }
+            #expect(try await all[1].cache.run(try call(arguments), next: tool).metadata["cache"] == nil)  // no tenant: its own scope
+            #expect(tool.count == 3)
         }
     }
 
@@ -243,3 +274,40 @@ struct RedisCacheStoreTests {
         }
     }
 }
+
+@Suite("Redis cache store: damaged and bulk state", .timeLimit(.minutes(1)))
+struct RedisCacheStoreStateTests {
+    @Test func undecodableBytesAreAMissAndRemoveAllReachesEveryReplica() async throws {
+        try await withRedisServer { server in
+            let keys = RedisKeySchema(prefix: "damaged")
+            let clients = try (0..<2).map { _ in try RedisClient(url: server.url, logger: quietLogger) }
+            defer { clients.forEach { $0.shutdown() } }
+            let stores = try clients.map { try RedisCacheStore(client: $0, configuration: .init(keys: keys)) }
+            for store in stores { try await store.start() }
+            defer { stores.forEach { $0.stop() } }
+            let key = try CacheKey("search:web:damaged")
+            // Bytes that are not an entry (another writer, a truncated restore): a miss, no error.
+            try await clients[0].send("SET", keys.cacheEntry(key.value), [UInt8]([0x54, 0x4f, 0x43, 0x31, 0xff, 0x00]))
+            #expect(try await stores[0].get(key) == nil)
+            try await clients[0].send("SET", keys.cacheEntry(key.value), "plain text")
+            #expect(try await stores[0].get(key) == nil)
+
+            // removeAll: every entry of this prefix goes, other prefixes stay, near caches empty.
+            let now = WallClock().now
+            for index in 0..<50 {
+                let entry = CacheEntry(
+                    result: ToolResult(.integer(Int64(index))), tool: try ToolID("search:web"), tags: ["t"], storedAt: now,
+                    freshUntil: now + .seconds(60))
+                try await stores[0].set(try CacheKey("search:web:\(index)"), entry, encodedValue: nil)
+            }
+            _ = try await stores[1].get(try CacheKey("search:web:7"))  // into replica 1's near cache
+            try await clients[0].send("SET", "other:cache:keep", "1")
+            try await stores[0].removeAll()
+            let left = try await clients[0].send("KEYS", "damaged:cache:*").array ?? []
+            #expect(left.isEmpty, "\(left)")
+            #expect(try await clients[0].send("GET", "other:cache:keep") == .bulkString(Array("1".utf8)))
+            #expect(await eventually { (try? await stores[1].get(try CacheKey("search:web:7"))) == .some(nil) })
+        }
+    }
+}
+

@@ -59,6 +59,13 @@ struct RedisCircuitBreakerStoreTests {
                 if !rejectedOnBoth { try await Task.sleep(for: .milliseconds(2)) }
             }
             #expect(rejectedOnBoth)
+            // Open, and refusing locally: no round trip either (the open duration is 500 ms).
+            let evalsWhileOpen = try await evalshaCalls(all[0].0)
+            for _ in 0..<500 {
+                #expect(try await b.admit(key: "svc", policy: policy).allowed == false)
+                #expect(try await c.admit(key: "svc", policy: policy).allowed == false)
+            }
+            #expect(try await evalshaCalls(all[0].0) == evalsWhileOpen)
             // All three views (A from its flush reply, B and C from the channel) knew within 100 ms.
             let times = openedAt.all
             #expect(times.count == 3)

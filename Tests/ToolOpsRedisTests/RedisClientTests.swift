@@ -91,8 +91,11 @@ struct RedisClientTests {
             }
             // A dead server still fails calls promptly, and the client recovers.
             server.kill()
+            let killed = ContinuousClock.now
             let down = await #expect(throws: RedisClientError.self) { try await client.send("PING") }
             #expect(down?.isUnavailable == true)
+            // Promptly: a refused reconnect, not a command timeout (5 s by default).
+            #expect(ContinuousClock.now - killed < .seconds(1))
             try server.start()
             var reply: RESPValue?
             let started = ContinuousClock.now
@@ -221,14 +224,14 @@ struct RedisClientTests {
             let client = try makeClient(server.url) { $0.poolSize = 2; $0.commandTimeout = .seconds(10) }
             defer { client.shutdown() }
             try await client.send("SET", "k", "v")
-            // Park the server so that everything after this is in flight when it dies.
+            // Park the server (in force once CLIENT PAUSE answers) so that everything after this
+            // is in flight when it dies.
+            let admin = try makeClient(server.url)
+            defer { admin.shutdown() }
+            #expect(try await admin.send("CLIENT", "PAUSE", "5000", "ALL") == .simpleString("OK"))
             let results = try await withThrowingTaskGroup(of: Result<RESPValue, RedisClientError>.self) { group in
-                group.addTask { await Self.capture { try await client.send("DEBUG", "SLEEP", 5) } }
-                // Once the server is asleep, everything sent after is stuck in flight.
-                #expect(try await Self.eventuallyInFlight(client))
-                try await Task.sleep(for: .milliseconds(100))
                 for _ in 0..<200 { group.addTask { await Self.capture { try await client.send("GET", "k") } } }
-                try await Task.sleep(for: .milliseconds(200))
+                #expect(await eventually { client.commandsInFlight == 200 })
                 let killedAt = ContinuousClock.now
                 server.kill()
                 var results: [Result<RESPValue, RedisClientError>] = []
@@ -278,8 +281,9 @@ struct RedisClientTests {
                 #expect(error.isUnavailable)
             }
             // The next command runs on a fresh connection, once the server is responsive again.
-            try await Task.sleep(for: .milliseconds(1600))
-            let after = try await client.send("CLIENT", "ID").int
+            var after: Int64?
+            let deadline = ContinuousClock.now + .seconds(5)
+            while after == nil && ContinuousClock.now < deadline { after = try? await client.send("CLIENT", "ID").int }
             #expect(before != nil && after != nil && before != after)
         }
     }
@@ -290,7 +294,7 @@ struct RedisClientTests {
             defer { client.shutdown() }
             try await client.send("SET", "k", "value")
             let slow = Task { try await client.send("DEBUG", "SLEEP", 3) }
-            try await Task.sleep(for: .milliseconds(50))
+            #expect(try await Self.eventuallyInFlight(client))
             let cancelledAt = ContinuousClock.now
             slow.cancel()
             let outcome = await slow.result

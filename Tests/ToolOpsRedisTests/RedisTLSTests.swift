@@ -1,3 +1,4 @@
+import Foundation
 import Testing
 @testable import ToolOpsRedis
 import ToolOpsTestSupport
@@ -78,7 +79,10 @@ struct RedisTLSTests {
             defer { withCert.shutdown(); without.shutdown() }
             #expect(try await withCert.send("PING") == .simpleString("PONG"))
             let error = await #expect(throws: RedisClientError.self) { try await without.send("PING") }
+            // The server refuses the handshake (or drops the connection right after it): either
+            // way a typed unavailable error, never a reply.
             #expect(error?.isUnavailable == true)
+            #expect([RedisClientError.Code.tlsFailure, .connectionClosed].contains(try #require(error).code), "\(String(describing: error))")
         }
     }
 
@@ -88,5 +92,130 @@ struct RedisTLSTests {
         }
         #expect(error?.code == .tlsFailure)
         #expect(error?.message.contains("/nonexistent/ca.pem") == true)
+    }
+}
+
+/// TLS and connection failures that must each be a clear, typed error, in bounded time.
+@Suite("Connection failure modes", .timeLimit(.minutes(1)))
+struct ConnectionFailureTests {
+    let certs = TestCertificates.shared
+
+    /// A TCP listener that accepts connections (the kernel completes them) but never answers.
+    final class SilentListener {
+        let fd: Int32
+        let port: Int
+        init() throws {
+            let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+            var address = sockaddr_in()
+            address.sin_family = sa_family_t(AF_INET)
+            address.sin_addr.s_addr = inet_addr("127.0.0.1")
+            var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+            let ok = withUnsafeMutablePointer(to: &address) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                    bind(fd, $0, length) == 0 && listen(fd, 16) == 0 && getsockname(fd, $0, &length) == 0
+                }
+            }
+            guard ok else {
+                close(fd)
+                throw TestFailure("cannot listen")
+            }
+            self.fd = fd
+            port = Int(UInt16(bigEndian: address.sin_port))
+        }
+        deinit { close(fd) }
+    }
+
+    func client(_ url: String, tls: RedisTLSConfiguration? = nil, connectTimeout: Duration = .milliseconds(300)) throws -> RedisClient {
+        var configuration = try RedisConfiguration(url: url)
+        if let tls { configuration.tls = tls }
+        configuration.connectTimeout = connectTimeout
+        return try RedisClient(configuration: configuration, logger: quietLogger)
+    }
+
+    func failure(_ client: RedisClient) async -> (RedisClientError?, Duration) {
+        let started = ContinuousClock.now
+        let error = await #expect(throws: RedisClientError.self) { try await client.send("PING") }
+        return (error, ContinuousClock.now - started)
+    }
+
+    @Test func aSilentListenerIsAConnectTimeoutForPlainAndTLS() async throws {
+        let listener = try SilentListener()
+        for url in ["redis://127.0.0.1:\(listener.port)", "rediss://127.0.0.1:\(listener.port)"] {
+            let client = try client(url, tls: url.hasPrefix("rediss") ? .enabled(caFile: certs.caCert) : nil)
+            defer { client.shutdown() }
+            let (error, waited) = await failure(client)
+            #expect(error?.code == .connectTimeout, "\(url): \(String(describing: error))")
+            #expect(error?.isUnavailable == true)
+            #expect(waited >= .milliseconds(300) && waited < .seconds(2))
+        }
+    }
+
+    @Test func tlsAgainstAPlaintextServerTimesOutSayingSo() async throws {
+        try await withRedisServer { server in
+            // redis-server reads the ClientHello as the start of an inline command and waits for
+            // the rest: the handshake can only time out, and the error says what it looks like.
+            let client = try client("rediss://127.0.0.1:\(server.port)", tls: .enabled(caFile: certs.caCert), connectTimeout: .milliseconds(500))
+            defer { client.shutdown() }
+            let (error, waited) = await failure(client)
+            #expect(error?.code == .connectTimeout)
+            #expect(error?.message.contains("listening for TLS") == true, "\(String(describing: error))")
+            #expect(error?.isUnavailable == true)
+            #expect(waited < .seconds(2))
+        }
+    }
+
+    @Test func missingOrMismatchedClientCertificatesAreClearErrors() {
+        let missing = #expect(throws: RedisClientError.self) {
+            try RedisClient(configuration: RedisConfiguration(
+                tls: .enabled(caFile: certs.caCert, certificateFile: "/nonexistent/client.crt", privateKeyFile: certs.clientKey)))
+        }
+        #expect(missing?.code == .tlsFailure && missing?.message.contains("/nonexistent/client.crt") == true)
+        let missingKey = #expect(throws: RedisClientError.self) {
+            try RedisClient(configuration: RedisConfiguration(
+                tls: .enabled(caFile: certs.caCert, certificateFile: certs.clientCert, privateKeyFile: "/nonexistent/client.key")))
+        }
+        #expect(missingKey?.code == .tlsFailure && missingKey?.message.contains("/nonexistent/client.key") == true)
+        // The server's key with the client's certificate: they do not belong together.
+        let mismatched = #expect(throws: RedisClientError.self) {
+            try RedisClient(configuration: RedisConfiguration(
+                tls: .enabled(caFile: certs.caCert, certificateFile: certs.clientCert, privateKeyFile: certs.serverKey)))
+        }
+        #expect(mismatched?.code == .tlsFailure)
+    }
+
+    @Test func invalidServerNamesAreRefusedBeforeConnecting() {
+        for name in ["", "two words", "nul\u{0}byte", String(repeating: "a", count: 254)] {
+            let error = #expect(throws: RedisClientError.self) {
+                try RedisClient(configuration: RedisConfiguration(tls: .enabled(caFile: certs.caCert, serverName: name)))
+            }
+            #expect(error?.code == .invalidConfiguration)
+        }
+    }
+
+    @Test func anUnresolvableHostIsAnAddressResolutionError() async throws {
+        let client = try client("redis://toolops-test.invalid:6379", connectTimeout: .seconds(5))
+        defer { client.shutdown() }
+        let (error, _) = await failure(client)
+        #expect(error?.code == .addressResolution)
+        #expect(error?.isUnavailable == true)
+    }
+
+    @Test func aConnectionClosedUnderACommandIsConnectionClosed() async throws {
+        try await withRedisServer { server in
+            let admin = try client(server.url)
+            let client = try client(server.url)
+            defer { client.shutdown(); admin.shutdown() }
+            // BLPOP waits server-side; killing its connection meanwhile must fail it, typed.
+            async let blocked: RESPValue = client.send("BLPOP", "nothing", "10")
+            #expect(await eventually { ((try? await admin.send("CLIENT", "LIST").string) ?? "").contains("cmd=blpop") })
+            _ = try await admin.send("CLIENT", "KILL", "USER", "default", "SKIPME", "yes")
+            do {
+                _ = try await blocked
+                Issue.record("BLPOP returned after its connection was killed")
+            } catch let error as RedisClientError {
+                #expect(error.code == .connectionClosed, "\(error)")
+                #expect(error.isUnavailable)
+            }
+        }
     }
 }

@@ -86,10 +86,18 @@ struct FileStoreTests {
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let store = try FileBulkheadStore(directory: directory)
         let held = try await store.acquire(key: "k", limit: 1, lease: .seconds(10), maxWait: .zero)
-        let waiter = Task { try await store.acquire(key: "k", limit: 1, lease: .seconds(10), maxWait: .seconds(5)) }
-        try await Task.sleep(for: .milliseconds(20))
+        let granted = Flag()
+        let waiter = Task {
+            let permit = try await store.acquire(key: "k", limit: 1, lease: .seconds(10), maxWait: .seconds(5))
+            granted.set()
+            return permit
+        }
+        // Blocked while the slot is held: observed over a fixed window.
+        try await Task.sleep(for: .milliseconds(150))
+        #expect(!granted.isSet)
         await store.release(held)
         let permit = try await waiter.value
+        #expect(granted.isSet)
         #expect(permit.token != held.token)
     }
 

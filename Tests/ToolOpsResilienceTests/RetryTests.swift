@@ -68,10 +68,15 @@ struct RetryTests {
     @Test func nonRetryableErrorsPassStraightThrough() async throws {
         let attempts = Counter()
         let retry = RetryMiddleware(.init(policy: try RetryPolicy(initialDelay: .zero, maxDelay: .zero)))
-        for error in [ToolOpsError(.circuitOpen, "open"), ToolOpsError(.invalidInput, "bad")] as [any Error] + [CancellationError()] {
+        for error in [ToolOpsError(.circuitOpen, "open"), ToolOpsError(.invalidInput, "bad")] {
             let failing = ToolFunction { _ in _ = attempts.increment(); throw error }
-            await #expect(throws: (any Error).self) { try await retry.run(try call(), next: failing) }
+            // The original error, as is: not wrapped into retriesExhausted.
+            let thrown = await #expect(throws: ToolOpsError.self) { try await retry.run(try call(), next: failing) }
+            #expect(thrown?.code == error.code && thrown?.message == error.message)
+            #expect(thrown?.attempts == nil)
         }
+        let cancelled = ToolFunction { _ in _ = attempts.increment(); throw CancellationError() }
+        await #expect(throws: CancellationError.self) { try await retry.run(try call(), next: cancelled) }
         #expect(attempts.current == 3)  // one attempt each
     }
 

@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import Synchronization
+import ToolOpsCore
 
 /// Helpers shared by the test targets (a library target, not a test target, so that each test
 /// target can import it).
@@ -57,4 +58,38 @@ public func waitFor(seconds: Double, _ condition: () async -> Bool) async -> Dur
         try? await Task.sleep(for: .milliseconds(10))
     }
     return nil
+}
+
+/// How a test's stand-in for a shared store behaves on its next operations: answer, refuse
+/// (an outage), stall until cancelled (a hung connection), or answer late while ignoring
+/// cancellation (a reply already on its way).
+public final class StoreBehaviour: Sendable {
+    public enum Mode: Sendable { case answer, down, stall, late(Duration) }
+    private let mode = Mutex<Mode>(.answer)
+    /// Operations that reached the store.
+    public let entered = Counter()
+    /// A stalled operation was cancelled (by a deadline or its caller).
+    public let cancelled = Flag()
+
+    public init() {}
+    public func set(_ mode: Mode) { self.mode.withLock { $0 = mode } }
+
+    /// Called by the stand-in before it does its work.
+    public func pass() async throws {
+        entered.increment()
+        switch mode.withLock({ $0 }) {
+        case .answer: return
+        case .down: throw ToolOpsError(.storeUnavailable, "the test's store is down")
+        case .stall:
+            do { try await Task.sleep(for: .seconds(30)) } catch {
+                cancelled.set()
+                throw error
+            }
+        case .late(let delay):
+            // Not cancellable: the answer comes when it comes.
+            await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+                DispatchQueue.global().asyncAfter(deadline: .now() + delay.secondsDouble) { continuation.resume() }
+            }
+        }
+    }
 }

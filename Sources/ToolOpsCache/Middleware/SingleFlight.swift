@@ -62,4 +62,7 @@ final class SingleFlight<Key: Hashable & Sendable, Value: Sendable>: Sendable {
     }
 
     var activeFlights: Int { state.withLock { $0.flights.count } }
+
+    /// Callers waiting for the leader of `key`'s flight.
+    func followers(of key: Key) -> Int { state.withLock { $0.flights[key]?.count ?? 0 } }
 }

@@ -172,6 +172,17 @@ public final class RedisClient: Sendable {
         }
     }
 
+    /// Command connections open or opening that have not failed or closed (for tests and
+    /// diagnostics: a connection the server dropped leaves this count once its I/O thread saw it).
+    package var liveConnections: Int {
+        pool.withLock { pool in pool.slots.compactMap(\.connection).filter { $0.status.closedError == nil }.count }
+    }
+
+    /// Commands waiting or in flight on the command connections (for tests and diagnostics).
+    package var commandsInFlight: Int {
+        pool.withLock { pool in pool.slots.compactMap(\.connection).reduce(0) { $0 + $1.status.load } }
+    }
+
     // MARK: lifecycle
 
     /// Stops accepting commands and closes every connection once its in-flight commands

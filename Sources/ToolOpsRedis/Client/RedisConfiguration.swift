@@ -113,6 +113,13 @@ public struct RedisConfiguration: Sendable {
             if tls.isEnabled { throw bad("TLS over a unix socket is not supported") }
         }
         if password == nil && username != nil { throw bad("a username needs a password") }
+        if let name = tls.serverName {
+            // An empty name would leave OpenSSL with no host to check: verification without
+            // a name is no verification. A NUL would cut the checked name short.
+            if name.isEmpty || name.utf8.count > 253 || name.utf8.contains(where: { $0 <= 0x20 || $0 == 0x7f }) {
+                throw bad("TLS server name must be 1...253 visible characters, got '\(name)'")
+            }
+        }
     }
 }
 

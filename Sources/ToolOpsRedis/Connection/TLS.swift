@@ -121,7 +121,7 @@ final class TLSSession {
                 throw RedisClientError(.tlsFailure, "TLS handshake failed: \(failureReason())")
             }
             let revents = try PosixSocket.wait(fd, events: Int16(POLLIN), deadline: deadline)
-            if revents == 0 { throw RedisClientError(.connectTimeout, "TLS handshake timed out") }
+            if revents == 0 { throw RedisClientError(.connectTimeout, "TLS handshake timed out (no TLS answer: is the server listening for TLS on this port?)") }
             let count = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
             if count == 0 { throw RedisClientError(.tlsFailure, "server closed the connection during the TLS handshake") }
             if count < 0 {
@@ -150,7 +150,7 @@ final class TLSSession {
             if sent > 0 { offset += sent; continue }
             if sent < 0 && (errno == EAGAIN || errno == EINTR) {
                 if try PosixSocket.wait(fd, events: Int16(POLLOUT), deadline: deadline) == 0 {
-                    throw RedisClientError(.connectTimeout, "TLS handshake timed out")
+                    throw RedisClientError(.connectTimeout, "TLS handshake timed out (no TLS answer: is the server listening for TLS on this port?)")
                 }
                 continue
             }

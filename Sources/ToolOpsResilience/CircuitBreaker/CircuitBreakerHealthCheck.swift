@@ -24,7 +24,9 @@ public final class CircuitBreakerHealthCheck: HealthCheck {
     }
 
     let state = Mutex(State())
-    /// At most this many breakers are tracked (and listed); more are counted as one overflow.
+    /// At most this many breakers are tracked (and listed), so memory stays bounded however
+    /// many keys callers mint. Beyond it a newly opened breaker is not tracked until a tracked
+    /// one closes (the check is `degraded` meanwhile anyway); a rejection by it later tracks it.
     public let maximumTracked: Int
 
     public init(maximumTracked: Int = 1_000) { self.maximumTracked = max(1, maximumTracked) }
