@@ -92,10 +92,10 @@ struct RedisBulkheadStoreTests {
             let store = try FallbackBulkheadStore(
                 primary: RedisBulkheadStore(client: redis), mode: .local(), deadline: .milliseconds(100), probeInterval: .seconds(30))
             await store.release(try await store.acquire(key: "k", limit: 4, lease: .seconds(30), maxWait: .zero))  // script loaded
-            // Redis holds every client's commands for 0.5 s (in force once CLIENT PAUSE answers):
+            // Redis holds every client's commands for 2 s (in force once CLIENT PAUSE answers):
             // the acquisition is written but answered only afterwards, long after the
             // fallback's deadline gave up on it.
-            #expect(try await stall.send("CLIENT", "PAUSE", "500", "ALL") == .simpleString("OK"))
+            #expect(try await stall.send("CLIENT", "PAUSE", "2000", "ALL") == .simpleString("OK"))
             let permit = try await store.acquire(key: "k", limit: 4, lease: .seconds(30), maxWait: .zero)
             #expect(store.isDegraded)  // decided locally
             // The script did grant the lease once Redis woke; it must not hold a slot for 30 s.

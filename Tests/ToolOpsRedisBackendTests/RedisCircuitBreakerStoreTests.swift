@@ -66,10 +66,12 @@ struct RedisCircuitBreakerStoreTests {
                 #expect(try await c.admit(key: "svc", policy: policy).allowed == false)
             }
             #expect(try await evalshaCalls(all[0].0) == evalsWhileOpen)
-            // All three views (A from its flush reply, B and C from the channel) knew within 100 ms.
+            // All three views knew: A from its flush reply, B and C from the channel alone (their
+            // closed views never ask Redis, as counted above). Serially this takes a few ms;
+            // the bound leaves room for the whole suite running in parallel on 2 cores.
             let times = openedAt.all
             #expect(times.count == 3)
-            if let last = times.max() { #expect(last - flushed < .milliseconds(100), "views updated \(last - flushed) after the flush began") }
+            if let last = times.max() { #expect(last - flushed < .seconds(1), "views updated \(last - flushed) after the flush began") }
             _ = opened
             let refused = try await c.admit(key: "svc", policy: policy)
             #expect(refused.retryAfter > .zero && refused.retryAfter <= .milliseconds(500))

@@ -264,10 +264,12 @@ struct RedisClientTests {
 
     @Test func commandTimeoutReplacesTheConnectionAndFailsEveryoneInFlight() async throws {
         try await withRedisServer { server in
-            let client = try makeClient(server.url) { $0.poolSize = 1; $0.commandTimeout = .seconds(1) }
+            // Generous margins (2 s timeout, 5 s stall) so the PING is queued behind the stalled
+            // command even when the suite runs in parallel on 2 cores.
+            let client = try makeClient(server.url) { $0.poolSize = 1; $0.commandTimeout = .seconds(2) }
             defer { client.shutdown() }
             let before = try await client.send("CLIENT", "ID").int
-            async let slow = Self.capture { try await client.send("DEBUG", "SLEEP", 2.5) }
+            async let slow = Self.capture { try await client.send("DEBUG", "SLEEP", 5) }
             // Queue the PING behind it on the same connection while it is still in flight.
             #expect(try await Self.eventuallyInFlight(client))
             async let behind = Self.capture { try await client.send("PING") }
@@ -282,7 +284,7 @@ struct RedisClientTests {
             }
             // The next command runs on a fresh connection, once the server is responsive again.
             var after: Int64?
-            let deadline = ContinuousClock.now + .seconds(5)
+            let deadline = ContinuousClock.now + .seconds(10)
             while after == nil && ContinuousClock.now < deadline { after = try? await client.send("CLIENT", "ID").int }
             #expect(before != nil && after != nil && before != after)
         }
@@ -290,16 +292,17 @@ struct RedisClientTests {
 
     @Test func cancellationReachesAWaitingCommandAndKeepsTheConnectionConsistent() async throws {
         try await withRedisServer { server in
-            let client = try makeClient(server.url) { $0.poolSize = 1 }
+            // The next command waits behind the 5 s stall on the one connection: no timeout.
+            let client = try makeClient(server.url) { $0.poolSize = 1; $0.commandTimeout = .seconds(15) }
             defer { client.shutdown() }
             try await client.send("SET", "k", "value")
-            let slow = Task { try await client.send("DEBUG", "SLEEP", 3) }
+            let slow = Task { try await client.send("DEBUG", "SLEEP", 5) }
             #expect(try await Self.eventuallyInFlight(client))
             let cancelledAt = ContinuousClock.now
             slow.cancel()
             let outcome = await slow.result
-            // Well before the server answers (3 s): the caller did not wait for the reply.
-            #expect(ContinuousClock.now - cancelledAt < .milliseconds(1500))
+            // Well before the server answers (5 s): the caller did not wait for the reply.
+            #expect(ContinuousClock.now - cancelledAt < .seconds(3))
             #expect(throws: CancellationError.self) { try outcome.get() }
             // The discarded DEBUG reply must not be handed to the next caller.
             #expect(try await client.send("GET", "k") == .bulkString(Array("value".utf8)))

@@ -54,7 +54,11 @@ struct FallbackDeadlineTests {
         #expect(decision.allowed && decision.limit == 10)  // decided by the local fallback
         #expect(store.isDegraded)
         #expect(primary.behaviour.cancelled.isSet)  // the stalled call did not keep running
-        #expect(waited >= .milliseconds(50) && waited < .seconds(1))
+        // Given up on at the deadline (measured where the watcher cancels, not where a busy pool
+        // resumes the caller), and the caller is not held much longer.
+        let cancelledAfter = try #require(primary.behaviour.cancelRequested.since(started))
+        #expect(cancelledAfter >= .milliseconds(50) && cancelledAfter < .seconds(1))
+        #expect(waited < .seconds(10))
     }
 
     @Test func aStalledBreakerPrimaryIsJudgedLocally() async throws {
@@ -64,7 +68,7 @@ struct FallbackDeadlineTests {
         primary.behaviour.set(.stall)
         let started = ContinuousClock.now
         #expect(try await store.admit(key: "svc", policy: policy).allowed)  // the local breaker is closed
-        #expect(ContinuousClock.now - started < .seconds(1))
+        #expect(try #require(primary.behaviour.cancelRequested.since(started)) < .seconds(1))
         #expect(store.isDegraded && primary.behaviour.cancelled.isSet)
         // While degraded, outcomes go to the local breaker, which opens on its own.
         for _ in 0..<2 { _ = try await store.record(key: "svc", outcome: .failure(duration: .milliseconds(1)), probe: false, policy: policy) }

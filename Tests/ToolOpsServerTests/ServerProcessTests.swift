@@ -47,7 +47,8 @@ struct ServerProcessTests {
             // SIGKILL: no deregistration, gone within the TTL (1 s) plus a heartbeat or so.
             kill(processes[2].processIdentifier, SIGKILL)
             let killed = await waitFor(seconds: 5) { await ids(store) == ["replica-0", "replica-1"] }
-            #expect(try #require(killed) <= .milliseconds(1_500))
+            // TTL 1 s; the margin is for a loaded machine — a registration that is never pruned fails.
+            #expect(try #require(killed) <= .milliseconds(2_500))
 
             // SIGTERM: graceful shutdown deregisters at once, long before the TTL.
             kill(processes[1].processIdentifier, SIGTERM)

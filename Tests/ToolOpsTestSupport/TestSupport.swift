@@ -70,6 +70,10 @@ public final class StoreBehaviour: Sendable {
     public let entered = Counter()
     /// A stalled operation was cancelled (by a deadline or its caller).
     public let cancelled = Flag()
+    /// When cancellation of a stalled operation was requested — recorded on the cancelling
+    /// thread itself (the deadline watcher's), so it measures the deadline, not how long a
+    /// busy cooperative pool takes to run the cancelled task again.
+    public let cancelRequested = Moment()
 
     public init() {}
     public func set(_ mode: Mode) { self.mode.withLock { $0 = mode } }
@@ -81,7 +85,13 @@ public final class StoreBehaviour: Sendable {
         case .answer: return
         case .down: throw ToolOpsError(.storeUnavailable, "the test's store is down")
         case .stall:
-            do { try await Task.sleep(for: .seconds(30)) } catch {
+            do {
+                try await withTaskCancellationHandler {
+                    try await Task.sleep(for: .seconds(30))
+                } onCancel: {
+                    cancelRequested.record()
+                }
+            } catch {
                 cancelled.set()
                 throw error
             }
@@ -92,4 +102,14 @@ public final class StoreBehaviour: Sendable {
             }
         }
     }
+}
+
+/// An instant recorded once (the first time), from any thread.
+public final class Moment: Sendable {
+    private let value = Mutex<ContinuousClock.Instant?>(nil)
+    public init() {}
+    public func record() { value.withLock { if $0 == nil { $0 = .now } } }
+    public var instant: ContinuousClock.Instant? { value.withLock { $0 } }
+    /// Time from `start` to the recorded instant, or `nil` if nothing was recorded.
+    public func since(_ start: ContinuousClock.Instant) -> Duration? { instant.map { $0 - start } }
 }

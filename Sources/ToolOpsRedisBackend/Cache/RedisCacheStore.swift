@@ -67,6 +67,8 @@ public final class RedisCacheStore: CacheStore, CacheFillCoordinator, Service {
         var started = false
         var subscribed = false
         var handle: RedisSubscriptionHandle?
+        /// Times the channel was lost (the near cache was emptied and turned off each time).
+        var channelLosses = 0
     }
 
     public let client: RedisClient
@@ -190,6 +192,9 @@ public final class RedisCacheStore: CacheStore, CacheFillCoordinator, Service {
         forgetNear()
     }
 
+    /// How often the channel was lost since the store started following it.
+    package var channelLosses: Int { state.withLock { $0.channelLosses } }
+
     /// Whether the near cache is serving (the channel is up).
     public var isNearCacheActive: Bool { near != nil && state.withLock { $0.subscribed } }
 
@@ -224,7 +229,10 @@ public final class RedisCacheStore: CacheStore, CacheFillCoordinator, Service {
             }
         case .connectionLost:
             // Invalidations may be missed from now on: stop serving L1 until the channel is back.
-            state.withLock { $0.subscribed = false }
+            state.withLock {
+                $0.subscribed = false
+                $0.channelLosses += 1
+            }
             forgetNear()
             signals.signalAll()
         case .restored:
