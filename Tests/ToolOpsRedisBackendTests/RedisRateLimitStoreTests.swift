@@ -55,7 +55,7 @@ struct RedisRateLimitStoreTests {
             defer { (replicas + [probe]).forEach { $0.shutdown() } }
             // A rate each replica alone could exceed many times over, even on a loaded machine,
             // so the limit is saturated for as long as anyone hammers.
-            let (rate, burst) = (50, 10)
+            let (rate, burst) = (20, 5)
             let limit = try RateLimit(rate: rate, per: .seconds(1), burst: burst)
             func serverMicros() async throws -> Int64 {
                 let time = try await probe.send("TIME").array ?? []
@@ -85,13 +85,16 @@ struct RedisRateLimitStoreTests {
                 return try await group.reduce(into: []) { $0.append($1) }
             }
             let allowed = results.reduce(0) { $0 + $1.0 }
-            // While any caller ran, the limit was saturated (one caller alone far exceeds 50/s).
+            // While any caller ran, the limit was saturated (one caller alone far exceeds 20/s).
             let saturated = (results.map(\.2).max()! - results.map(\.1).min()!).secondsDouble
             let elapsed = Double(try await serverMicros() - start) / 1e6
             let ceiling = Double(burst) + Double(rate) * elapsed
             #expect(Double(allowed) <= ceiling, "allowed \(allowed) over \(elapsed) s (server time); ceiling \(ceiling)")
             let floor = Double(burst) + Double(rate) * saturated
-            #expect(Double(allowed) >= floor * 0.9, "allowed \(allowed); saturated for \(saturated) s: \(floor)")
+            // Not much less either: serially within 10 %; 25 % leaves room for the whole suite
+            // running in parallel on 2 cores (when even 24 callers barely keep up), and still
+            // fails a limiter that refuses tokens it has (double counting halves the rate).
+            #expect(Double(allowed) >= floor * 0.75, "allowed \(allowed); saturated for \(saturated) s: \(floor)")
         }
     }
 
