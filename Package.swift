@@ -108,7 +108,8 @@ let package = Package(
             path: "Tests/ToolOpsTestProbe",
             swiftSettings: strict),
 
-        .testTarget(name: "ToolOpsTestingTests", dependencies: ["ToolOpsTesting", "ToolOpsCore"], swiftSettings: strict),
+        .testTarget(
+            name: "ToolOpsTestingTests", dependencies: ["ToolOpsTesting", "ToolOpsCore", "ToolOpsTestSupport"], swiftSettings: strict),
         .testTarget(name: "ToolOpsCoreTests", dependencies: ["ToolOpsCore", "ToolOpsTesting", serviceContext], swiftSettings: strict),
         .testTarget(
             name: "ToolOpsResilienceTests",
