@@ -9,14 +9,17 @@ final class CountingTool: ToolRunner {
     let runs = Atomic<Int>(0)
     let failing = Atomic<Bool>(false)
     let delay: Duration
+    let firstRunDelay: Duration
     let value: JSONValue?
-    init(delay: Duration = .zero, value: JSONValue? = nil) {
+    init(delay: Duration = .zero, firstRunDelay: Duration? = nil, value: JSONValue? = nil) {
         self.delay = delay
+        self.firstRunDelay = firstRunDelay ?? delay
         self.value = value
     }
     func run(_ call: ToolCall) async throws -> ToolResult {
-        runs.add(1, ordering: .relaxed)
-        if delay > .zero { try await Task.sleep(for: delay) }
+        let run = runs.add(1, ordering: .relaxed).newValue
+        let pause = run == 1 ? firstRunDelay : delay
+        if pause > .zero { try await Task.sleep(for: pause) }
         if failing.load(ordering: .relaxed) { throw ToolOpsError(.invalidInput, "tool failed") }
         return ToolResult(value ?? ["echo": call.arguments, "run": .integer(Int64(runs.load(ordering: .relaxed)))])
     }
@@ -71,7 +74,8 @@ struct CacheMiddlewareTests {
     }
 
     @Test func aCancelledLeaderDoesNotFailItsFollowers() async throws {
-        let tool = CountingTool(delay: .seconds(2))
+        // The first run (the leader's) lasts until it is cancelled; later runs answer at once.
+        let tool = CountingTool(firstRunDelay: .seconds(60))
         let cache = try cache()
         let key = try CacheKeyer().key(for: try call())
         let leader = Task { try await cache.run(try call(), next: tool) }

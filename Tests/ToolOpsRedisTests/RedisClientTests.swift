@@ -326,6 +326,19 @@ struct RedisClientTests {
         #expect(error?.isUnavailable == true)
     }
 
+    @Test func commandsOverTheMaximumAreRefusedBeforeEncoding() async throws {
+        try await withRedisURL { url in
+            let client = try makeClient(url)
+            defer { client.shutdown() }
+            let big = [UInt8](repeating: 0x61, count: RedisCommand.maximumBytes + 1)
+            let error = await #expect(throws: RedisClientError.self) { try await client.send("SET", "toolops-test-big", big) }
+            #expect(error?.code == .commandTooLarge && error?.isUnavailable == false)
+            await #expect(throws: RedisClientError.self) { try await client.pipeline([RedisCommand("SET", "toolops-test-big", big)]) }
+            // Nothing was sent, and the connection is fine.
+            #expect(try await client.send("EXISTS", "toolops-test-big") == .integer(0))
+        }
+    }
+
     @Test func shutdownRejectsNewCommands() async throws {
         try await withRedisURL { url in
             let client = try makeClient(url)

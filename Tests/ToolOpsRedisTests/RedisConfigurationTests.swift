@@ -57,11 +57,34 @@ struct RedisConfigurationTests {
         #expect(error?.message.contains(problem) == true, "\(error?.message ?? "") should mention \(problem)")
     }
 
-    @Test func errorsNeverLeakPasswords() {
+    @Test func errorsNeverLeakPasswords() throws {
         let error = #expect(throws: RedisClientError.self) { try RedisConfiguration(url: "redis://u:hunter2@host:0") }
         #expect(error?.message.contains("hunter2") == false)
         #expect(RedisConfiguration.redact("redis://u:hunter2@h:1/0") == "redis://u:***@h:1/0")
         #expect(RedisConfiguration.redact("unix:///s?password=hunter2&db=1") == "unix:///s?password=***&db=1")
+
+        // Passwords holding '/', '?', ':' or '@' (unencoded): parsed as the password, and no
+        // fragment of them in any message, redaction or description.
+        let secret = "s3cr/et?x:y@z"
+        let parsed = try #require(try? RedisConfiguration(url: "redis://app:\(secret)@host:6390/2"))
+        #expect(parsed.password == secret && parsed.username == "app" && parsed.database == 2)
+        #expect(parsed.endpoint == .tcp(host: "host", port: 6390))
+        for url in [
+            "redis://app:s3cr/et@host:6390", "redis://app:s3cr/et@host:99999", "redis://app:s3cr?et@host:0",
+            "redis://app:\(secret)@host:0/x", "redis://host:1?password=hun@ter2", "redis://host:1?password=%zzhunter2",
+            "unix:///s?password=hun@ter2&db=1",
+        ] {
+            let text = RedisConfiguration.redact(url)
+            for fragment in ["s3cr", "et@", "hun", "ter2", "x:y"] { #expect(!text.contains(fragment), "\(text)") }
+            do {
+                let configuration = try RedisConfiguration(url: url)
+                #expect(!"\(configuration)".contains("s3cr") && !"\(configuration)".contains("ter2"))
+            } catch {
+                for fragment in ["s3cr", "hun", "ter2", "x:y"] { #expect(!error.message.contains(fragment), "\(error.message)") }
+            }
+        }
+        #expect("\(parsed)" == "redis(host:6390, user: app, password: ***, db: 2, tls: off)")
+        #expect(!String(reflecting: parsed).contains("s3cr"))
     }
 
     @Test func invalidValuesAreRejected() {

@@ -146,7 +146,7 @@ struct ConnectionFailureTests {
             let (error, waited) = await failure(client)
             #expect(error?.code == .connectTimeout, "\(url): \(String(describing: error))")
             #expect(error?.isUnavailable == true)
-            #expect(waited >= .milliseconds(300) && waited < .seconds(2))
+            #expect(waited >= .milliseconds(300) && waited < .seconds(5))  // the connect timeout, not the 5 s+ of anything else
         }
     }
 

@@ -55,17 +55,28 @@ public final class RedisClient: Sendable {
     // MARK: commands
 
     /// Sends one command and returns its reply. An error reply is thrown as
-    /// ``RedisClientError/Code/serverError``.
+    /// ``RedisClientError/Code/serverError`` — or ``RedisClientError/Code/serverUnavailable``
+    /// for `READONLY`, `LOADING`, `BUSY`, `MASTERDOWN`, `TRYAGAIN`, `CLUSTERDOWN`.
     @discardableResult
     public func send(_ command: RedisCommand) async throws -> RESPValue {
-        let reply = try await connection().execute(command.encoded, replies: 1)
+        let bytes = try command.checkedEncoding()
+        let connection = try connection()
+        let reply = try await connection.execute(bytes, replies: 1)
         if case .error(let message) = reply {
             if let call = command.script, message.hasPrefix("NOSCRIPT") {
                 return try await send(RedisCommand.eval(call))
             }
-            throw RedisClientError(.serverError, message)
+            throw failure(message, on: connection)
         }
         return reply
+    }
+
+    /// The error for an error reply. `READONLY` means this connection reached a replica (the
+    /// old primary after a failover behind a DNS name): it is closed once its in-flight
+    /// commands are answered, so the next connection resolves the name again.
+    private func failure(_ message: String, on connection: RedisConnection) -> RedisClientError {
+        if message.hasPrefix("READONLY") { connection.close() }
+        return RedisClientError.reply(message)
     }
 
     /// Sends `name` with `arguments`; see ``send(_:)-(RedisCommand)``.
@@ -85,8 +96,9 @@ public final class RedisClient: Sendable {
         if commands.isEmpty { return [] }
         var bytes: [UInt8] = []
         bytes.reserveCapacity(commands.reduce(0) { $0 + $1.encoded.count })
-        for command in commands { bytes.append(contentsOf: command.encoded) }
-        let reply = try await connection().execute(bytes, replies: commands.count)
+        for command in commands { bytes.append(contentsOf: try command.checkedEncoding()) }
+        let connection = try connection()
+        let reply = try await connection.execute(bytes, replies: commands.count)
         // One expected reply comes back bare; several come back collected in an array.
         let replies: [RESPValue]
         if commands.count == 1 {
@@ -104,7 +116,7 @@ public final class RedisClient: Sendable {
                 if let call = commands[index].script, message.hasPrefix("NOSCRIPT") {
                     retries.append((index, RedisCommand.eval(call)))
                 }
-                results.append(.failure(RedisClientError(.serverError, message)))
+                results.append(.failure(failure(message, on: connection)))
             } else {
                 results.append(.success(reply))
             }

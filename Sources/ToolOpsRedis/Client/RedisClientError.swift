@@ -21,7 +21,8 @@ public struct RedisClientError: Error, Sendable, Hashable, CustomStringConvertib
         enum Base: String, Hashable, Sendable {
             case invalidURL, invalidConfiguration, connectionRefused, connectionClosed
             case connectTimeout, commandTimeout, tlsFailure, protocolError, serverError
-            case authenticationFailed, clientClosed, unexpectedReply, addressResolution
+            case authenticationFailed, clientClosed, unexpectedReply, addressResolution, serverUnavailable
+            case commandTooLarge
         }
         let base: Base
 
@@ -43,6 +44,11 @@ public struct RedisClientError: Error, Sendable, Hashable, CustomStringConvertib
         public static let protocolError = Code(base: .protocolError)
         /// The server replied with an error (`-ERR …`, `-WRONGTYPE …`, `-NOSCRIPT …`).
         public static let serverError = Code(base: .serverError)
+        /// The server answered, but cannot serve this now — it is a replica (`READONLY`, e.g.
+        /// the old primary after a failover), loading its data (`LOADING`), busy with a script
+        /// (`BUSY`), cut off from its primary (`MASTERDOWN`), or its cluster is reconfiguring
+        /// (`TRYAGAIN`, `CLUSTERDOWN`). Unavailable, not "Redis said no".
+        public static let serverUnavailable = Code(base: .serverUnavailable)
         /// `AUTH` was rejected (wrong password, unknown user) or the server requires one.
         public static let authenticationFailed = Code(base: .authenticationFailed)
         /// The client was shut down.
@@ -51,6 +57,8 @@ public struct RedisClientError: Error, Sendable, Hashable, CustomStringConvertib
         public static let unexpectedReply = Code(base: .unexpectedReply)
         /// The host name could not be resolved.
         public static let addressResolution = Code(base: .addressResolution)
+        /// A command's arguments exceed ``RedisCommand/maximumBytes``; nothing was sent.
+        public static let commandTooLarge = Code(base: .commandTooLarge)
 
         public var description: String { base.rawValue }
     }
@@ -70,9 +78,9 @@ public struct RedisClientError: Error, Sendable, Hashable, CustomStringConvertib
     public var isUnavailable: Bool {
         switch code.base {
         case .connectionRefused, .connectionClosed, .connectTimeout, .commandTimeout,
-            .tlsFailure, .protocolError, .addressResolution, .clientClosed:
+            .tlsFailure, .protocolError, .addressResolution, .clientClosed, .serverUnavailable:
             return true
-        case .invalidURL, .invalidConfiguration, .serverError, .authenticationFailed, .unexpectedReply:
+        case .invalidURL, .invalidConfiguration, .serverError, .authenticationFailed, .unexpectedReply, .commandTooLarge:
             return false
         }
     }
@@ -80,9 +88,20 @@ public struct RedisClientError: Error, Sendable, Hashable, CustomStringConvertib
     /// For a ``Code/serverError``, the first word of the server's message (`ERR`,
     /// `WRONGTYPE`, `NOSCRIPT`, `MOVED`, …); otherwise `nil`.
     public var serverErrorPrefix: Substring? {
-        guard code == .serverError else { return nil }
+        guard code == .serverError || code == .serverUnavailable else { return nil }
         return message.split(separator: " ", maxSplits: 1).first
     }
 
     public var description: String { "RedisClientError(\(code)): \(message)" }
+
+    /// Error-reply prefixes that mean "not available for this right now" (see
+    /// ``Code/serverUnavailable``).
+    public static let unavailablePrefixes: Set<Substring> = ["READONLY", "LOADING", "BUSY", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN"]
+
+    /// The error for an error reply: ``Code/serverUnavailable`` for the prefixes in
+    /// ``unavailablePrefixes``, else ``Code/serverError``.
+    public static func reply(_ message: String) -> RedisClientError {
+        let prefix = message.split(separator: " ", maxSplits: 1).first ?? ""
+        return RedisClientError(unavailablePrefixes.contains(prefix) ? .serverUnavailable : .serverError, message)
+    }
 }

@@ -5,7 +5,7 @@
 /// config.commandTimeout = .milliseconds(250)
 /// let client = try RedisClient(configuration: config)
 /// ```
-public struct RedisConfiguration: Sendable {
+public struct RedisConfiguration: Sendable, CustomStringConvertible {
     /// Where the server listens.
     public enum Endpoint: Sendable, Hashable, CustomStringConvertible {
         /// A TCP host name or IP address and port.
@@ -91,6 +91,16 @@ public struct RedisConfiguration: Sendable {
     }
 
     /// Checks that every value is usable.
+    /// The endpoint and options, never the password: `redis(127.0.0.1:6379, user: app, password: ***, db: 2, tls: on)`.
+    public var description: String {
+        var parts = ["\(endpoint)"]
+        if let username { parts.append("user: \(username)") }
+        if password != nil { parts.append("password: ***") }
+        if database != 0 { parts.append("db: \(database)") }
+        parts.append("tls: \(tls.isEnabled ? "on" : "off")")
+        return "redis(\(parts.joined(separator: ", ")))"
+    }
+
     public func validate() throws(RedisClientError) {
         func bad(_ message: String) -> RedisClientError { RedisClientError(.invalidConfiguration, message) }
         if poolSize < 1 || poolSize > 1024 { throw bad("poolSize must be 1...1024, got \(poolSize)") }
@@ -215,13 +225,21 @@ extension RedisConfiguration {
         guard let schemeEnd = url.firstRange(of: "://") else { throw bad("missing scheme (expected redis://, rediss:// or unix://)") }
         let scheme = url[..<schemeEnd.lowerBound].lowercased()
         var rest = url[schemeEnd.upperBound...]
+        // The user info ends at the *last* '@': a password may hold '/', '?', ':' or '@' (it
+        // should be percent-encoded, but often is not), and none of it may leak into a message.
+        var userInfo: Substring? = nil
+        if scheme == "redis" || scheme == "rediss", let at = Self.userInfoEnd(rest) {
+            userInfo = rest[..<at]
+            rest = rest[rest.index(after: at)...]
+        }
 
         var query: [String: String] = [:]
         if let q = rest.firstIndex(of: "?") {
             for pair in rest[rest.index(after: q)...].split(separator: "&") where !pair.isEmpty {
                 let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
                 guard parts.count == 2, let key = Self.percentDecode(parts[0]), let value = Self.percentDecode(parts[1]) else {
-                    throw bad("malformed query parameter '\(pair)'")
+                    // The key only: the value may be a password.
+                    throw bad("malformed query parameter '\(parts[0])'")
                 }
                 query[key] = value
             }
@@ -243,9 +261,7 @@ extension RedisConfiguration {
                 hostPart = rest[..<slash]
                 dbPart = rest[rest.index(after: slash)...]
             }
-            if let at = hostPart.lastIndex(of: "@") {
-                let userInfo = hostPart[..<at]
-                hostPart = hostPart[hostPart.index(after: at)...]
+            if let userInfo {
                 let pieces = userInfo.split(separator: ":", maxSplits: 1, omittingEmptySubsequences: false)
                 if pieces.count == 2 {
                     guard let user = Self.percentDecode(pieces[0]), let pass = Self.percentDecode(pieces[1]) else {
@@ -304,20 +320,40 @@ extension RedisConfiguration {
     /// The URL with any password replaced by `***`, for logs and error messages.
     public static func redact(_ url: String) -> String {
         guard let schemeEnd = url.firstRange(of: "://") else { return url }
+        let scheme = url[..<schemeEnd.upperBound]
         let afterScheme = url[schemeEnd.upperBound...]
-        let hostEnd = afterScheme.firstIndex(where: { $0 == "/" || $0 == "?" }) ?? afterScheme.endIndex
         var result = url
-        if let at = afterScheme[..<hostEnd].lastIndex(of: "@") {
+        if let at = userInfoEnd(afterScheme) {
             let userInfo = afterScheme[..<at]
-            let user = userInfo.split(separator: ":", maxSplits: 1, omittingEmptySubsequences: false)
-            let replacement = user.count == 2 ? "\(user[0]):***" : "***"
-            result = String(url[..<schemeEnd.upperBound]) + replacement + String(afterScheme[at...])
+            let tail = afterScheme[afterScheme.index(after: at)...]
+            if userInfo.contains("?") {
+                // A '?' in the user info: the password holds one (hide all of it with the rest).
+                result = scheme + "***@" + tail
+            } else {
+                let user = userInfo.split(separator: ":", maxSplits: 1, omittingEmptySubsequences: false)
+                result = scheme + (user.count == 2 ? "\(user[0]):***" : "***") + "@" + tail
+            }
         }
-        if let range = result.firstRange(of: "password=") {
+        var searchFrom = result.startIndex
+        while let range = result[searchFrom...].firstRange(of: "password=") {
             let end = result[range.upperBound...].firstIndex(of: "&") ?? result.endIndex
             result.replaceSubrange(range.upperBound..<end, with: "***")
+            searchFrom = result.index(range.upperBound, offsetBy: 3, limitedBy: result.endIndex) ?? result.endIndex
         }
         return result
+    }
+
+    /// Where the user info of `redis://[userinfo@]host…` ends: the last '@' (a password may
+    /// contain '@', '/' or '?'; host, port and database never do). An '@' inside a query value
+    /// (`?password=p@ss`) does not end any user info.
+    static func userInfoEnd(_ afterScheme: Substring) -> Substring.Index? {
+        guard let at = afterScheme.lastIndex(of: "@") else { return nil }
+        if let question = afterScheme[..<at].firstIndex(of: "?") {
+            let query = afterScheme[afterScheme.index(after: question)..<at]
+            let keys = query.split(separator: "&").map { $0.split(separator: "=", maxSplits: 1).first ?? "" }
+            if query.contains("="), keys.contains(where: { ["db", "user", "password"].contains($0) }) { return nil }
+        }
+        return at
     }
 
     static func percentDecode(_ text: Substring) -> String? {

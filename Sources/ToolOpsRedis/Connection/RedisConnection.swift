@@ -270,6 +270,9 @@ private final class ConnectionIO {
                     connection.logger.debug("CLIENT SETNAME refused", metadata: ["error": "\(message)"])
                 case "PING":
                     if message.hasPrefix("NOAUTH") { throw RedisClientError(.authenticationFailed, message) }
+                    // LOADING, MASTERDOWN, BUSY…: up, but not serving now — say which.
+                    let reply = RedisClientError.reply(message)
+                    if reply.code == .serverUnavailable { throw reply }
                     throw RedisClientError(.connectionRefused, "server refused the connection: \(message)")
                 default:
                     if message.hasPrefix("NOAUTH") { throw RedisClientError(.authenticationFailed, message) }

@@ -50,8 +50,16 @@ extension Double: RedisArgumentConvertible {
 public struct RedisCommand: Sendable {
     /// The command name as given (for example `GET`), used in errors and logs.
     public let name: String
-    /// The command's RESP encoding.
+    /// The command's RESP encoding (empty when it is too large to send, see ``tooLarge``).
     let encoded: [UInt8]
+    /// The size of a command over ``maximumBytes``: it was never encoded and is refused when sent.
+    let tooLarge: Int?
+
+    /// The most bytes of arguments (name included) one command may carry: 512 MiB, Redis's own
+    /// default bulk limit (`proto-max-bulk-len`). Larger commands are refused with
+    /// ``RedisClientError/Code/commandTooLarge`` before they are encoded (hiredis 0.14 sums
+    /// lengths in a C `int`: beyond 2 GiB it would crash or overflow its buffer).
+    public static let maximumBytes = 512 << 20
     /// Set for `EVALSHA` commands made by ``RedisCommand/evalSHA(_:keys:arguments:)``, so a
     /// `NOSCRIPT` reply can be retried with `EVAL`.
     let script: ScriptCall?
@@ -81,14 +89,29 @@ public struct RedisCommand: Sendable {
             lengths.append(flat.count - before)
         }
         self.name = name
-        self.encoded = RESPEncoder.encode(flat: flat, lengths: lengths)
         self.script = nil
+        if flat.count > Self.maximumBytes {
+            self.encoded = []
+            self.tooLarge = flat.count
+        } else {
+            self.encoded = RESPEncoder.encode(flat: flat, lengths: lengths)
+            self.tooLarge = nil
+        }
     }
 
-    init(name: String, encoded: [UInt8], script: ScriptCall?) {
+    init(name: String, encoded: [UInt8], tooLarge: Int?, script: ScriptCall?) {
         self.name = name
         self.encoded = encoded
+        self.tooLarge = tooLarge
         self.script = script
+    }
+
+    /// The encoding, or ``RedisClientError/Code/commandTooLarge``.
+    func checkedEncoding() throws(RedisClientError) -> [UInt8] {
+        if let tooLarge {
+            throw RedisClientError(.commandTooLarge, "\(name) carries \(tooLarge) bytes; the maximum is \(Self.maximumBytes)")
+        }
+        return encoded
     }
 
     /// `EVALSHA` of `script`; a `NOSCRIPT` reply is retried once with `EVAL` transparently.
@@ -104,6 +127,7 @@ public struct RedisCommand: Sendable {
         return RedisCommand(
             name: command.name,
             encoded: command.encoded,
+            tooLarge: command.tooLarge,
             script: ScriptCall(script: script, keys: keys, arguments: arguments)
         )
     }

@@ -46,7 +46,7 @@ public final class RedisCacheStore: CacheStore, CacheFillCoordinator, Service {
         /// The most entries one tag or tool set holds; a write that would exceed it is not
         /// cached (so invalidation stays bounded). Defaults to 100,000.
         public var maximumSetMembers: Int
-        /// Keys deleted per script call while invalidating. Defaults to 1,000.
+        /// Keys deleted per script call while invalidating (1 ... ``RedisCacheStore/maximumInvalidationBatch``). Defaults to 1,000.
         public var invalidationBatch: Int
         /// How often a fill waiter checks whether the filler is still there. Defaults to 100 ms.
         public var pollInterval: Duration
@@ -86,6 +86,11 @@ public final class RedisCacheStore: CacheStore, CacheFillCoordinator, Service {
         guard configuration.maximumSetMembers > 0, configuration.invalidationBatch > 0, configuration.pollInterval > .zero else {
             throw ToolOpsError(.invalidConfiguration, "cache set bound, invalidation batch and poll interval must be positive")
         }
+        // Lua's unpack() fails above ~8,000 values: the invalidation script unpacks a batch.
+        guard configuration.invalidationBatch <= Self.maximumInvalidationBatch else {
+            throw ToolOpsError(
+                .invalidConfiguration, "invalidationBatch must be at most \(Self.maximumInvalidationBatch), got \(configuration.invalidationBatch)")
+        }
         self.client = client
         self.configuration = configuration
         self.clock = clock
@@ -93,6 +98,19 @@ public final class RedisCacheStore: CacheStore, CacheFillCoordinator, Service {
             MemoryCacheStore(.init(maximumEntries: $0.maximumEntries, maximumBytes: $0.maximumBytes), clock: clock)
         }
         self.origin = String(UInt64.random(in: 0...UInt64.max), radix: 36)
+    }
+
+    /// The largest ``Configuration/invalidationBatch`` (Lua's `unpack` limit is about 8,000).
+    public static let maximumInvalidationBatch = 5_000
+
+    /// `text` with the glob characters of `SCAN MATCH` (`*`, `?`, `[`, `]`, `\\`) escaped.
+    static func globEscaped(_ text: String) -> String {
+        var out = ""
+        for character in text {
+            if "*?[]\\".contains(character) { out.append("\\") }
+            out.append(character)
+        }
+        return out
     }
 
     // MARK: Scripts
@@ -270,6 +288,9 @@ public final class RedisCacheStore: CacheStore, CacheFillCoordinator, Service {
         var sets = [keys.cacheTool(entry.tool.description)]
         for tag in entry.tags.sorted() { sets.append(keys.cacheTag(tag)) }
         let setKeys = sets
+        // As in `get`: a write that overlapped any announcement (another replica's newer write
+        // of this key, an invalidation) is not kept in L1, where it could outlive the newer value.
+        let before = epoch.load(ordering: .sequentiallyConsistent)
         let stored = try await redis("write") {
             try await self.client.run(
                 Self.setScript, keys: [self.keys.cacheEntry(key.value)] + setKeys,
@@ -279,7 +300,7 @@ public final class RedisCacheStore: CacheStore, CacheFillCoordinator, Service {
         guard stored.int == 1 else {
             throw ToolOpsError(.invalidInput, "not cached: a tag or tool set of \(key) holds \(configuration.maximumSetMembers) entries")
         }
-        if let near = configuration.nearCache, state.withLock({ $0.subscribed }) {
+        if let near = configuration.nearCache, epoch.load(ordering: .sequentiallyConsistent) == before, state.withLock({ $0.subscribed }) {
             self.near?.store(key, entry, size: bytes.count, keepUntil: clock.now + near.maximumAge)
         }
     }
@@ -314,7 +335,8 @@ public final class RedisCacheStore: CacheStore, CacheFillCoordinator, Service {
         repeat {
             let current = cursor
             let reply = try await redis("scan") {
-                try await self.client.send("SCAN", current, "MATCH", "\(self.keys.prefix):cache:*", "COUNT", 1000)
+                // The prefix is escaped: a prefix with glob characters must not match other deployments' keys.
+                try await self.client.send("SCAN", current, "MATCH", "\(Self.globEscaped(self.keys.prefix)):cache:*", "COUNT", 1000)
             }
             guard let parts = reply.array, parts.count == 2, let next = parts[0].string else { break }
             cursor = next
