@@ -334,13 +334,15 @@ extension RedisConfiguration {
                 result = scheme + (user.count == 2 ? "\(user[0]):***" : "***") + "@" + tail
             }
         }
-        var searchFrom = result.startIndex
-        while let range = result[searchFrom...].firstRange(of: "password=") {
-            let end = result[range.upperBound...].firstIndex(of: "&") ?? result.endIndex
-            result.replaceSubrange(range.upperBound..<end, with: "***")
-            searchFrom = result.index(range.upperBound, offsetBy: 3, limitedBy: result.endIndex) ?? result.endIndex
+        // Every `password=` value, up to the next '&' (rebuilt, not edited in place).
+        var redacted = ""
+        var remaining = Substring(result)
+        while let range = remaining.firstRange(of: "password=") {
+            redacted += remaining[..<range.upperBound] + "***"
+            remaining = remaining[range.upperBound...]
+            remaining = remaining[(remaining.firstIndex(of: "&") ?? remaining.endIndex)...]
         }
-        return result
+        return redacted + remaining
     }
 
     /// Where the user info of `redis://[userinfo@]host…` ends: the last '@' (a password may
