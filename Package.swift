@@ -131,7 +131,9 @@ let package = Package(
             swiftSettings: strict),
         .testTarget(
             name: "ToolOpsRedisTests",
-            dependencies: ["ToolOpsRedis", "ToolOpsTesting", "ToolOpsTestSupport", lifecycle, log],
+            dependencies: [
+                "ToolOpsRedis", "CHiredis", "ToolOpsTesting", "ToolOpsTestSupport", "toolops-test-probe", lifecycle, log,
+            ],
             swiftSettings: strict),
         .testTarget(
             name: "ToolOpsRedisBackendTests",

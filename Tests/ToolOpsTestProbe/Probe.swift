@@ -1,3 +1,4 @@
+import Foundation
 import ArgumentParser
 import ToolOpsCore
 import ToolOpsRedis
@@ -9,7 +10,7 @@ import ToolOpsResilience
 struct Probe: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "toolops-test-probe", abstract: "Test helpers (not for users).",
-        subcommands: [FileRateLimitProbe.self, RedisRateLimitProbe.self]
+        subcommands: [FileRateLimitProbe.self, RedisRateLimitProbe.self, RedisSendProbe.self]
     )
 }
 
@@ -81,5 +82,44 @@ struct RedisRateLimitProbe: AsyncParsableCommand {
             return try await group.reduce((0, 0)) { ($0.0 + $1.0, $0.1 + $1.1) }
         }
         print("\(counts.0) \(counts.1)")
+    }
+}
+
+/// Sends one command, waits, then pings; prints `first <code or reply>`, `peak <bytes>` (the
+/// process's peak resident memory, VmHWM) and `then <code or reply>` — for tests of what a
+/// misbehaving server can do to a process.
+struct RedisSendProbe: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "redis-send")
+
+    @Option var url: String
+    @Option var command: String = "GET"
+    @Option var commandTimeoutMs: Int = 3000
+    @Option var holdMs: Int = 0
+
+    func run() async throws {
+        var configuration = try RedisConfiguration(url: url)
+        configuration.clientName = nil
+        configuration.poolSize = 1
+        configuration.commandTimeout = .milliseconds(commandTimeoutMs)
+        let client = try RedisClient(configuration: configuration)
+        defer { client.shutdown() }
+        func outcome(_ command: RedisCommand) async -> String {
+            do { return "\(try await client.send(command))" } catch let error as RedisClientError { return "\(error.code)" } catch {
+                return "\(error)"
+            }
+        }
+        let started = ContinuousClock.now
+        print("first \(await outcome(RedisCommand(command, "key"))) \((ContinuousClock.now - started).components.seconds)")
+        try await Task.sleep(for: .milliseconds(holdMs))
+        let status = (try? String(contentsOfFile: "/proc/self/status", encoding: .utf8)) ?? ""
+        let peak = status.split(separator: "\n").first { $0.hasPrefix("VmHWM:") }?.split(separator: " ").dropFirst().first
+        print("peak \((Int(peak ?? "0") ?? 0) * 1024)")
+        // The connection that streamed is replaced once its deadline passes.
+        var then = await outcome(RedisCommand("PING"))
+        for _ in 0..<50 where then != "+PONG" {
+            try await Task.sleep(for: .milliseconds(100))
+            then = await outcome(RedisCommand("PING"))
+        }
+        print("then \(then)")
     }
 }

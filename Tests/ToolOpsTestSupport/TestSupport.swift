@@ -113,3 +113,18 @@ public final class Moment: Sendable {
     /// Time from `start` to the recorded instant, or `nil` if nothing was recorded.
     public func since(_ start: ContinuousClock.Instant) -> Duration? { instant.map { $0 - start } }
 }
+
+extension Result where Failure == any Error {
+    /// The outcome of an async call, for `async let` (whose errors a test cannot capture otherwise).
+    public init(catching body: () async throws -> Success) async {
+        do { self = .success(try await body()) } catch { self = .failure(error) }
+    }
+}
+
+extension Result {
+    /// The error, if it failed.
+    public var failure: Failure? {
+        if case .failure(let error) = self { return error }
+        return nil
+    }
+}

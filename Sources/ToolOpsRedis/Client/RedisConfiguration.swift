@@ -50,8 +50,18 @@ public struct RedisConfiguration: Sendable, CustomStringConvertible {
     /// Sent with `CLIENT SETNAME` on connect so operators can spot our connections.
     /// Defaults to `"toolops"`; `nil` skips it.
     public var clientName: String?
-    /// Largest reply accepted before the stream is declared broken. Defaults to 512 MiB + 64 KiB.
+    /// The most bytes one reply may occupy on the wire. Defaults to 512 MiB + 64 KiB (Redis's
+    /// own bulk limit plus framing). A larger reply fails its command with
+    /// ``RedisClientError/Code/protocolError`` and is skipped without being buffered; the
+    /// connection stays in use (see ``RESPReader``).
     public var maximumReplyBytes: Int
+    /// The most array elements one reply may announce, nested arrays included. Defaults to
+    /// 4,194,304 (a decoded reply of small values stays under ~200 MB). A larger reply fails
+    /// its command like one over ``maximumReplyBytes``.
+    public var maximumReplyElements: Int
+    /// The deepest nesting of arrays in one reply. Defaults to 64. A deeper reply fails its
+    /// command only; other commands on the connection are unaffected.
+    public var maximumReplyDepth: Int
     /// After any socket activity, a connection's I/O thread keeps polling without sleeping
     /// for this long, so the next reply is read the moment it arrives instead of after the
     /// thread is woken. Trades CPU for latency: under steady load each busy connection keeps
@@ -73,6 +83,8 @@ public struct RedisConfiguration: Sendable, CustomStringConvertible {
         reconnect: ReconnectBackoff = .init(),
         clientName: String? = "toolops",
         maximumReplyBytes: Int = 512 * 1024 * 1024 + 64 * 1024,
+        maximumReplyElements: Int = 4 * 1024 * 1024,
+        maximumReplyDepth: Int = 64,
         busyPoll: Duration = .zero
     ) {
         self.busyPoll = busyPoll
@@ -88,6 +100,13 @@ public struct RedisConfiguration: Sendable, CustomStringConvertible {
         self.reconnect = reconnect
         self.clientName = clientName
         self.maximumReplyBytes = maximumReplyBytes
+        self.maximumReplyElements = maximumReplyElements
+        self.maximumReplyDepth = maximumReplyDepth
+    }
+
+    /// The reply limits as the reader takes them.
+    var replyLimits: RESPReader.Limits {
+        RESPReader.Limits(bytes: maximumReplyBytes, elements: maximumReplyElements, depth: maximumReplyDepth)
     }
 
     /// Checks that every value is usable.
@@ -109,7 +128,9 @@ public struct RedisConfiguration: Sendable, CustomStringConvertible {
         if database < 0 { throw bad("database must be >= 0, got \(database)") }
         if connectTimeout <= .zero { throw bad("connectTimeout must be positive") }
         if commandTimeout <= .zero { throw bad("commandTimeout must be positive") }
-        if maximumReplyBytes < 1024 { throw bad("maximumReplyBytes must be at least 1024") }
+        if maximumReplyBytes < 1024 || maximumReplyBytes > 1 << 40 { throw bad("maximumReplyBytes must be 1 KiB...1 TiB, got \(maximumReplyBytes)") }
+        if maximumReplyElements < 1 { throw bad("maximumReplyElements must be >= 1, got \(maximumReplyElements)") }
+        if maximumReplyDepth < 1 || maximumReplyDepth > 1024 { throw bad("maximumReplyDepth must be 1...1024, got \(maximumReplyDepth)") }
         if reconnect.initialDelay < .zero || reconnect.maximumDelay < reconnect.initialDelay {
             throw bad("reconnect delays must satisfy 0 <= initialDelay <= maximumDelay")
         }

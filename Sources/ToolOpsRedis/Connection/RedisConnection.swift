@@ -172,6 +172,8 @@ private final class ConnectionIO {
         /// A batch (several replies) answers with one `.array` of them.
         let isBatch: Bool
         var collected: [RESPValue] = []
+        /// A reply crossed a limit: the caller has its error; what is left of its replies is dropped.
+        var rejected = false
 
         init(id: UInt64, remaining: Int, deadline: ContinuousClock.Instant) {
             self.id = id
@@ -196,7 +198,7 @@ private final class ConnectionIO {
 
     init(connection: RedisConnection) {
         self.connection = connection
-        self.reader = RESPReader(maximumBufferedBytes: connection.configuration.maximumReplyBytes)
+        self.reader = RESPReader(limits: connection.configuration.replyLimits)
     }
 
     deinit { if fd >= 0 { close(fd) } }
@@ -289,13 +291,28 @@ private final class ConnectionIO {
         var results: [RESPValue] = []
         while results.count < count {
             try flushOutput()
-            while results.count < count, let reply = try reader.next() { results.append(reply) }
+            while results.count < count, let event = try reader.next() {
+                switch event {
+                case .reply(let reply): results.append(reply)
+                case .rejected(let error): throw error
+                case .rejectedReplyEnded: break
+                }
+            }
             if results.count == count { break }
+            if let closed = peerClosed {
+                // Redis at maxclients says why before it closes: report that, not just the close.
+                if let message = results.lazy.compactMap({ if case .error(let m) = $0 { m } else { nil } }).first {
+                    throw RedisClientError(.connectionRefused, "server refused the connection: \(message)")
+                }
+                throw RedisClientError(.connectionClosed, "\(closed) during the handshake")
+            }
+            // A peer streaming bytes keeps poll busy: the deadline is checked here too.
             let events = Int16(POLLIN) | (hasOutput ? Int16(POLLOUT) : 0)
+            if ContinuousClock.now >= deadline { throw RedisClientError(.connectTimeout, "no reply to the connection handshake in time") }
             if try PosixSocket.wait(fd, events: events, deadline: deadline) == 0 {
                 throw RedisClientError(.connectTimeout, "no reply to the connection handshake in time")
             }
-            try readAvailable()
+            try readAvailable(deliver: false)
         }
         return results
     }
@@ -368,8 +385,9 @@ private final class ConnectionIO {
                 inFlight.append(InFlight(id: entry.id, remaining: entry.replies, deadline: entry.sentAt.advanced(by: timeout)))
             }
             if pollFDs[0].revents & Int16(POLLIN | POLLHUP | POLLERR) != 0 {
-                try readAvailable()
-                try deliverReplies()
+                try readAvailable(deliver: true)
+                // Replies that came with the close were delivered; the rest fail with it.
+                if let closed = peerClosed { throw RedisClientError(.connectionClosed, closed) }
             }
             if let first = inFlight.first, case .commands = connection.mode, first.deadline <= .now {
                 throw RedisClientError(
@@ -381,22 +399,43 @@ private final class ConnectionIO {
 
     private func deliverReplies() throws {
         if case .push(let handler) = connection.mode {
-            while let reply = try reader.next() { handler(reply) }
+            while let event = try reader.next() {
+                switch event {
+                case .reply(let reply): handler(reply)
+                case .rejected(let error):
+                    connection.logger.warning("pub/sub message dropped", metadata: ["error": "\(error.message)"])
+                case .rejectedReplyEnded: break
+                }
+            }
             return
         }
         var completed: [(id: UInt64, value: RESPValue)] = []
-        while let reply = try reader.next() {
+        while let event = try reader.next() {
+            let reply: RESPValue
+            switch event {
+            case .reply(let value): reply = value
+            case .rejected(let error):
+                // Answer the caller now; the rest of its reply is skipped under its deadline.
+                guard let head = inFlight.first else { throw error }
+                if !head.rejected {
+                    _ = inFlight.modifyFirst { head -> Void? in head.rejected = true; head.collected = []; return nil }
+                    if let waiter = connection.state.withLock({ $0.cancel(head.id) }) { waiter.resume(throwing: error) }
+                }
+                continue
+            case .rejectedReplyEnded: reply = .null
+            }
             // Mutated in place: a batch's replies accumulate without copying the array.
             let done = inFlight.modifyFirst { head -> (UInt64, RESPValue)? in
                 guard head.isBatch else { return (head.id, reply) }
-                head.collected.append(reply)
+                if !head.rejected { head.collected.append(reply) }
                 head.remaining -= 1
-                return head.remaining == 0 ? (head.id, .array(head.collected)) : nil
+                return head.remaining == 0 ? (head.id, head.rejected ? .null : .array(head.collected)) : nil
             }
             guard let done else {
                 throw RedisClientError(.protocolError, "unsolicited reply from server: \(reply)")
             }
             if let done {
+                // A rejected request's waiter is gone: completing it only retires it.
                 completed.append(done)
                 inFlight.removeFirst()
             }
@@ -460,8 +499,15 @@ private final class ConnectionIO {
         }
     }
 
-    func readAvailable() throws {
-        while true {
+    /// The peer closed (or reset) the connection, and how; what it sent before is still
+    /// decoded and delivered.
+    var peerClosed: String?
+
+    /// Reads what the socket has, up to 16 buffers (then returns, so the caller checks its
+    /// deadlines even while a peer streams without pause). With `deliver`, replies are handed
+    /// out after each buffer, so the reader never holds more than one partial reply.
+    func readAvailable(deliver: Bool) throws {
+        for _ in 0..<16 {
             let count = readBuffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, Int32(MSG_DONTWAIT)) }
             if count > 0 {
                 try readBuffer.withUnsafeBytes { raw in
@@ -474,11 +520,19 @@ private final class ConnectionIO {
                         try reader.feed(chunk)
                     }
                 }
+                if deliver { try deliverReplies() }
                 if count < readBuffer.count { return }
                 continue
             }
-            if count == 0 { throw RedisClientError(.connectionClosed, "server closed the connection") }
+            if count == 0 {
+                peerClosed = "server closed the connection"
+                return
+            }
             if errno == EINTR { continue }
+            if errno == ECONNRESET {
+                peerClosed = "server reset the connection"
+                return
+            }
             if errno == EAGAIN || errno == EWOULDBLOCK { return }
             throw RedisClientError(.connectionClosed, "read failed: \(PosixSocket.errnoString())")
         }
