@@ -206,7 +206,9 @@ struct ConnectionFailureTests {
             let client = try client(server.url)
             defer { client.shutdown(); admin.shutdown() }
             // BLPOP waits server-side; killing its connection meanwhile must fail it, typed.
-            async let blocked: RESPValue = client.send("BLPOP", "nothing", "10")
+            async let blocked: RESPValue = client.withConnection(commandTimeout: .seconds(20)) { lease in
+                try await lease.send("BLPOP", "nothing", "10")
+            }
             #expect(await eventually { ((try? await admin.send("CLIENT", "LIST").string) ?? "").contains("cmd=blpop") })
             _ = try await admin.send("CLIENT", "KILL", "USER", "default", "SKIPME", "yes")
             do {

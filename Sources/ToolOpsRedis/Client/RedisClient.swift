@@ -50,6 +50,8 @@ public final class RedisClient: Sendable {
     }
 
     private let ids: IDSource
+    /// Connections leased through ``withConnection(commandTimeout:_:)`` right now.
+    let leases = Atomic<Int>(0)
     func nextConnectionID() -> Int { ids.next() }
 
     // MARK: commands
@@ -57,18 +59,41 @@ public final class RedisClient: Sendable {
     /// Sends one command and returns its reply. An error reply is thrown as
     /// ``RedisClientError/Code/serverError`` — or ``RedisClientError/Code/serverUnavailable``
     /// for `READONLY`, `LOADING`, `BUSY`, `MASTERDOWN`, `TRYAGAIN`, `CLUSTERDOWN`.
+    ///
+    /// Commands that change or hold their connection (`MULTI`, `WATCH`, `SELECT`, `CLIENT REPLY`,
+    /// `SUBSCRIBE`, `BLPOP`, …) are refused with ``RedisClientError/Code/connectionScopedCommand``:
+    /// the connections are shared by every caller. Use ``withConnection(commandTimeout:_:)``.
     @discardableResult
     public func send(_ command: RedisCommand) async throws -> RESPValue {
-        let bytes = try command.checkedEncoding()
-        let connection = try connection()
+        let bytes = try checkedForSharing(command)
+        return try await perform(command, bytes: bytes, on: try connection())
+    }
+
+    /// Sends `command` on `connection`; an error reply is thrown, `NOSCRIPT` retried with `EVAL`.
+    func perform(_ command: RedisCommand, bytes: [UInt8], on connection: RedisConnection) async throws -> RESPValue {
         let reply = try await connection.execute(bytes, replies: 1)
         if case .error(let message) = reply {
             if let call = command.script, message.hasPrefix("NOSCRIPT") {
-                return try await send(RedisCommand.eval(call))
+                let eval = RedisCommand.eval(call)
+                return try await perform(eval, bytes: try eval.checkedEncoding(), on: connection)
             }
             throw failure(message, on: connection)
         }
         return reply
+    }
+
+    /// The encoding of a command allowed on a shared connection.
+    private func checkedForSharing(_ command: RedisCommand) throws(RedisClientError) -> [UInt8] {
+        switch command.scope {
+        case .shared: break
+        case .leased(let reason):
+            throw RedisClientError(
+                .connectionScopedCommand,
+                "\(reason); the client's connections are shared by every caller, so it was not sent: run it in withConnection { … }")
+        case .never(let reason):
+            throw RedisClientError(.connectionScopedCommand, "\(reason); not sent")
+        }
+        return try command.checkedEncoding()
     }
 
     /// The error for an error reply. `READONLY` means this connection reached a replica (the
@@ -96,7 +121,7 @@ public final class RedisClient: Sendable {
         if commands.isEmpty { return [] }
         var bytes: [UInt8] = []
         bytes.reserveCapacity(commands.reduce(0) { $0 + $1.encoded.count })
-        for command in commands { bytes.append(contentsOf: try command.checkedEncoding()) }
+        for command in commands { bytes.append(contentsOf: try checkedForSharing(command)) }
         let connection = try connection()
         let reply = try await connection.execute(bytes, replies: commands.count)
         // One expected reply comes back bare; several come back collected in an array.
@@ -146,8 +171,11 @@ public final class RedisClient: Sendable {
     func connection() throws(RedisClientError) -> RedisConnection {
         let now = ContinuousClock.now
         let (threshold, reconnect) = (configuration.spreadThreshold, configuration.reconnect)
+        let maximum = configuration.maximumCommandsPerConnection
         return try pool.withLock { (pool) throws(RedisClientError) -> RedisConnection in
-            switch pool.choose(now: now, threshold: threshold, backoff: reconnect.delay(afterFailures:), status: \.status) {
+            switch pool.choose(
+                now: now, threshold: threshold, maximum: maximum, backoff: reconnect.delay(afterFailures:), status: \.status)
+            {
             case .use(let connection):
                 return connection
             case .open(let slot):

@@ -22,7 +22,7 @@ public struct RedisClientError: Error, Sendable, Hashable, CustomStringConvertib
             case invalidURL, invalidConfiguration, connectionRefused, connectionClosed
             case connectTimeout, commandTimeout, tlsFailure, protocolError, serverError
             case authenticationFailed, clientClosed, unexpectedReply, addressResolution, serverUnavailable
-            case commandTooLarge
+            case commandTooLarge, connectionScopedCommand, overloaded
         }
         let base: Base
 
@@ -59,6 +59,15 @@ public struct RedisClientError: Error, Sendable, Hashable, CustomStringConvertib
         public static let addressResolution = Code(base: .addressResolution)
         /// A command's arguments exceed ``RedisCommand/maximumBytes``; nothing was sent.
         public static let commandTooLarge = Code(base: .commandTooLarge)
+        /// A command that changes or holds its connection (`MULTI`, `WATCH`, `SELECT`,
+        /// `CLIENT REPLY`, `SUBSCRIBE`, `BLPOP`, …) was sent on the shared connections; nothing
+        /// was sent. Run it in ``RedisClient/withConnection(commandTimeout:_:)``.
+        public static let connectionScopedCommand = Code(base: .connectionScopedCommand)
+        /// The client's own bounds were reached: every connection has
+        /// ``RedisConfiguration/maximumCommandsPerConnection`` commands waiting, or
+        /// ``RedisConfiguration/maximumLeasedConnections`` leases are open. Nothing was sent.
+        /// Counted as unavailable: a Redis this far behind is not serving in time.
+        public static let overloaded = Code(base: .overloaded)
 
         public var description: String { base.rawValue }
     }
@@ -78,9 +87,10 @@ public struct RedisClientError: Error, Sendable, Hashable, CustomStringConvertib
     public var isUnavailable: Bool {
         switch code.base {
         case .connectionRefused, .connectionClosed, .connectTimeout, .commandTimeout,
-            .tlsFailure, .protocolError, .addressResolution, .clientClosed, .serverUnavailable:
+            .tlsFailure, .protocolError, .addressResolution, .clientClosed, .serverUnavailable, .overloaded:
             return true
-        case .invalidURL, .invalidConfiguration, .serverError, .authenticationFailed, .unexpectedReply, .commandTooLarge:
+        case .invalidURL, .invalidConfiguration, .serverError, .authenticationFailed, .unexpectedReply, .commandTooLarge,
+            .connectionScopedCommand:
             return false
         }
     }

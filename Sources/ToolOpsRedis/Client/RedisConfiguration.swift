@@ -45,6 +45,14 @@ public struct RedisConfiguration: Sendable, CustomStringConvertible {
     /// only under heavy load or when one is slow (a big reply, a blocking command).
     /// Defaults to 64.
     public var spreadThreshold: Int
+    /// Commands waiting or in flight on one connection before the client pushes back: when
+    /// every connection of the pool has this many, commands fail at once with
+    /// ``RedisClientError/Code/overloaded`` instead of queueing without bound. Defaults to 10,000.
+    public var maximumCommandsPerConnection: Int
+    /// Exclusive connections open at once through ``RedisClient/withConnection(commandTimeout:_:)``
+    /// (each has a thread of its own). Beyond it, a lease fails with
+    /// ``RedisClientError/Code/overloaded``. Defaults to 16.
+    public var maximumLeasedConnections: Int
     /// Delay between reconnect attempts after a failure. Defaults to 50 ms doubling to 2 s.
     public var reconnect: ReconnectBackoff
     /// Sent with `CLIENT SETNAME` on connect so operators can spot our connections.
@@ -80,6 +88,8 @@ public struct RedisConfiguration: Sendable, CustomStringConvertible {
         commandTimeout: Duration = .seconds(5),
         poolSize: Int = 2,
         spreadThreshold: Int = 64,
+        maximumCommandsPerConnection: Int = 10_000,
+        maximumLeasedConnections: Int = 16,
         reconnect: ReconnectBackoff = .init(),
         clientName: String? = "toolops",
         maximumReplyBytes: Int = 512 * 1024 * 1024 + 64 * 1024,
@@ -97,6 +107,8 @@ public struct RedisConfiguration: Sendable, CustomStringConvertible {
         self.commandTimeout = commandTimeout
         self.poolSize = poolSize
         self.spreadThreshold = spreadThreshold
+        self.maximumCommandsPerConnection = maximumCommandsPerConnection
+        self.maximumLeasedConnections = maximumLeasedConnections
         self.reconnect = reconnect
         self.clientName = clientName
         self.maximumReplyBytes = maximumReplyBytes
@@ -124,6 +136,10 @@ public struct RedisConfiguration: Sendable, CustomStringConvertible {
         func bad(_ message: String) -> RedisClientError { RedisClientError(.invalidConfiguration, message) }
         if poolSize < 1 || poolSize > 1024 { throw bad("poolSize must be 1...1024, got \(poolSize)") }
         if spreadThreshold < 1 { throw bad("spreadThreshold must be >= 1, got \(spreadThreshold)") }
+        if maximumCommandsPerConnection < spreadThreshold {
+            throw bad("maximumCommandsPerConnection must be >= spreadThreshold (\(spreadThreshold)), got \(maximumCommandsPerConnection)")
+        }
+        if maximumLeasedConnections < 0 { throw bad("maximumLeasedConnections must be >= 0, got \(maximumLeasedConnections)") }
         if busyPoll < .zero || busyPoll > .milliseconds(100) { throw bad("busyPoll must be within 0...100 ms, got \(busyPoll)") }
         if database < 0 { throw bad("database must be >= 0, got \(database)") }
         if connectTimeout <= .zero { throw bad("connectTimeout must be positive") }

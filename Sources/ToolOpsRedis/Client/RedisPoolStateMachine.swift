@@ -41,10 +41,12 @@ struct RedisPoolStateMachine<Connection: PooledConnection> {
     /// Picks a connection: the first live one with fewer than `threshold` commands in flight
     /// (filling one connection first gives the biggest pipelined batches); when all are that
     /// busy, a free slot (one not backing off) to open a new one in; failing that, the least
-    /// loaded; failing that, the last connection error of a slot that is backing off.
+    /// loaded unless it already has `maximum` (then ``RedisClientError/Code/overloaded``);
+    /// failing that, the last connection error of a slot that is backing off.
     /// Closed connections found on the way are accounted for (see ``closed(slot:id:error:now:backoff:)``).
     mutating func choose(
-        now: ContinuousClock.Instant, threshold: Int, backoff: (Int) -> Duration, status: (Connection) -> PooledConnectionStatus
+        now: ContinuousClock.Instant, threshold: Int, maximum: Int = .max, backoff: (Int) -> Duration,
+        status: (Connection) -> PooledConnectionStatus
     ) -> Choice {
         if isShutDown { return .fail(RedisClientError(.clientClosed, "the Redis client was shut down")) }
         var leastLoaded: (connection: Connection, load: Int)? = nil
@@ -70,7 +72,12 @@ struct RedisPoolStateMachine<Connection: PooledConnection> {
             }
         }
         if let free { return .open(slot: free) }
-        if let leastLoaded { return .use(leastLoaded.connection) }
+        if let leastLoaded {
+            if leastLoaded.load >= maximum {
+                return .fail(RedisClientError(.overloaded, "every Redis connection has \(maximum) commands waiting (maximumCommandsPerConnection)"))
+            }
+            return .use(leastLoaded.connection)
+        }
         return .fail(backoffError ?? RedisClientError(.connectionRefused, "no Redis connection available"))
     }
 

@@ -136,6 +136,14 @@ final class RedisConnection: Sendable, PooledConnection {
         wake()
     }
 
+    /// Closes now: whatever is in flight fails with `error`, and the I/O thread stops without
+    /// waiting for replies (a lease ending during a blocking command).
+    func abort(_ error: RedisClientError) {
+        state.withLock { $0.requestClose() }
+        fail(error)
+        wake()
+    }
+
     func wake() {
         if state.withLock({ $0.requestWake() }) { signalWake() }
     }
@@ -344,7 +352,7 @@ private final class ConnectionIO {
                     }
                 }
             }
-            if closing && inFlight.isEmpty && !hasOutput { return }
+            if closing && ((inFlight.isEmpty && !hasOutput) || connection.state.withLock({ $0.hasFailed })) { return }
             if hasOutput {
                 try flushOutput()
                 let hasOutput = self.hasOutput

@@ -66,6 +66,12 @@ struct RedisConnectionStateMachine<Waiter> {
 
     var waiterCount: Int { waiters.count }
 
+    /// Failed or aborted: the I/O thread stops without waiting for replies.
+    var hasFailed: Bool {
+        if case .closed = phase { return true }
+        return false
+    }
+
     // MARK: callers
 
     /// A caller's request. `isCancelled`: the caller's task was cancelled before it got here

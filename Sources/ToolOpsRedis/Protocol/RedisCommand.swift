@@ -54,6 +54,8 @@ public struct RedisCommand: Sendable {
     let encoded: [UInt8]
     /// The size of a command over ``maximumBytes``: it was never encoded and is refused when sent.
     let tooLarge: Int?
+    /// Where the command may run (see ``CommandScope``).
+    let scope: CommandScope
 
     /// The most bytes of arguments (name included) one command may carry: 512 MiB, Redis's own
     /// default bulk limit (`proto-max-bulk-len`). Larger commands are refused with
@@ -90,6 +92,10 @@ public struct RedisCommand: Sendable {
         }
         self.name = name
         self.script = nil
+        self.scope = CommandScope.of(name: name, argumentCount: lengths.count - 1) { index in
+            let start = lengths[...index].reduce(0, +)
+            return flat[start..<(start + lengths[index + 1])]
+        }
         if flat.count > Self.maximumBytes {
             self.encoded = []
             self.tooLarge = flat.count
@@ -100,6 +106,7 @@ public struct RedisCommand: Sendable {
     }
 
     init(name: String, encoded: [UInt8], tooLarge: Int?, script: ScriptCall?) {
+        self.scope = .shared
         self.name = name
         self.encoded = encoded
         self.tooLarge = tooLarge
