@@ -1,3 +1,4 @@
+import Foundation
 import Testing
 @testable import ToolOpsRedis
 
@@ -224,5 +225,66 @@ struct RedisPoolStateMachineTests {
         #expect({ pool.shutDown() }() == [FakeConnection(id: 1)])
         #expect(describe(choose(&pool, [:])) == "fail clientClosed")
         #expect({ pool.closed(slot: 0, id: 1, error: RedisClientError(.clientClosed, "x"), now: start, backoff: backoff) }() == nil)
+    }
+}
+
+@Suite("Connecting to several resolved addresses, and resolving within the deadline")
+struct AddressSelectionTests {
+    typealias Address = PosixSocket.Address
+    let v6 = Address(family: 10, socketType: 1, protocolNumber: 6, bytes: [6])
+    let v4 = Address(family: 2, socketType: 1, protocolNumber: 6, bytes: [4])
+
+    /// Dual-stack DNS with an unreachable AAAA record: the IPv6 attempt times out within its
+    /// share of the connect timeout, and IPv4 is still tried, with the rest.
+    @Test func anAddressThatTimesOutLeavesTimeForTheNext() throws {
+        let start = ContinuousClock.now
+        var clock = start
+        var tried: [(UInt8, Duration)] = []
+        let connected = try PosixSocket.connectAny([v6, v4], deadline: start + .seconds(4), now: { clock }) { (address, until) throws(RedisClientError) -> String in
+            tried.append((address.bytes[0], clock.duration(to: until)))
+            if address.bytes[0] == 6 {
+                clock = until  // it hung until its own deadline
+                throw RedisClientError(.connectTimeout, "timed out")
+            }
+            return "connected over IPv\(address.bytes[0])"
+        }
+        #expect(connected == "connected over IPv4")
+        #expect(tried.map(\.0) == [6, 4])
+        #expect(tried.map(\.1) == [.seconds(2), .seconds(2)])
+    }
+
+    @Test func everyAddressTimingOutIsAConnectTimeoutAndARefusalIsNot() throws {
+        let start = ContinuousClock.now
+        var clock = start
+        let timeout = #expect(throws: RedisClientError.self) {
+            try PosixSocket.connectAny([v6, v4], deadline: start + .seconds(4), now: { clock }) { (_, until) throws(RedisClientError) -> Int in
+                clock = until
+                throw RedisClientError(.connectTimeout, "timed out")
+            }
+        }
+        #expect(timeout?.code == .connectTimeout)
+        clock = start
+        let refused = #expect(throws: RedisClientError.self) {
+            try PosixSocket.connectAny([v6, v4], deadline: start + .seconds(4), now: { clock }) { (address, until) throws(RedisClientError) -> Int in
+                if address.bytes[0] == 6 { clock = until; throw RedisClientError(.connectTimeout, "timed out") }
+                throw RedisClientError(.connectionRefused, "refused")
+            }
+        }
+        #expect(refused?.code == .connectionRefused)
+    }
+
+    /// `getaddrinfo` has no timeout of its own (a dead DNS server holds it for 5 s per try):
+    /// the connection stops waiting at its deadline.
+    @Test func aSlowLookupEndsAtTheDeadline() throws {
+        let started = ContinuousClock.now
+        let error = #expect(throws: RedisClientError.self) {
+            try PosixSocket.resolve(host: "slow.example", port: 6379, deadline: .now + .milliseconds(200)) { _, _ in
+                Thread.sleep(forTimeInterval: 3)
+                return .failure(RedisClientError(.addressResolution, "too late"))
+            }
+        }
+        #expect(error?.code == .connectTimeout)
+        #expect(ContinuousClock.now - started < .seconds(2))
+        #expect(try PosixSocket.resolve(host: "localhost", port: 6379, deadline: .now + .seconds(5)).isEmpty == false)
     }
 }

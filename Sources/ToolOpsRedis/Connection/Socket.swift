@@ -1,3 +1,4 @@
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
@@ -69,38 +70,159 @@ enum PosixSocket {
             return fd
 
         case .tcp(let host, let port):
-            var hints = addrinfo()
-            hints.ai_family = AF_UNSPEC
-            hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
-            var list: UnsafeMutablePointer<addrinfo>? = nil
-            let rc = getaddrinfo(host, String(port), &hints, &list)
-            guard rc == 0, let list else {
-                let text = gai_strerror(rc).map { String(cString: $0) } ?? "error \(rc)"
-                throw RedisClientError(.addressResolution, "cannot resolve '\(host)': \(text)")
-            }
-            defer { freeaddrinfo(list) }
-            var lastError = RedisClientError(.connectionRefused, "no address for \(host)")
-            var cursor: UnsafeMutablePointer<addrinfo>? = list
-            while let info = cursor {
-                cursor = info.pointee.ai_next
-                let fd = socket(info.pointee.ai_family, info.pointee.ai_socktype, info.pointee.ai_protocol)
-                guard fd >= 0 else { continue }
-                do {
-                    guard let addr = info.pointee.ai_addr else { close(fd); continue }
-                    try finishConnect(fd, addr, info.pointee.ai_addrlen, deadline: deadline, what: "\(endpoint)")
-                    var one: Int32 = 1
-                    setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
-                    setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, socklen_t(MemoryLayout<Int32>.size))
-                    return fd
-                } catch {
-                    close(fd)
-                    lastError = error
-                    if error.code == .connectTimeout { throw error }
+            let addresses = try resolve(host: host, port: port, deadline: deadline)
+            let fd = try connectAny(addresses, deadline: deadline) { (address, until) throws(RedisClientError) -> Int32 in
+                let fd = socket(address.family, address.socketType, address.protocolNumber)
+                guard fd >= 0 else { throw RedisClientError(.connectionRefused, "socket: \(errnoString())") }
+                // The bytes are a sockaddr copied from getaddrinfo's answer (never empty).
+                let outcome = address.bytes.withUnsafeBytes { raw -> RedisClientError? in
+                    guard let base = raw.baseAddress else { return RedisClientError(.addressResolution, "empty address") }
+                    do throws(RedisClientError) {
+                        try finishConnect(fd, base.assumingMemoryBound(to: sockaddr.self), socklen_t(raw.count), deadline: until, what: "\(endpoint)")
+                        return nil
+                    } catch {
+                        return error
+                    }
                 }
+                if let outcome {
+                    close(fd)
+                    throw outcome
+                }
+                return fd
             }
-            throw lastError
+            configureTCP(fd)
+            return fd
         }
     }
+
+    /// One resolved address, copied out of `getaddrinfo`'s list.
+    struct Address: Sendable {
+        var family: Int32
+        var socketType: Int32
+        var protocolNumber: Int32
+        var bytes: [UInt8]
+    }
+
+    /// Tries each address in turn, each with its share of the time left (the last gets all of
+    /// it), so an unreachable first address (an IPv6 record without an IPv6 route) cannot use
+    /// up the whole connect timeout. Returns the first connection; otherwise throws the last
+    /// error — a timeout only if every address timed out.
+    static func connectAny<Connection>(
+        _ addresses: [Address], deadline: ContinuousClock.Instant,
+        now: () -> ContinuousClock.Instant = { .now },
+        attempt: (Address, ContinuousClock.Instant) throws(RedisClientError) -> Connection
+    ) throws(RedisClientError) -> Connection {
+        var lastError = RedisClientError(.connectionRefused, "no address to connect to")
+        var timedOut = 0
+        for (index, address) in addresses.enumerated() {
+            let remaining = now().duration(to: deadline)
+            if remaining <= .zero { break }
+            let share = remaining / (addresses.count - index)
+            do {
+                return try attempt(address, now().advanced(by: share))
+            } catch {
+                if error.code == .connectTimeout { timedOut += 1 }
+                lastError = error
+            }
+        }
+        if timedOut == addresses.count && !addresses.isEmpty {
+            throw RedisClientError(.connectTimeout, "connect timed out on each of \(addresses.count) address(es): \(lastError.message)")
+        }
+        throw lastError
+    }
+
+    /// Resolves `host` before `deadline`. `getaddrinfo` cannot be given a timeout, so it runs on
+    /// a thread of its own; at the deadline the connection stops waiting (the lookup finishes
+    /// and frees itself later).
+    static func resolve(
+        host: String, port: Int, deadline: ContinuousClock.Instant,
+        lookup: @escaping @Sendable (String, Int) -> Result<[Address], RedisClientError> = lookup
+    ) throws(RedisClientError) -> [Address] {
+        let answer = try Answer()
+        guard IOThread.start({ answer.set(lookup(host, port)) }) else {
+            throw RedisClientError(.connectionRefused, "cannot start a resolver thread (out of resources)")
+        }
+        guard let result = answer.wait(until: deadline) else {
+            throw RedisClientError(.connectTimeout, "resolving '\(host)' took longer than the connect timeout")
+        }
+        return try result.get()
+    }
+
+    /// The blocking lookup, copying each address out of the C list.
+    @Sendable static func lookup(host: String, port: Int) -> Result<[Address], RedisClientError> {
+        var hints = addrinfo()
+        hints.ai_family = AF_UNSPEC
+        hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
+        var list: UnsafeMutablePointer<addrinfo>? = nil
+        let rc = getaddrinfo(host, String(port), &hints, &list)
+        guard rc == 0, let list else {
+            let text = gai_strerror(rc).map { String(cString: $0) } ?? "error \(rc)"
+            return .failure(RedisClientError(.addressResolution, "cannot resolve '\(host)': \(text)"))
+        }
+        defer { freeaddrinfo(list) }
+        var addresses: [Address] = []
+        var cursor: UnsafeMutablePointer<addrinfo>? = list
+        while let info = cursor {
+            cursor = info.pointee.ai_next
+            guard let addr = info.pointee.ai_addr, info.pointee.ai_addrlen > 0 else { continue }
+            let bytes = [UInt8](UnsafeRawBufferPointer(start: addr, count: Int(info.pointee.ai_addrlen)))
+            addresses.append(Address(
+                family: info.pointee.ai_family, socketType: info.pointee.ai_socktype, protocolNumber: info.pointee.ai_protocol,
+                bytes: bytes))
+        }
+        if addresses.isEmpty { return .failure(RedisClientError(.addressResolution, "no address for '\(host)'")) }
+        return .success(addresses)
+    }
+
+    /// A lookup's result, handed from the resolver thread to the connection's thread through
+    /// a pipe (pollable with a timeout).
+    private final class Answer: Sendable {
+        private let state = Mutex<Result<[Address], RedisClientError>?>(nil)
+        private let readFD: Int32
+        private let writeFD: Int32
+
+        init() throws(RedisClientError) {
+            var fds: [Int32] = [0, 0]
+            guard pipe(&fds) == 0 else { throw RedisClientError(.connectionRefused, "cannot create a pipe: \(errnoString())") }
+            readFD = fds[0]
+            writeFD = fds[1]
+        }
+
+        deinit {
+            close(readFD)
+            close(writeFD)
+        }
+
+        func set(_ result: Result<[Address], RedisClientError>) {
+            state.withLock { $0 = result }
+            var byte: UInt8 = 1
+            _ = write(writeFD, &byte, 1)
+        }
+
+        func wait(until deadline: ContinuousClock.Instant) -> Result<[Address], RedisClientError>? {
+            _ = try? PosixSocket.wait(readFD, events: Int16(POLLIN), deadline: deadline)
+            return state.withLock { $0 }
+        }
+    }
+
+    /// Options every TCP connection gets: no Nagle delay, and keepalive probes after 60 s idle
+    /// (every 10 s, 3 tries) instead of the kernel's 2 hours, so a peer that vanished (or a NAT
+    /// or load balancer that dropped the flow) is noticed even on an idle connection; unacknowledged
+    /// writes give up after 30 s (`TCP_USER_TIMEOUT`).
+    static func configureTCP(_ fd: Int32) {
+        func set(_ level: Int32, _ option: Int32, _ value: Int32) {
+            var value = value
+            setsockopt(fd, level, option, &value, socklen_t(MemoryLayout<Int32>.size))
+        }
+        set(Int32(IPPROTO_TCP), TCP_NODELAY, 1)
+        set(SOL_SOCKET, SO_KEEPALIVE, 1)
+        set(Int32(IPPROTO_TCP), TCP_KEEPIDLE, keepaliveIdleSeconds)
+        set(Int32(IPPROTO_TCP), TCP_KEEPINTVL, 10)
+        set(Int32(IPPROTO_TCP), TCP_KEEPCNT, 3)
+        set(Int32(IPPROTO_TCP), Int32(TCP_USER_TIMEOUT), 30_000)
+    }
+
+    static let keepaliveIdleSeconds: Int32 = 60
 
     private static func finishConnect(
         _ fd: Int32, _ address: UnsafePointer<sockaddr>, _ length: socklen_t,
