@@ -249,6 +249,26 @@ struct RedisCircuitBreakerStoreTests {
         }
     }
 
+    /// Breakers keyed per tenant: a transition announced for each of thousands of names must
+    /// not grow every replica's views without bound. A forgotten view only costs a round trip.
+    @Test func viewsStayBoundedUnderManyBreakerNames() async throws {
+        try await withRedisServer { server in
+            let client = try RedisClient(url: server.url, logger: quietLogger)
+            defer { client.shutdown() }
+            let store = RedisCircuitBreakerStore(client: client, configuration: .init(maximumViews: 100))
+            try await store.start()
+            for index in 0..<1_000 {
+                store.apply(name: "tenant-\(index)", state: .closed, retryAfterMs: 0, version: Int64(index + 1))
+            }
+            #expect(store.viewCount == 100)
+            // Forgotten or not, every breaker's admission is still right: it asks Redis.
+            _ = try await store.control(key: "tenant-0", .forceOpen, policy: policy)
+            #expect(try await store.admit(key: "tenant-0", policy: policy).allowed == false)
+            #expect(try await store.admit(key: "tenant-999", policy: policy).allowed)
+            #expect(store.viewCount <= 100)
+        }
+    }
+
     @Test func countWindowsAreRefusedClearly() async throws {
         try await withRedisServer { server in
             let client = try RedisClient(url: server.url, logger: quietLogger)

@@ -53,6 +53,16 @@ public struct RedisConfiguration: Sendable, CustomStringConvertible {
     /// (each has a thread of its own). Beyond it, a lease fails with
     /// ``RedisClientError/Code/overloaded``. Defaults to 16.
     public var maximumLeasedConnections: Int
+    /// How long the pub/sub connection may stay silent before it sends a `PING`; with no
+    /// answer within ``commandTimeout`` it is declared lost (``RedisPubSubEvent/connectionLost(_:)``)
+    /// and replaced. Keeps idle-timeouts of NATs and load balancers from silently dropping
+    /// the channels, and notices a peer that vanished. Defaults to 10 s.
+    public var pubSubHeartbeat: Duration
+    /// Events buffered per ``RedisSubscription`` for a consumer that has not taken them yet.
+    /// Beyond it the oldest are dropped and the consumer is told with a
+    /// ``RedisPubSubEvent/connectionLost(_:)`` (then ``RedisPubSubEvent/restored``), as for a
+    /// gap in the channel. Defaults to 10,000.
+    public var maximumBufferedPubSubEvents: Int
     /// Delay between reconnect attempts after a failure. Defaults to 50 ms doubling to 2 s.
     public var reconnect: ReconnectBackoff
     /// Sent with `CLIENT SETNAME` on connect so operators can spot our connections.
@@ -90,6 +100,8 @@ public struct RedisConfiguration: Sendable, CustomStringConvertible {
         spreadThreshold: Int = 64,
         maximumCommandsPerConnection: Int = 10_000,
         maximumLeasedConnections: Int = 16,
+        pubSubHeartbeat: Duration = .seconds(10),
+        maximumBufferedPubSubEvents: Int = 10_000,
         reconnect: ReconnectBackoff = .init(),
         clientName: String? = "toolops",
         maximumReplyBytes: Int = 512 * 1024 * 1024 + 64 * 1024,
@@ -109,6 +121,8 @@ public struct RedisConfiguration: Sendable, CustomStringConvertible {
         self.spreadThreshold = spreadThreshold
         self.maximumCommandsPerConnection = maximumCommandsPerConnection
         self.maximumLeasedConnections = maximumLeasedConnections
+        self.pubSubHeartbeat = pubSubHeartbeat
+        self.maximumBufferedPubSubEvents = maximumBufferedPubSubEvents
         self.reconnect = reconnect
         self.clientName = clientName
         self.maximumReplyBytes = maximumReplyBytes
@@ -139,6 +153,8 @@ public struct RedisConfiguration: Sendable, CustomStringConvertible {
         if maximumCommandsPerConnection < spreadThreshold {
             throw bad("maximumCommandsPerConnection must be >= spreadThreshold (\(spreadThreshold)), got \(maximumCommandsPerConnection)")
         }
+        if pubSubHeartbeat <= .zero { throw bad("pubSubHeartbeat must be positive") }
+        if maximumBufferedPubSubEvents < 16 { throw bad("maximumBufferedPubSubEvents must be >= 16, got \(maximumBufferedPubSubEvents)") }
         if maximumLeasedConnections < 0 { throw bad("maximumLeasedConnections must be >= 0, got \(maximumLeasedConnections)") }
         if busyPoll < .zero || busyPoll > .milliseconds(100) { throw bad("busyPoll must be within 0...100 ms, got \(busyPoll)") }
         if database < 0 { throw bad("database must be >= 0, got \(database)") }

@@ -335,6 +335,11 @@ private final class ConnectionIO {
         let timeout = configuration.commandTimeout
         let busyPoll = configuration.busyPoll
         var spinUntil = ContinuousClock.now
+        // Pub/sub liveness: when the server has been silent for the heartbeat, PING it; no
+        // answer within the command timeout means the connection is dead.
+        let heartbeat = configuration.pubSubHeartbeat
+        var lastHeard = ContinuousClock.now
+        var pingSentAt: ContinuousClock.Instant?
         while true {
             // Adopt new work; declare idle if there is nothing to write.
             let hadOutput = hasOutput
@@ -361,12 +366,14 @@ private final class ConnectionIO {
                 if moreQueued { continue }
             }
 
-            var waitMs: Int32 = -1
+            let waitMs: Int32
             if case .commands = connection.mode {
                 // Commands written directly by callers are adopted after poll returns, so
                 // never sleep longer than one timeout: their deadlines are checked then.
                 let until = inFlight.first?.deadline ?? ContinuousClock.now.advanced(by: timeout)
                 waitMs = PosixSocket.milliseconds(until: until)
+            } else {
+                waitMs = PosixSocket.milliseconds(until: pingSentAt.map { $0.advanced(by: timeout) } ?? lastHeard.advanced(by: heartbeat))
             }
             pollFDs[0].events = Int16(POLLIN) | (hasOutput ? Int16(POLLOUT) : 0)
             pollFDs[0].revents = 0
@@ -393,17 +400,30 @@ private final class ConnectionIO {
                 inFlight.append(InFlight(id: entry.id, remaining: entry.replies, deadline: entry.sentAt.advanced(by: timeout)))
             }
             if pollFDs[0].revents & Int16(POLLIN | POLLHUP | POLLERR) != 0 {
+                lastHeard = .now
+                pingSentAt = nil
                 try readAvailable(deliver: true)
                 // Replies that came with the close were delivered; the rest fail with it.
                 if let closed = peerClosed { throw RedisClientError(.connectionClosed, closed) }
             }
-            if let first = inFlight.first, case .commands = connection.mode, first.deadline <= .now {
-                throw RedisClientError(
-                    .commandTimeout,
-                    "no reply within \(timeout) (\(inFlight.count) command(s) in flight); connection replaced")
+            if case .commands = connection.mode {
+                if let first = inFlight.first, first.deadline <= .now {
+                    throw RedisClientError(
+                        .commandTimeout,
+                        "no reply within \(timeout) (\(inFlight.count) command(s) in flight); connection replaced")
+                }
+            } else if let sent = pingSentAt {
+                if sent.advanced(by: timeout) <= .now {
+                    throw RedisClientError(.commandTimeout, "the pub/sub connection did not answer a PING within \(timeout)")
+                }
+            } else if lastHeard.advanced(by: heartbeat) <= .now {
+                plainOut.append(contentsOf: Self.ping)
+                pingSentAt = .now
             }
         }
     }
+
+    static let ping = RedisCommand("PING").encoded
 
     private func deliverReplies() throws {
         if case .push(let handler) = connection.mode {

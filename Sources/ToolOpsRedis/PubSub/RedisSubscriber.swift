@@ -50,6 +50,25 @@ public struct RedisSubscriptionHandle: Sendable {
     public func cancel() { cancelAction() }
 }
 
+/// When a subscription's buffer overflows: signal the loss at the first drop, and again only
+/// after enough events that the earlier signal may itself have been pushed out.
+final class Overflow: Sendable {
+    private let yieldsSinceSignal: Mutex<Int?> = Mutex(nil)
+    private let capacity: Int
+    init(capacity: Int) { self.capacity = capacity }
+
+    func shouldSignal() -> Bool {
+        yieldsSinceSignal.withLock { count in
+            if let current = count, current < capacity / 2 {
+                count = current + 1
+                return false
+            }
+            count = 0
+            return true
+        }
+    }
+}
+
 /// Pub/sub on one dedicated connection, shared by all subscriptions of a client.
 /// Reconnects with backoff after a failure and restores every subscription.
 final class RedisSubscriber: Sendable {
@@ -100,10 +119,20 @@ final class RedisSubscriber: Sendable {
     }
 
     func subscribe(channels: [String], patterns: [String]) async throws -> RedisSubscription {
-        let (stream, continuation) = AsyncStream<RedisPubSubEvent>.makeStream()
+        let capacity = configuration.maximumBufferedPubSubEvents
+        let (stream, continuation) = AsyncStream<RedisPubSubEvent>.makeStream(bufferingPolicy: .bufferingNewest(capacity))
         let id = makeSubscriberID()
         continuation.onTermination = { [weak self] _ in self?.remove(id) }
-        let sink = Sink(yield: { continuation.yield($0) }, finish: { continuation.finish() })
+        let overflow = Overflow(capacity: capacity)
+        let sink = Sink(yield: { event in
+            // A consumer this far behind has lost the oldest events: say so, as for a gap in
+            // the channel (events still buffered come first, so derived state is dropped after them).
+            if case .dropped = continuation.yield(event), overflow.shouldSignal() {
+                continuation.yield(.connectionLost(RedisClientError(
+                    .overloaded, "the subscription's consumer fell behind by \(capacity) events; the oldest were dropped")))
+                continuation.yield(.restored)
+            }
+        }, finish: { continuation.finish() })
         try await subscribe(id: id, channels: channels, patterns: patterns, sink: sink)
         return RedisSubscription(stream: stream)
     }
@@ -260,9 +289,13 @@ final class RedisSubscriber: Sendable {
             if !state.subscribers.isEmpty {
                 state.failures += 1
                 let delay = configuration.reconnect.delay(afterFailures: state.failures)
-                // If even that fails (out of descriptors), the subscribers stay lost; the
-                // next subscribe() tries again.
-                _ = try? startConnection(&state, delay: delay)
+                // If even that fails (out of threads or descriptors), the subscribers stay lost
+                // until the client's service or the next subscribe() opens one.
+                do {
+                    _ = try startConnection(&state, delay: delay)
+                } catch {
+                    logger.error("redis pub/sub connection cannot be reopened", metadata: ["error": "\(error)"])
+                }
             }
             return (waiters, notify)
         }
@@ -274,6 +307,10 @@ final class RedisSubscriber: Sendable {
     }
 
     private func handle(_ reply: RESPValue) {
+        if case .error(let message) = reply {
+            refused(message)
+            return
+        }
         guard case .array(let items) = reply, let kind = items.first?.string else { return }
         switch kind {
         case "message" where items.count == 3:
@@ -319,6 +356,44 @@ final class RedisSubscriber: Sendable {
             break
         }
     }
+
+    /// An error reply: (P)SUBSCRIBE refused (an ACL without the channel answers `NOPERM`). It
+    /// answers the oldest subscribe call still waiting (replies come in the order commands
+    /// were written, and calls write in the order of their ids); that call throws it.
+    private func refused(_ message: String) {
+        let error = RedisClientError.reply(message)
+        let waiter = state.withLock { state -> CheckedContinuation<Void, any Error>? in
+            guard let oldest = state.groups.keys.min(), let entry = state.groups.removeValue(forKey: oldest) else { return nil }
+            for key in state.confirmations.keys {
+                state.confirmations[key]?.removeAll { $0 == oldest }
+                if state.confirmations[key]?.isEmpty == true { state.confirmations[key] = nil }
+            }
+            return entry.1
+        }
+        if let waiter {
+            waiter.resume(throwing: error)
+        } else {
+            // Resubscribing after a reconnect was refused: the subscriptions stay lost.
+            logger.error("redis refused a pub/sub subscription", metadata: ["error": "\(message)"])
+        }
+    }
+
+    /// Opens the pub/sub connection again if it could not be opened after a failure (out of
+    /// threads or descriptors then) while subscriptions remain. Called periodically by the
+    /// client's service.
+    func reviveIfNeeded() {
+        state.withLock { state in
+            guard !state.closed, state.connection == nil, !state.subscribers.isEmpty else { return }
+            do {
+                _ = try startConnection(&state, delay: .zero)
+            } catch {
+                logger.error("redis pub/sub connection cannot be opened", metadata: ["error": "\(error)"])
+            }
+        }
+    }
+
+    /// The pub/sub connection is closed (after ``shutdown()``) or was never opened.
+    var isIdle: Bool { state.withLock { $0.connection == nil || $0.connection?.isClosed == true } }
 
     func shutdown() {
         let (connection, continuations) = state.withLock { state -> (RedisConnection?, [Sink]) in

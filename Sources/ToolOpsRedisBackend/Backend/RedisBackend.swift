@@ -191,8 +191,10 @@ public final class RedisBackend: Service, Sendable {
         }
         if alreadyStarted { throw ToolOpsError(.invalidConfiguration, "a RedisBackend runs once") }
         let (jobs, continuation) = self.jobs
+        let client = self.client
         await withGracefulShutdownHandler {
             await withDiscardingTaskGroup { group in
+                group.addTask { await client.maintainSubscriptions() }
                 // Each job ends by itself at graceful shutdown (it sees the group's shutdown
                 // signal too) or when cancelled; no new job is taken after that.
                 for await job in jobs { group.addTask { await job() } }
@@ -201,5 +203,7 @@ public final class RedisBackend: Service, Sendable {
             continuation.finish()
         }
         client.shutdown()
+        // Commands in flight get their replies and connections close before we return.
+        await client.drained()
     }
 }

@@ -188,11 +188,14 @@ public final class RedisCacheStore: CacheStore, CacheFillCoordinator, Service {
             return state.started
         }
         if alreadyStarted { return }
+        let lossesBefore = state.withLock { $0.channelLosses }
         do {
             let handle = try await client.subscribe(to: [keys.cacheEvents]) { [weak self] event in self?.handle(event) }
             state.withLock {
                 $0.handle = handle
-                $0.subscribed = true
+                // A loss reported between the confirmation and here has the last word (and a
+                // `restored` after it turns the near cache back on).
+                if $0.channelLosses == lossesBefore { $0.subscribed = true }
             }
         } catch {
             state.withLock { $0.started = false }

@@ -31,10 +31,18 @@ public final class RedisCircuitBreakerStore: CircuitBreakerStore, Service {
         public var quorum: Int
         /// This replica's id, for quorum counting. Defaults to a random id.
         public var replicaID: String
-        public init(flushInterval: Duration = .milliseconds(20), quorum: Int = 1, replicaID: String = ToolCall.makeID()) {
+        /// Breakers whose state this replica keeps a local view of (breakers keyed per tenant
+        /// can number millions). Beyond it an arbitrary view is forgotten: that breaker's next
+        /// admission asks Redis, as before its first transition. Defaults to 10,000.
+        public var maximumViews: Int
+        public init(
+            flushInterval: Duration = .milliseconds(20), quorum: Int = 1, replicaID: String = ToolCall.makeID(),
+            maximumViews: Int = 10_000
+        ) {
             self.flushInterval = flushInterval
             self.quorum = quorum
             self.replicaID = replicaID
+            self.maximumViews = max(1, maximumViews)
         }
     }
 
@@ -66,6 +74,8 @@ public final class RedisCircuitBreakerStore: CircuitBreakerStore, Service {
         var flushScheduled = false
         /// The views follow the channel (subscribed and not in a gap).
         var subscribed = false
+        /// Times the channel was lost, so `start()` can tell a loss that raced its subscribe.
+        var losses = 0
         var started = false
         /// ``run()`` is flushing in the background; otherwise `record` sends at once.
         var flusherRunning = false
@@ -283,6 +293,9 @@ public final class RedisCircuitBreakerStore: CircuitBreakerStore, Service {
             // Equal versions are the same transition (its reply and its announcement).
             if let known = current?.version, let version, version <= known { return nil }
             let old = current?.state ?? .closed
+            if current == nil && state.views.count >= configuration.maximumViews {
+                state.views.remove(at: state.views.startIndex)
+            }
             state.views[name] = View(state: newState, openUntil: now + .milliseconds(retryAfterMs), version: version ?? current?.version)
             return old == newState ? nil : CircuitTransition(from: old, to: newState)
         }
@@ -327,6 +340,7 @@ public final class RedisCircuitBreakerStore: CircuitBreakerStore, Service {
         if alreadyStarted { return }
         // Handled on the pub/sub I/O thread: a transition reaches the view without waiting
         // for a task to be scheduled.
+        let lossesBefore = state.withLock { $0.losses }
         let handle: RedisSubscriptionHandle
         do {
             handle = try await subscribe()
@@ -334,7 +348,8 @@ public final class RedisCircuitBreakerStore: CircuitBreakerStore, Service {
             state.withLock { $0.started = false }
             throw error
         }
-        state.withLock { $0.subscribed = true }
+        // A loss reported between the confirmation and here has the last word.
+        state.withLock { if $0.losses == lossesBefore { $0.subscribed = true } }
         subscription.withLock { $0 = handle }
     }
 
@@ -350,13 +365,14 @@ public final class RedisCircuitBreakerStore: CircuitBreakerStore, Service {
                 // (admissions ask Redis meanwhile).
                 self.state.withLock {
                     $0.subscribed = false
+                    $0.losses += 1
                     $0.views.removeAll()
                 }
             case .restored:
                 // Views learnt during the gap may have missed transitions: start afresh.
                 self.state.withLock {
                     $0.views.removeAll()
-                    $0.subscribed = true
+                    $0.subscribed = $0.started
                 }
             }
         }
@@ -390,6 +406,9 @@ public final class RedisCircuitBreakerStore: CircuitBreakerStore, Service {
 
     /// The local view's state of a breaker (tests).
     func viewState(_ key: String) -> CircuitState? { state.withLock { $0.views[key]?.state } }
+
+    /// Local views held (tests).
+    var viewCount: Int { state.withLock { $0.views.count } }
 
     /// Stops following the channel.
     package func stop() {
