@@ -15,6 +15,14 @@ public struct RedisKeySchema: Sendable, Hashable {
     /// acquiring replica), score = expiry (ms, Redis time).
     public func bulkheadLeases(_ name: String) -> String { "\(prefix):bh:{\(name)}" }
 
+    /// The waiters of one bulkhead, first come first served: a sorted set, member = ticket
+    /// (random, per waiting call), score = arrival (µs, Redis time).
+    public func bulkheadQueue(_ name: String) -> String { "\(prefix):bhq:{\(name)}" }
+
+    /// The waiters' tickets with their expiry: a sorted set, member = ticket, score = expiry
+    /// (ms, Redis time); a ticket not refreshed in time (its replica died) leaves the queue.
+    public func bulkheadTickets(_ name: String) -> String { "\(prefix):bht:{\(name)}" }
+
     /// One circuit breaker: a hash with its state and time-bucketed counts.
     public func circuitBreaker(_ name: String) -> String { "\(prefix):cb:{\(name)}" }
 

@@ -41,6 +41,108 @@ struct RedisBulkheadStoreTests {
         }
     }
 
+    /// A call that runs three times its lease keeps its slot: the middleware renews the lease,
+    /// so the bulkhead of one never admits a second call meanwhile.
+    @Test func aCallLongerThanItsLeaseKeepsItsSlot() async throws {
+        try await withRedisServer { server in
+            let client = try client(server.url)
+            defer { client.shutdown() }
+            let bulkhead = try BulkheadMiddleware(
+                .init(maxConcurrent: 1, lease: .milliseconds(300)), store: RedisBulkheadStore(client: client))
+            let started = Flag()
+            let slow = ToolFunction { _ in
+                started.set()
+                try await Task.sleep(for: .milliseconds(1000))
+                return ToolResult("slow")
+            }
+            let quick = ToolFunction { _ in ToolResult("quick") }
+            let call = try ToolCall(tool: ToolID("t:long"))
+            async let long = bulkhead.run(call, next: slow)
+            #expect(await eventually { started.isSet })
+            var admitted = 0
+            for _ in 0..<18 {
+                if (try? await bulkhead.run(call, next: quick)) != nil { admitted += 1 }
+                try await Task.sleep(for: .milliseconds(50))
+            }
+            #expect(admitted == 0, "a second call was admitted while the first still ran")
+            #expect(try await long.value == "slow")
+            #expect(try await bulkhead.run(call, next: quick).value == "quick")
+        }
+    }
+
+    /// The key lives as long as its longest lease: a short lease taken after a long one must
+    /// not shorten the key's expiry and lose the long lease with it.
+    @Test func aShortLeaseDoesNotShortenALongOne() async throws {
+        try await withRedisServer { server in
+            let client = try client(server.url)
+            defer { client.shutdown() }
+            let store = RedisBulkheadStore(client: client)
+            let long = try await store.acquire(key: "mixed", limit: 2, lease: .seconds(30), maxWait: .zero)
+            _ = try await store.acquire(key: "mixed", limit: 2, lease: .milliseconds(100), maxWait: .zero)
+            try await Task.sleep(for: .milliseconds(300))
+            #expect(try await client.send("ZSCORE", "toolops:bh:{mixed}", String(long.token)) != .null)
+            #expect((try await client.send("PTTL", "toolops:bh:{mixed}").int ?? 0) > 20_000)
+            // The long lease still counts: one of two slots is free, not two.
+            _ = try await store.acquire(key: "mixed", limit: 2, lease: .seconds(1), maxWait: .zero)
+            await #expect(throws: ToolOpsError.self) { try await store.acquire(key: "mixed", limit: 2, lease: .seconds(1), maxWait: .zero) }
+        }
+    }
+
+    /// Waiters on two replicas are admitted in the order they arrived, and a caller that does
+    /// not wait cannot take a slot a waiter is owed.
+    @Test func waitersAreServedFirstComeFirstServedAcrossReplicas() async throws {
+        try await withRedisServer { server in
+            let replicas = try (0..<2).map { _ in try client(server.url) }
+            defer { replicas.forEach { $0.shutdown() } }
+            let order = try await admissionOrder(replicas.map { RedisBulkheadStore(client: $0) }, probe: replicas[0])
+            #expect(order == [0, 1, 2, 3, 4, 5])
+        }
+    }
+
+    /// Six waiters queue one after another (alternating replicas) behind a held slot; returns
+    /// the order they were admitted in.
+    func admissionOrder(_ stores: [RedisBulkheadStore], probe: RedisClient) async throws -> [Int] {
+        let holder = try await stores[0].acquire(key: "fifo", limit: 1, lease: .seconds(30), maxWait: .zero)
+        let order = OrderLog()
+        func queued() async -> Int64 { (try? await probe.send("ZCARD", "toolops:bhq:{fifo}").int) ?? -1 }
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for index in 0..<6 {
+                let store = stores[index % 2]
+                group.addTask {
+                    let permit = try await store.acquire(key: "fifo", limit: 1, lease: .seconds(30), maxWait: .seconds(20))
+                    order.append(index)
+                    try await Task.sleep(for: .milliseconds(20))
+                    await store.release(permit)
+                }
+                // Each joins the queue before the next starts.
+                let joined = await eventually { await queued() == Int64(index + 1) }
+                #expect(joined)
+            }
+            // Barging: a caller that does not wait finds the freed slot owed to the queue.
+            await stores[1].release(holder)
+            let barged = try? await stores[1].acquire(key: "fifo", limit: 1, lease: .seconds(30), maxWait: .zero)
+            #expect(barged == nil)
+            try await group.waitForAll()
+        }
+        return order.items
+    }
+
+    /// A waiter whose replica died stops holding up the queue once its ticket lapses.
+    @Test func aDeadWaitersTicketLeavesTheQueue() async throws {
+        try await withRedisServer { server in
+            let client = try client(server.url)
+            defer { client.shutdown() }
+            // A ticket queued as a waiter would, then never refreshed.
+            _ = try await client.run(
+                RedisBulkheadStore.acquireScript, keys: ["toolops:bh:{dead}", "toolops:bhq:{dead}", "toolops:bht:{dead}"],
+                arguments: [0, 1000, "1", "ghost", 500])
+            let store = RedisBulkheadStore(client: client)
+            await #expect(throws: ToolOpsError.self) { try await store.acquire(key: "dead", limit: 1, lease: .seconds(5), maxWait: .zero) }
+            try await Task.sleep(for: .milliseconds(600))
+            _ = try await store.acquire(key: "dead", limit: 1, lease: .seconds(5), maxWait: .zero)
+        }
+    }
+
     @Test func leasesOfADeadReplicaExpireAndReleasesAreFenced() async throws {
         try await withRedisServer { server in
             let a = try client(server.url)
@@ -141,4 +243,11 @@ struct RedisBulkheadStoreTests {
             #expect(recovered)
         }
     }
+}
+
+/// What happened, in order, from any task.
+final class OrderLog: Sendable {
+    private let state = Mutex<[Int]>([])
+    func append(_ item: Int) { state.withLock { $0.append(item) } }
+    var items: [Int] { state.withLock { $0 } }
 }

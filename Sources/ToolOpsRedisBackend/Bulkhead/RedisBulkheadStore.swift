@@ -7,9 +7,14 @@ import ToolOpsResilience
 /// those of a crashed replica — are dropped before each admission, and a release removes only
 /// its own id, so a late or duplicate release can never free somebody else's slot. An
 /// acquisition whose answer is lost (cancelled, timed out, connection dropped) releases its id,
-/// in case the script granted it.
+/// in case the script granted it. A call running longer than its lease renews it (the
+/// middleware does, every third of the lease); the key lives as long as its longest lease.
 ///
-/// Waiting callers poll (1 ms doubling to 25 ms) until `maxWait`.
+/// Waiting is first come, first served across replicas: a waiter holds a ticket in the
+/// bulkhead's queue (score = arrival, Redis time µs) and is admitted only when the free slots
+/// outnumber the tickets ahead of it; a caller that does not wait never takes a slot a waiter
+/// is owed. Waiters poll (1 ms doubling to 25 ms) and refresh their ticket each time; a
+/// ticket not refreshed for 2 s (its replica died) leaves the queue.
 public final class RedisBulkheadStore: BulkheadStore {
     public let client: RedisClient
     public let keys: RedisKeySchema
@@ -21,22 +26,65 @@ public final class RedisBulkheadStore: BulkheadStore {
         self.clock = clock
     }
 
-    /// KEYS: leases. ARGV: limit, lease (ms), lease id. Returns 1 when the lease was granted,
-    /// 0 when the bulkhead is full.
+    /// How long a waiter's ticket stays in the queue without a refresh.
+    static let ticketLifetime = Duration.seconds(2)
+
+    /// KEYS: leases, queue (ticket → arrival µs), tickets (ticket → expiry ms). ARGV: limit,
+    /// lease (ms), lease id, ticket ("" when not waiting), ticket lifetime (ms). Returns 1 when
+    /// the lease was granted, 0 when the caller must wait (its ticket is queued) or give up.
     public static let acquireScript = RedisScript(
         """
         local t = redis.call('TIME')
         local now = t[1] * 1000 + math.floor(t[2] / 1000)
         redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-        if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[1]) then return 0 end
-        redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[3])
-        redis.call('PEXPIRE', KEYS[1], ARGV[2])
+        local stale = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now)
+        for i = 1, #stale do redis.call('ZREM', KEYS[2], stale[i]) end
+        if #stale > 0 then redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now) end
+        local free = tonumber(ARGV[1]) - redis.call('ZCARD', KEYS[1])
+        local ahead = redis.call('ZCARD', KEYS[2])
+        local ticket = ARGV[4]
+        if ticket ~= '' then
+          local rank = redis.call('ZRANK', KEYS[2], ticket)
+          if rank then ahead = rank end
+        end
+        if free > ahead then
+          redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[3])
+          if ticket ~= '' then
+            redis.call('ZREM', KEYS[2], ticket)
+            redis.call('ZREM', KEYS[3], ticket)
+          end
+          local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
+          redis.call('PEXPIREAT', KEYS[1], tonumber(last[2]) + 1)
+          return 1
+        end
+        if ticket ~= '' then
+          redis.call('ZADD', KEYS[2], 'NX', t[1] * 1000000 + t[2], ticket)
+          redis.call('ZADD', KEYS[3], now + tonumber(ARGV[5]), ticket)
+          redis.call('PEXPIRE', KEYS[2], ARGV[5])
+          redis.call('PEXPIRE', KEYS[3], ARGV[5])
+        end
+        return 0
+        """)
+
+    /// KEYS: leases. ARGV: lease (ms), lease id. Returns 1 when the lease was still held and is
+    /// extended, 0 when it had lapsed.
+    public static let renewScript = RedisScript(
+        """
+        local t = redis.call('TIME')
+        local now = t[1] * 1000 + math.floor(t[2] / 1000)
+        local expiry = redis.call('ZSCORE', KEYS[1], ARGV[2])
+        if not expiry or tonumber(expiry) <= now then return 0 end
+        redis.call('ZADD', KEYS[1], 'XX', now + tonumber(ARGV[1]), ARGV[2])
+        local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
+        redis.call('PEXPIREAT', KEYS[1], tonumber(last[2]) + 1)
         return 1
         """)
 
     public func acquire(key: String, limit: Int, lease: Duration, maxWait: Duration) async throws -> BulkheadPermit {
         let leaseMs = max(1, lease.nanosecondsClamped / 1_000_000)
         let deadline = clock.now + maxWait
+        let ticket = maxWait > .zero ? String(Self.newLeaseID()) : ""
+        let scriptKeys = [keys.bulkheadLeases(key), keys.bulkheadQueue(key), keys.bulkheadTickets(key)]
         var pause = Duration.milliseconds(1)
         while true {
             // The lease id is ours, not the script's: when the answer is lost (the caller was
@@ -47,9 +95,12 @@ public final class RedisBulkheadStore: BulkheadStore {
             let reply: RESPValue
             do {
                 reply = try await client.run(
-                    Self.acquireScript, keys: [keys.bulkheadLeases(key)], arguments: [limit, leaseMs, String(token)])
+                    Self.acquireScript, keys: scriptKeys,
+                    arguments: [limit, leaseMs, String(token), ticket, Self.ticketLifetime.nanosecondsClamped / 1_000_000])
             } catch {
-                if (error as? RedisClientError)?.code != .serverError { releaseDetached(BulkheadPermit(key: key, token: token)) }
+                if (error as? RedisClientError)?.code != .serverError {
+                    releaseDetached(BulkheadPermit(key: key, token: token), ticket: ticket)
+                }
                 if let error = error as? RedisClientError, error.isUnavailable {
                     throw ToolOpsError(.storeUnavailable, "Redis unavailable for bulkhead \(key)", underlying: error)
                 }
@@ -58,9 +109,31 @@ public final class RedisBulkheadStore: BulkheadStore {
             guard let granted = reply.int else { throw RedisClientError(.unexpectedReply, "bulkhead script returned \(reply)") }
             if granted == 1 { return BulkheadPermit(key: key, token: token) }
             let now = clock.now
-            if now >= deadline { throw ToolOpsError(.bulkheadFull, "bulkhead \(key) is full (\(limit) in use across replicas)") }
-            try await clock.sleep(until: min(deadline, now + pause))
+            if now >= deadline {
+                // Leave the queue at once: a stale ticket would hold up the waiters behind it.
+                if !ticket.isEmpty { leaveQueueDetached(key: key, ticket: ticket) }
+                throw ToolOpsError(.bulkheadFull, "bulkhead \(key) is full (\(limit) in use across replicas)")
+            }
+            do {
+                try await clock.sleep(until: min(deadline, now + pause))
+            } catch {
+                if !ticket.isEmpty { leaveQueueDetached(key: key, ticket: ticket) }
+                throw error
+            }
             pause = min(pause * 2, .milliseconds(25))
+        }
+    }
+
+    /// Leases lapse: a replica that died frees its slots.
+    public var leasesExpire: Bool { true }
+
+    public func renew(_ permit: BulkheadPermit, lease: Duration) async throws -> Bool {
+        let leaseMs = max(1, lease.nanosecondsClamped / 1_000_000)
+        do {
+            let reply = try await client.run(Self.renewScript, keys: [keys.bulkheadLeases(permit.key)], arguments: [leaseMs, String(permit.token)])
+            return reply.int == 1
+        } catch let error as RedisClientError where error.isUnavailable {
+            throw ToolOpsError(.storeUnavailable, "Redis unavailable for bulkhead \(permit.key)", underlying: error)
         }
     }
 
@@ -68,14 +141,30 @@ public final class RedisBulkheadStore: BulkheadStore {
         // Released from a task of its own: a cancelled caller (the usual reason to release
         // early) must not cancel the ZREM and strand the slot for a whole lease. If Redis is
         // unreachable the lease simply expires.
-        await releaseDetached(permit).value
+        await releaseDetached(permit, ticket: "").value
     }
 
     @discardableResult
-    private func releaseDetached(_ permit: BulkheadPermit) -> Task<Void, Never> {
+    private func releaseDetached(_ permit: BulkheadPermit, ticket: String) -> Task<Void, Never> {
         let client = self.client
         let key = keys.bulkheadLeases(permit.key)
-        return Task.detached { _ = try? await client.send("ZREM", key, String(permit.token)) }
+        let queue = (keys.bulkheadQueue(permit.key), keys.bulkheadTickets(permit.key))
+        return Task.detached {
+            if ticket.isEmpty {
+                _ = try? await client.send("ZREM", key, String(permit.token))
+            } else {
+                _ = try? await client.pipeline([
+                    RedisCommand("ZREM", key, String(permit.token)), RedisCommand("ZREM", queue.0, ticket),
+                    RedisCommand("ZREM", queue.1, ticket),
+                ])
+            }
+        }
+    }
+
+    private func leaveQueueDetached(key: String, ticket: String) {
+        let client = self.client
+        let queue = (keys.bulkheadQueue(key), keys.bulkheadTickets(key))
+        Task.detached { _ = try? await client.pipeline([RedisCommand("ZREM", queue.0, ticket), RedisCommand("ZREM", queue.1, ticket)]) }
     }
 
     /// A random lease id: unique in practice (62 bits), never 0, and clear of the top bit the

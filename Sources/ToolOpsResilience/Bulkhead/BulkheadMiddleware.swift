@@ -65,8 +65,35 @@ public struct BulkheadMiddleware: ToolMiddleware {
             if !shadow { throw error }
         }
         let result: Result<ToolResult, any Error>
-        do { result = .success(try await next.run(call)) } catch { result = .failure(error) }
+        if let permit, store.leasesExpire {
+            result = await runRenewing(permit) { try await next.run(call) }
+        } else {
+            do { result = .success(try await next.run(call)) } catch { result = .failure(error) }
+        }
         if let permit { await store.release(permit) }
         return try result.get()
+    }
+
+    /// Runs `body` while renewing the permit's lease every third of it, so a call that runs
+    /// longer than the lease keeps its slot (an expired lease would let the bulkhead admit one
+    /// call too many). A lease found lapsed is not renewed further.
+    func runRenewing(_ permit: BulkheadPermit, _ body: () async throws -> ToolResult) async -> Result<ToolResult, any Error> {
+        let (store, lease) = (self.store, configuration.lease)
+        async let renewal: Void = {
+            while true {
+                do {
+                    try await Task.sleep(for: lease / 3)
+                    if try await store.renew(permit, lease: lease) == false { return }
+                } catch is CancellationError {
+                    return
+                } catch {
+                    // Unreachable store: try again at the next third; the lease may still hold.
+                }
+            }
+        }()
+        let result: Result<ToolResult, any Error>
+        do { result = .success(try await body()) } catch { result = .failure(error) }
+        // Leaving the scope cancels the renewal loop and waits for it.
+        return result
     }
 }

@@ -20,6 +20,18 @@ public protocol BulkheadStore: Sendable {
     func acquire(key: String, limit: Int, lease: Duration, maxWait: Duration) async throws -> BulkheadPermit
     /// Returns a slot. Unknown or already released permits are ignored.
     func release(_ permit: BulkheadPermit) async
+    /// Whether permits lapse after their lease (stores shared between processes): then a call
+    /// that outlives its lease must ``renew(_:lease:)`` it, or its slot is handed out again.
+    var leasesExpire: Bool { get }
+    /// Extends a held permit's lease to `lease` from now. Returns `false` if the permit has
+    /// already lapsed (its slot may be someone else's now).
+    func renew(_ permit: BulkheadPermit, lease: Duration) async throws -> Bool
+}
+
+extension BulkheadStore {
+    /// Permits held in this process do not lapse.
+    public var leasesExpire: Bool { false }
+    public func renew(_ permit: BulkheadPermit, lease: Duration) async throws -> Bool { true }
 }
 
 /// A bulkhead store that can take a free slot and release one without waiting (state in this

@@ -41,6 +41,17 @@ public final class FallbackBulkheadStore: BulkheadStore, FailoverFallbackStore {
         }
     }
 
+    public var leasesExpire: Bool { primary.leasesExpire || fallback.leasesExpire }
+
+    /// Renewed with the store that issued the permit (a fail-open pass has nothing to renew).
+    public func renew(_ permit: BulkheadPermit, lease: Duration) async throws -> Bool {
+        if permit.token == 0 { return true }
+        if permit.token & Self.localBit != 0 {
+            return try await fallback.renew(BulkheadPermit(key: permit.key, token: permit.token & ~Self.localBit), lease: lease)
+        }
+        return try await primary.renew(permit, lease: lease)
+    }
+
     public func release(_ permit: BulkheadPermit) async {
         if permit.token == 0 { return }  // a fail-open pass
         if permit.token & Self.localBit != 0 {

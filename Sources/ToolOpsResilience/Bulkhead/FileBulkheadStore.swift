@@ -40,6 +40,20 @@ public final class FileBulkheadStore: BulkheadStore {
         }
     }
 
+    /// Leases lapse: a process that died frees its slots.
+    public var leasesExpire: Bool { true }
+
+    public func renew(_ permit: BulkheadPermit, lease: Duration) async throws -> Bool {
+        try files.update([permit.key]) { states in
+            guard case .object(var holders)? = states[0]?["holders"],
+                let expiry = holders[String(permit.token)]?.int64Value, expiry > clock.now.nanoseconds
+            else { return false }
+            holders[String(permit.token)] = .integer((clock.now + lease).nanoseconds)
+            states[0] = .object(["holders": .object(holders)])
+            return true
+        }
+    }
+
     public func release(_ permit: BulkheadPermit) async {
         _ = try? files.update([permit.key]) { states in
             guard case .object(var holders)? = states[0]?["holders"] else { return }
