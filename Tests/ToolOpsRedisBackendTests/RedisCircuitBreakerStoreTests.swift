@@ -269,6 +269,39 @@ struct RedisCircuitBreakerStoreTests {
         }
     }
 
+    /// A probe admission granted after the fallback's deadline gave up on it (Redis answered
+    /// late) is given back at once, not held until its half-open round lapses — which would
+    /// leave the cluster without probes for a whole open duration.
+    @Test func aProbeGrantedAfterTheFallbackDeadlineIsGivenBack() async throws {
+        try await withRedisServer { server in
+            let redis = try RedisClient(url: server.url, logger: quietLogger)
+            let stall = try RedisClient(url: server.url, logger: quietLogger)
+            defer { redis.shutdown(); stall.shutdown() }
+            let policy = try CircuitBreakerPolicy(
+                window: .time(.seconds(10)), failureRateThreshold: 0.5, minimumCalls: 4, openDuration: .seconds(30), permittedHalfOpenCalls: 1)
+            let store = try FallbackCircuitBreakerStore(
+                primary: RedisCircuitBreakerStore(client: redis), deadline: .milliseconds(100), probeInterval: .seconds(30))
+            _ = try await store.admit(key: "probe", policy: policy)  // scripts loaded
+            // Half-open, in a round that lasts the open duration (30 s).
+            let now = try #require(try await stall.send("TIME").array?.first?.int)
+            _ = try await stall.send("HSET", "toolops:cb:{probe}", "state", "half_open", "halfOpenAt", now * 1000, "inflight", 0)
+            #expect(try await stall.send("CLIENT", "PAUSE", "1000", "ALL") == .simpleString("OK"))
+            _ = try await store.admit(key: "probe", policy: policy)
+            #expect(store.isDegraded)  // decided locally
+            // The script granted the probe once Redis woke; the slot must come back.
+            var inflight: Int64 = -1
+            for _ in 0..<300 {
+                inflight = try await stall.send("HGET", "toolops:cb:{probe}", "inflight").int ?? -1
+                if inflight == 0, try await stall.send("HGET", "toolops:cb:{probe}", "successes").int == 0 { break }
+                try await Task.sleep(for: .milliseconds(10))
+            }
+            #expect(inflight == 0)
+            // So the next caller gets the cluster's one probe.
+            let primary = RedisCircuitBreakerStore(client: stall)
+            #expect(try await primary.admit(key: "probe", policy: policy).probe)
+        }
+    }
+
     @Test func countWindowsAreRefusedClearly() async throws {
         try await withRedisServer { server in
             let client = try RedisClient(url: server.url, logger: quietLogger)

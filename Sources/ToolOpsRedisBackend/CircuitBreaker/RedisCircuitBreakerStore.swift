@@ -126,10 +126,16 @@ public final class RedisCircuitBreakerStore: CircuitBreakerStore, Service {
           if to == 'open' then left = openedAt + openMs - now end
           redis.call('PUBLISH', KEYS[2], ARGV[8] .. '|' .. to .. '|' .. left .. '|' .. string.format('%.0f', ver))
         end
+        local function forgetProbes()
+          for k, _ in pairs(f) do
+            if string.sub(k, 1, 2) == 'g:' then redis.call('HDEL', KEYS[1], k) end
+          end
+        end
         local function move(to)
           if to == st then return end
           st = to
           inflight, successes = 0, 0
+          forgetProbes()
           -- Versions come from Redis time, so they keep increasing even after the hash expired.
           ver = math.max(now * 1000, ver + 1)
           redis.call('HSET', KEYS[1], 'state', st, 'inflight', 0, 'successes', 0, 'openedAt', openedAt, 'ver', string.format('%.0f', ver))
@@ -217,8 +223,10 @@ public final class RedisCircuitBreakerStore: CircuitBreakerStore, Service {
         return {st, retryAfter(), version()}
         """)
 
-    /// Admission when the local view is not "closed". KEYS: hash, channel. ARGV 1–8 as above.
-    /// Returns state, allowed (1/0), probe (1/0), retry-after ms, version, probe round.
+    /// Admission when the local view is not "closed". KEYS: hash, channel. ARGV 1–8 as above;
+    /// 9: an id for the probe, should one be granted (a field `g:<id>` = its round, so a probe
+    /// whose answer was lost can be given back). Returns state, allowed (1/0), probe (1/0),
+    /// retry-after ms, version, probe round.
     public static let admitScript = RedisScript(prologue + "\n" + """
         if st == 'open' and now >= openedAt + openMs then
           move('half_open')
@@ -228,6 +236,7 @@ public final class RedisCircuitBreakerStore: CircuitBreakerStore, Service {
         if st == 'half_open' and inflight > 0 and now >= tonumber(f['halfOpenAt'] or '0') + openMs then
           -- Probes are leased for one open duration: overdue ones (lost outcomes) lapse.
           inflight, successes = 0, 0
+          forgetProbes()
           redis.call('HSET', KEYS[1], 'inflight', 0, 'successes', 0, 'halfOpenAt', now)
           f['halfOpenAt'] = tostring(now)
         end
@@ -235,12 +244,29 @@ public final class RedisCircuitBreakerStore: CircuitBreakerStore, Service {
           if inflight + successes < permitted then
             inflight = inflight + 1
             redis.call('HSET', KEYS[1], 'inflight', inflight)
+            if ARGV[9] then redis.call('HSET', KEYS[1], 'g:' .. ARGV[9], f['halfOpenAt'] or '0') end
             return {st, 1, 1, 0, version(), tonumber(f['halfOpenAt'] or '0')}
           end
           return {st, 0, 0, math.min(openMs, 1000), version()}
         end
         if st == 'closed' or st == 'disabled' then return {st, 1, 0, 0, version()} end
         return {st, 0, 0, retryAfter(), version()}
+        """)
+
+    /// Gives back a probe slot whose admission answer was lost (the caller was cancelled or
+    /// the command timed out after the script ran), if it was granted and its round is still
+    /// current. KEYS: hash. ARGV: the probe id. Returns 1 when a slot was given back.
+    public static let releaseProbeScript = RedisScript(
+        """
+        local field = 'g:' .. ARGV[1]
+        local round = redis.call('HGET', KEYS[1], field)
+        if not round then return 0 end
+        redis.call('HDEL', KEYS[1], field)
+        if redis.call('HGET', KEYS[1], 'state') ~= 'half_open' or redis.call('HGET', KEYS[1], 'halfOpenAt') ~= round then return 0 end
+        local inflight = tonumber(redis.call('HGET', KEYS[1], 'inflight') or '0')
+        if inflight < 1 then return 0 end
+        redis.call('HSET', KEYS[1], 'inflight', inflight - 1)
+        return 1
         """)
 
     /// Operator control. ARGV 1–8 as above; 9: forced_open | disabled | closed. Returns the
@@ -451,7 +477,19 @@ public final class RedisCircuitBreakerStore: CircuitBreakerStore, Service {
                 break  // open long enough, or half-open: the probe budget is cluster-wide
             }
         }
-        let values = try await run(Self.admitScript, name: key, policy: policy, extra: [])
+        // The probe id is ours, so a probe granted after we stopped waiting (the fallback's
+        // deadline cancelled us, the command timed out) can be given back at once rather than
+        // held until its round lapses.
+        let probeID = String(UInt64.random(in: 1...UInt64.max))
+        let values: [RESPValue]
+        do {
+            values = try await run(Self.admitScript, name: key, policy: policy, extra: [probeID])
+        } catch {
+            // Not when Redis answered (an error reply) or nothing was sent (a policy it refuses).
+            let answered = (error as? RedisClientError)?.code == .serverError || (error as? ToolOpsError)?.code == .invalidConfiguration
+            if !answered { releaseProbeDetached(key: key, probeID: probeID) }
+            throw error
+        }
         guard values.count >= 5, let stateName = values[0].string, let newState = CircuitState(rawValue: stateName),
             let allowed = values[1].int, let probe = values[2].int, let retry = values[3].int
         else { throw RedisClientError(.unexpectedReply, "breaker admit returned \(values)") }
@@ -459,6 +497,13 @@ public final class RedisCircuitBreakerStore: CircuitBreakerStore, Service {
         return CircuitAdmission(
             allowed: allowed == 1, probe: probe == 1, retryAfter: .milliseconds(retry), transition: nil,
             probeRound: values.count > 5 ? values[5].int ?? 0 : 0)
+    }
+
+    private func releaseProbeDetached(key: String, probeID: String) {
+        let client = self.client
+        let hash = keys.circuitBreaker(key)
+        // A task of its own: the caller was cancelled, and the give-back must not be.
+        Task.detached { _ = try? await client.run(Self.releaseProbeScript, keys: [hash], arguments: [probeID]) }
     }
 
     public func record(key: String, outcome: CallOutcome, probe: Bool, policy: CircuitBreakerPolicy) async throws -> CircuitTransition? {
