@@ -99,7 +99,7 @@ let package = Package(
         .target(name: "ToolOpsTesting", dependencies: ["ToolOpsCore"], swiftSettings: strict),
         // Helpers shared by this package's test targets only.
         .target(
-            name: "ToolOpsTestSupport", dependencies: ["ToolOpsCore", "ToolOpsHealth", log], path: "Tests/ToolOpsTestSupport",
+            name: "ToolOpsTestSupport", dependencies: ["ToolOpsCore", "ToolOpsHealth", "ToolOpsTesting", log], path: "Tests/ToolOpsTestSupport",
             swiftSettings: strict),
         // Processes the multi-process tests start (file and Redis rate limits spent from several OS processes).
         .executableTarget(

@@ -99,3 +99,27 @@ struct FailoverErrorTests {
         }
     }
 }
+
+/// A certificate that does not verify is a configuration error or an interception, never an
+/// outage to ride out: the fallback stores stay out of it and the health check says so.
+@Suite("TLS verification failures stay loud", .timeLimit(.minutes(1)))
+struct TLSVerificationFailureTests {
+    @Test func aWrongCAFailsCallsInsteadOfDegradingAndMakesRedisUnhealthy() async throws {
+        var options = RedisServer.Options()
+        options.tls = TestCertificates.shared.serverFiles
+        try await withRedisServer(options) { server in
+            var configuration = try RedisConfiguration(url: server.url)
+            configuration.tls = .enabled(caFile: TestCertificates.shared.otherCACert)
+            let client = try RedisClient(configuration: configuration, logger: quietLogger)
+            defer { client.shutdown() }
+            let limits = try FallbackRateLimitStore(primary: RedisRateLimitStore(client: client), deadline: .seconds(2))
+            let request = RateLimitRequest(key: "k", limit: try RateLimit(rate: 10))
+            let error = await #expect(throws: RedisClientError.self) { try await limits.acquire([request], maxWait: .zero) }
+            #expect(error?.code == .tlsVerificationFailed)
+            #expect(!limits.isDegraded)
+            let health = try await RedisHealthCheck(client: client, fallbacks: [limits]).check()
+            #expect(health.status == .unhealthy)
+            #expect(health.message?.contains("certificate verification") == true)
+        }
+    }
+}

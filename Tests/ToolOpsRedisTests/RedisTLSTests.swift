@@ -46,9 +46,10 @@ struct RedisTLSTests {
             let client = try client(server, .enabled(caFile: certs.otherCACert))
             defer { client.shutdown() }
             let error = await #expect(throws: RedisClientError.self) { try await client.send("PING") }
-            #expect(error?.code == .tlsFailure)
+            #expect(error?.code == .tlsVerificationFailed)
             #expect(error?.message.contains("certificate verification failed") == true, "\(error?.message ?? "")")
-            #expect(error?.isUnavailable == true)
+            // Not an outage: the fallback stores must not quietly take over.
+            #expect(error?.isUnavailable == false)
         }
     }
 
@@ -62,7 +63,7 @@ struct RedisTLSTests {
             let insecure = try client(server, .enabled(caFile: certs.otherCACert, verification: .insecureNone))
             defer { [strict, relaxed, insecure].forEach { $0.shutdown() } }
             let error = await #expect(throws: RedisClientError.self) { try await strict.send("PING") }
-            #expect(error?.code == .tlsFailure)
+            #expect(error?.code == .tlsVerificationFailed)
             #expect(try await relaxed.send("PING") == .simpleString("PONG"))
             #expect(try await insecure.send("PING") == .simpleString("PONG"))
         }

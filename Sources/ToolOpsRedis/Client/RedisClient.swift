@@ -205,7 +205,12 @@ public final class RedisClient: Sendable {
     private func connectionClosed(slot: Int, id: Int, error: RedisClientError) {
         let reconnect = configuration.reconnect
         let delay = pool.withLock { $0.closed(slot: slot, id: id, error: error, now: .now, backoff: reconnect.delay(afterFailures:)) }
-        if let delay {
+        if error.code == .tlsVerificationFailed {
+            // Never routine: a wrong CA or server name — or an interception. Loud, every time.
+            logger.error(
+                "redis TLS certificate verification failed; commands fail until it is fixed",
+                metadata: ["redis.connection": "\(id)", "error": "\(error.message)", "redis.endpoint": "\(configuration.endpoint)"])
+        } else if let delay {
             logger.warning(
                 "redis connection closed",
                 metadata: ["redis.connection": "\(id)", "error": "\(error)", "redis.retry_in": "\(delay)"])

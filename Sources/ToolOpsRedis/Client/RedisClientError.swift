@@ -22,7 +22,7 @@ public struct RedisClientError: Error, Sendable, Hashable, CustomStringConvertib
             case invalidURL, invalidConfiguration, connectionRefused, connectionClosed
             case connectTimeout, commandTimeout, tlsFailure, protocolError, serverError
             case authenticationFailed, clientClosed, unexpectedReply, addressResolution, serverUnavailable
-            case commandTooLarge, connectionScopedCommand, overloaded
+            case commandTooLarge, connectionScopedCommand, overloaded, tlsVerificationFailed
         }
         let base: Base
 
@@ -38,8 +38,13 @@ public struct RedisClientError: Error, Sendable, Hashable, CustomStringConvertib
         public static let connectTimeout = Code(base: .connectTimeout)
         /// A reply did not arrive within the command timeout; the connection was replaced.
         public static let commandTimeout = Code(base: .commandTimeout)
-        /// The TLS handshake or a TLS record failed (including certificate verification).
+        /// The TLS handshake or a TLS record failed (other than certificate verification).
         public static let tlsFailure = Code(base: .tlsFailure)
+        /// The server's certificate did not verify (an unknown CA, a name that does not match,
+        /// an expired certificate — or someone in the middle). Not "unavailable": the fallback
+        /// stores do not quietly take over; commands fail, the client logs it as an error, and
+        /// the Redis health check reports `unhealthy`.
+        public static let tlsVerificationFailed = Code(base: .tlsVerificationFailed)
         /// The server sent bytes that are not valid RESP2, or a reply exceeded the size limit.
         public static let protocolError = Code(base: .protocolError)
         /// The server replied with an error (`-ERR …`, `-WRONGTYPE …`, `-NOSCRIPT …`).
@@ -90,7 +95,7 @@ public struct RedisClientError: Error, Sendable, Hashable, CustomStringConvertib
             .tlsFailure, .protocolError, .addressResolution, .clientClosed, .serverUnavailable, .overloaded:
             return true
         case .invalidURL, .invalidConfiguration, .serverError, .authenticationFailed, .unexpectedReply, .commandTooLarge,
-            .connectionScopedCommand:
+            .connectionScopedCommand, .tlsVerificationFailed:
             return false
         }
     }

@@ -118,7 +118,11 @@ final class TLSSession {
             if rc == 1 { return }
             let error = SSL_get_error(ssl, rc)
             guard error == SSL_ERROR_WANT_READ else {
-                throw RedisClientError(.tlsFailure, "TLS handshake failed: \(failureReason())")
+                let verify = SSL_get_verify_result(ssl)
+                if verify != X509_V_OK, let text = X509_verify_cert_error_string(verify) {
+                    throw RedisClientError(.tlsVerificationFailed, "TLS certificate verification failed: \(String(cString: text))")
+                }
+                throw RedisClientError(.tlsFailure, "TLS handshake failed: \(openSSLErrors())")
             }
             let revents = try PosixSocket.wait(fd, events: Int16(POLLIN), deadline: deadline)
             if revents == 0 { throw RedisClientError(.connectTimeout, "TLS handshake timed out (no TLS answer: is the server listening for TLS on this port?)") }
@@ -130,14 +134,6 @@ final class TLSSession {
             }
             buffer.withUnsafeBytes { _ = BIO_write(incoming, $0.baseAddress, Int32(count)) }
         }
-    }
-
-    private func failureReason() -> String {
-        let verify = SSL_get_verify_result(ssl)
-        if verify != X509_V_OK, let text = X509_verify_cert_error_string(verify) {
-            return "certificate verification failed: \(String(cString: text))"
-        }
-        return openSSLErrors()
     }
 
     /// Blocking flush used only during the handshake.

@@ -49,6 +49,11 @@ public struct RedisHealthCheck: HealthCheck {
             try await client.send("PING")
         } catch is CancellationError {
             throw CancellationError()
+        } catch let error as RedisClientError where error.code == .tlsVerificationFailed {
+            // Not an outage to ride out on fallbacks: the configuration is wrong, or the
+            // connection is being intercepted.
+            return HealthCheckResult(
+                status: .unhealthy, message: "Redis TLS certificate verification failed", details: details, error: error.message)
         } catch {
             let status = configuration.unreachableStatus ?? (stores.isEmpty ? .unhealthy : .degraded)
             return HealthCheckResult(status: status, message: "Redis did not answer PING", details: details, error: "\(error)")

@@ -1,21 +1,20 @@
 import Foundation
-import ToolOpsTestSupport
 import ToolOpsTesting
 
 /// Test certificates made with the `openssl` CLI once per test process: a CA, a server
 /// certificate for 127.0.0.1/localhost, a client certificate, and an unrelated CA.
-final class TestCertificates: Sendable {
-    static let shared: TestCertificates = {
+public final class TestCertificates: Sendable {
+    public static let shared: TestCertificates = {
         do { return try TestCertificates() } catch { fatalError("cannot create test certificates: \(error)") }
     }()
 
-    let directory: String
-    var caCert: String { directory + "/ca.crt" }
-    var serverCert: String { directory + "/server.crt" }
-    var serverKey: String { directory + "/server.key" }
-    var clientCert: String { directory + "/client.crt" }
-    var clientKey: String { directory + "/client.key" }
-    var otherCACert: String { directory + "/other-ca.crt" }
+    public let directory: String
+    public var caCert: String { directory + "/ca.crt" }
+    public var serverCert: String { directory + "/server.crt" }
+    public var serverKey: String { directory + "/server.key" }
+    public var clientCert: String { directory + "/client.crt" }
+    public var clientKey: String { directory + "/client.key" }
+    public var otherCACert: String { directory + "/other-ca.crt" }
 
     private init() throws {
         directory = NSTemporaryDirectory() + "toolops-certs-\(UUID().uuidString.prefix(8))"
@@ -46,5 +45,5 @@ final class TestCertificates: Sendable {
 
 extension TestCertificates {
     /// The server's files, for ``RedisServer/Options/tls``.
-    var serverFiles: RedisServer.TLSFiles { .init(certificate: serverCert, key: serverKey, caCertificate: caCert) }
+    public var serverFiles: RedisServer.TLSFiles { .init(certificate: serverCert, key: serverKey, caCertificate: caCert) }
 }
