@@ -1,6 +1,6 @@
 SHELL := /bin/bash
 # ToolOps — the two set-up commands on a fresh Debian 12 machine are `make run` and `make test`.
-.PHONY: deps run test bench build
+.PHONY: deps run test bench build fuzz
 
 deps:
 	@bash scripts/install-deps.sh
@@ -15,8 +15,14 @@ run: deps
 # All tests, one at a time (timing assertions stay meaningful on a 2-core machine).
 # Each Redis test starts its own redis-server on a free loopback port
 # (or set TOOLOPS_TEST_REDIS_URL to use an existing server for the plain ones).
-test: deps
+# The fuzzers (20 s each) run first, so the test runner's summary stays the last line.
+test: deps fuzz
 	timeout 1800 swift test --no-parallel 2>&1 | grep -v "prohibited flag"; exit $${PIPESTATUS[0]}
+
+# libFuzzer on the RESP reader and the canonical-JSON parser, FUZZ_SECONDS (default 20) each;
+# seeds in Fuzz/corpus, crashing inputs left in .build/fuzz/.
+fuzz: deps
+	@bash scripts/fuzz.sh
 
 # Benchmarks (their own executable, not shipped), side by side with their references in the same run.
 bench: deps

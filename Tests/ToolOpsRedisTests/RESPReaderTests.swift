@@ -117,6 +117,10 @@ struct RESPReaderTests {
         let rejected = try events(nested(9), limits: .init(depth: 8))
         #expect(rejected.count == 3)
         #expect(rejected.last == .reply(.simpleString("NEXT")))
+        // An empty array counts as a level too (found by the fuzzer).
+        let empty = try events("*1\r\n*0\r\n+NEXT\r\n", limits: .init(depth: 1))
+        #expect(empty.count == 3)
+        #expect(empty.last == .reply(.simpleString("NEXT")))
     }
 
     /// A peer announcing 2^31 elements and streaming small ones: the reader rejects the reply

@@ -184,6 +184,9 @@ public final class RESPReader {
                 let count = Int(try Self.integer(payload))
                 if count == -1 { value = .null; break }
                 guard count >= 0 else { throw Self.invalid("array length \(count)") }
+                if !skip && frames.count >= limits.depth {
+                    return reject("a reply nested deeper than \(limits.depth) arrays (the maximumReplyDepth limit)")
+                }
                 if count == 0 { value = skip ? .null : .array([]); break }
                 if let pending = skipping {
                     // `count` more values to skip; the array itself is counted off below.
@@ -194,9 +197,6 @@ public final class RESPReader {
                 }
                 if count > limits.elements || replyElements + count > limits.elements {
                     return reject("a reply with more than \(limits.elements) elements (the maximumReplyElements limit)")
-                }
-                if frames.count >= limits.depth {
-                    return reject("a reply nested deeper than \(limits.depth) arrays (the maximumReplyDepth limit)")
                 }
                 replyElements += count
                 replyBytes += lineBytes
