@@ -28,6 +28,7 @@ fuzz: deps
 bench: deps
 	swift build -c release --product toolops-bench 2>&1 | grep -v "prohibited flag" | tail -n 3
 	.build/release/toolops-bench redis
+	.build/release/toolops-bench decode
 	.build/release/toolops-bench resilience
 	.build/release/toolops-bench ratelimit
 	.build/release/toolops-bench breaker

@@ -88,7 +88,7 @@ let package = Package(
             name: "toolops-bench",
             dependencies: [
                 "ToolOpsCore", "ToolOpsRedis", "ToolOpsResilience", "ToolOpsCache", "ToolOpsRedisBackend", "ToolOpsTesting",
-                argumentParser, log,
+                "CHiredis", argumentParser, log,
             ],
             path: "Benchmarks/toolops-bench",
             swiftSettings: strict),

@@ -1,3 +1,7 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// Decodes RESP2 replies incrementally, within limits on each reply's size.
 ///
 /// Written in Swift rather than with hiredis' reader: hiredis 0.14 pre-allocates arrays from
@@ -46,13 +50,55 @@ public final class RESPReader {
         case rejectedReplyEnded
     }
 
+    /// The state and the parsing, as a value: one exclusive access per call instead of one per
+    /// byte (class properties are checked dynamically on every access).
+    private var decoder: Decoder
+
+    /// The limits every reply is held to.
+    public var limits: Limits { decoder.limits }
+
+    /// Creates a reader with these limits.
+    public init(limits: Limits = Limits()) {
+        decoder = Decoder(limits: limits)
+    }
+
+    /// Bytes received but not yet decoded (a partial reply). Bounded by the byte limit plus one
+    /// read's worth when the caller drains with ``next()`` after each ``feed(_:)``.
+    public var bufferedBytes: Int { decoder.bufferedBytes }
+
+    /// Appends received bytes. Throws only once the reader has failed.
+    public func feed(_ bytes: UnsafeRawBufferPointer) throws(RedisClientError) {
+        try decoder.feed(bytes)
+    }
+
+    /// Convenience for tests and callers holding an array.
+    public func feed(_ bytes: [UInt8]) throws(RedisClientError) {
+        // `withUnsafeBytes` rethrows untyped: feed the array's bytes and keep the error typed.
+        var thrown: RedisClientError?
+        bytes.withUnsafeBytes { raw in
+            do throws(RedisClientError) { try decoder.feed(raw) } catch { thrown = error }
+        }
+        if let thrown { throw thrown }
+    }
+
+    /// The next event, or `nil` if more bytes are needed.
+    public func next() throws(RedisClientError) -> Event? {
+        try decoder.next()
+    }
+}
+
+/// The reader's state and parser (see ``RESPReader``).
+struct Decoder {
+    typealias Limits = RESPReader.Limits
+    typealias Event = RESPReader.Event
+
     /// An array being filled.
     private struct Frame {
         var values: [RESPValue]
         var remaining: Int
     }
 
-    public let limits: Limits
+    let limits: Limits
     private var buffer: [UInt8] = []
     /// Where parsing resumes in `buffer`.
     private var position = 0
@@ -69,17 +115,16 @@ public final class RESPReader {
     private var skipBytes: Int?
     private var failed: RedisClientError?
 
-    /// Creates a reader with these limits.
-    public init(limits: Limits = Limits()) {
+    init(limits: Limits) {
         self.limits = limits
     }
 
     /// Bytes received but not yet decoded (a partial reply). Bounded by the byte limit plus one
     /// read's worth when the caller drains with ``next()`` after each ``feed(_:)``.
-    public var bufferedBytes: Int { buffer.count - position }
+    var bufferedBytes: Int { buffer.count - position }
 
     /// Appends received bytes. Throws only once the reader has failed.
-    public func feed(_ bytes: UnsafeRawBufferPointer) throws(RedisClientError) {
+    mutating func feed(_ bytes: UnsafeRawBufferPointer) throws(RedisClientError) {
         if let failed { throw failed }
         guard bytes.count > 0 else { return }
         // Dropping a skipped bulk payload straight from the input keeps a rejected 500 MB
@@ -93,19 +138,8 @@ public final class RESPReader {
         buffer.append(contentsOf: input)
     }
 
-    /// Convenience for tests and callers holding an array.
-    public func feed(_ bytes: [UInt8]) throws(RedisClientError) {
-        if let failed { throw failed }
-        // `withUnsafeBytes` rethrows untyped: feed the array's bytes and keep the error typed.
-        var thrown: RedisClientError?
-        bytes.withUnsafeBytes { raw in
-            do throws(RedisClientError) { try feed(raw) } catch { thrown = error }
-        }
-        if let thrown { throw thrown }
-    }
-
     /// The next event, or `nil` if more bytes are needed.
-    public func next() throws(RedisClientError) -> Event? {
+    mutating func next() throws(RedisClientError) -> Event? {
         if let failed { throw failed }
         do {
             let event = try parse()
@@ -129,7 +163,7 @@ public final class RESPReader {
     /// Parses until a reply completes, a limit is crossed, or the bytes run out. A token that
     /// crosses a limit is left unconsumed: read again in skipping mode, it is counted off like
     /// any skipped value.
-    private func parse() throws(RedisClientError) -> Event? {
+    private mutating func parse() throws(RedisClientError) -> Event? {
         while true {
             if let remaining = skipBytes {
                 let dropped = min(remaining, buffer.count - position)
@@ -218,7 +252,7 @@ public final class RESPReader {
     /// Drops the partial reply and starts skipping the rest: the values still owed to the
     /// arrays being filled, or the current top-level value. An outer array's count still
     /// includes the inner array being read, whose header is already consumed.
-    private func reject(_ what: String) -> Event {
+    private mutating func reject(_ what: String) -> Event {
         var pending = frames.isEmpty ? 1 : 1 - frames.count
         for frame in frames { pending += frame.remaining }
         frames = []
@@ -228,7 +262,7 @@ public final class RESPReader {
 
     /// A value finished: add it to the innermost array (finishing arrays that fill up), or
     /// return it as a reply. While skipping, count it off instead.
-    private func completeValue(_ value: RESPValue) -> Event? {
+    private mutating func completeValue(_ value: RESPValue) -> Event? {
         if let pending = skipping {
             if pending > 1 {
                 skipping = pending - 1
@@ -249,23 +283,30 @@ public final class RESPReader {
         return .reply(value)
     }
 
-    private func endReply() {
+    private mutating func endReply() {
         replyBytes = 0
         replyElements = 0
     }
 
     /// The index of the CR ending the line at `position`, or `nil` if it has not arrived.
-    private func findLineEnd() throws(RedisClientError) -> Int? {
+    private mutating func findLineEnd() throws(RedisClientError) -> Int? {
         let start = max(scanFrom, position + 1)
-        var index = start
         let count = buffer.count
-        while index + 1 < count {
-            // A lone CR is part of the line, as in hiredis.
-            if buffer[index] == Self.cr && buffer[index + 1] == Self.lf {
-                scanFrom = 0
-                return index
+        // memchr for each CR: a lone CR is part of the line, as in hiredis.
+        let found: Int? = buffer.withUnsafeBufferPointer { bytes in
+            guard let base = bytes.baseAddress else { return nil }
+            var index = start
+            while index + 1 < count {
+                guard let hit = memchr(base + index, Int32(Self.cr), count - index - 1) else { return nil }
+                let at = base.distance(to: hit.assumingMemoryBound(to: UInt8.self))
+                if bytes[at + 1] == Self.lf { return at }
+                index = at + 1
             }
-            index += 1
+            return nil
+        }
+        if let found {
+            scanFrom = 0
+            return found
         }
         scanFrom = max(position + 1, count - 1)
         // An unterminated line: headers are short, and status or error lines count against
@@ -288,6 +329,16 @@ public final class RESPReader {
 
     /// A signed decimal without leading `+`, as RESP writes it.
     private static func integer(_ digits: ArraySlice<UInt8>) throws(RedisClientError) -> Int64 {
+        var result: Result<Int64, RedisClientError> = .failure(invalid("empty number"))
+        digits.withUnsafeBufferPointer { result = integer($0) }
+        return try result.get()
+    }
+
+    private static func integer(_ digits: UnsafeBufferPointer<UInt8>) -> Result<Int64, RedisClientError> {
+        do throws(RedisClientError) { return .success(try parseInteger(digits)) } catch { return .failure(error) }
+    }
+
+    private static func parseInteger(_ digits: UnsafeBufferPointer<UInt8>) throws(RedisClientError) -> Int64 {
         var index = digits.startIndex
         let negative = index < digits.endIndex && digits[index] == UInt8(ascii: "-")
         if negative { index += 1 }
@@ -316,7 +367,7 @@ public final class RESPReader {
 
     /// Drops consumed bytes: all of them when the buffer is used up, otherwise once they are
     /// at least half of it (amortised linear, never a `memmove` per reply).
-    private func compact() {
+    private mutating func compact() {
         if position == buffer.count {
             // A huge reply's buffer is not kept for the connection's lifetime.
             if buffer.capacity > 4 << 20 { buffer = [] } else { buffer.removeAll(keepingCapacity: true) }
