@@ -132,7 +132,7 @@ let package = Package(
         .testTarget(
             name: "ToolOpsRedisTests",
             dependencies: [
-                "ToolOpsRedis", "CHiredis", "ToolOpsTesting", "ToolOpsTestSupport", "toolops-test-probe", lifecycle, log,
+                "ToolOpsRedis", "ToolOpsTesting", "ToolOpsTestSupport", "toolops-test-probe", lifecycle, log,
             ],
             swiftSettings: strict),
         .testTarget(

@@ -84,7 +84,7 @@ struct DecodeBench: AsyncParsableCommand {
                     var reply: UnsafeMutableRawPointer?
                     guard redisReaderGetReply(reader, &reply) == REDIS_OK else { throw ValidationError("hiredis: invalid RESP") }
                     guard let reply else { break }
-                    _ = convert(reply.assumingMemoryBound(to: redisReply.self))
+                    _ = HiredisReference.convert(reply.assumingMemoryBound(to: redisReply.self))
                     freeReplyObject(reply)
                     replies += 1
                 }
@@ -92,26 +92,5 @@ struct DecodeBench: AsyncParsableCommand {
             }
         }
         return replies
-    }
-
-    /// The conversion the client's hiredis-based reader made.
-    static func convert(_ pointer: UnsafePointer<redisReply>) -> RESPValue {
-        let reply = pointer.pointee
-        func bytes() -> [UInt8] {
-            guard let str = reply.str, reply.len > 0 else { return [] }
-            return [UInt8](UnsafeRawBufferPointer(start: str, count: reply.len))
-        }
-        switch reply.type {
-        case REDIS_REPLY_STRING: return .bulkString(bytes())
-        case REDIS_REPLY_STATUS: return .simpleString(String(decoding: bytes(), as: UTF8.self))
-        case REDIS_REPLY_ERROR: return .error(String(decoding: bytes(), as: UTF8.self))
-        case REDIS_REPLY_INTEGER: return .integer(Int64(reply.integer))
-        case REDIS_REPLY_ARRAY:
-            var values: [RESPValue] = []
-            values.reserveCapacity(reply.elements)
-            for index in 0..<reply.elements { values.append(reply.element?[index].map { convert($0) } ?? .null) }
-            return .array(values)
-        default: return .null
-        }
     }
 }

@@ -6,12 +6,6 @@ import ToolOpsTesting
 
 @Suite("Connection-scoped commands: refused on the shared connections, run on a lease", .timeLimit(.minutes(1)))
 struct ConnectionScopeTests {
-    func makeClient(_ url: String, _ change: (inout RedisConfiguration) -> Void = { _ in }) throws -> RedisClient {
-        var configuration = try RedisConfiguration(url: url)
-        change(&configuration)
-        return try RedisClient(configuration: configuration, logger: quietLogger)
-    }
-
     static let refused: [RedisCommand] = [
         RedisCommand("MULTI"), RedisCommand("watch", "k"), RedisCommand("SELECT", 1), RedisCommand("CLIENT", "REPLY", "SKIP"),
         RedisCommand("client", "reply", "off"), RedisCommand("SUBSCRIBE", "channel"), RedisCommand("MONITOR"),

@@ -6,12 +6,6 @@ import ToolOpsTesting
 
 @Suite("Pub/sub liveness, refusals and back-pressure", .timeLimit(.minutes(1)))
 struct PubSubLivenessTests {
-    func makeClient(_ url: String, _ change: (inout RedisConfiguration) -> Void = { _ in }) throws -> RedisClient {
-        var configuration = try RedisConfiguration(url: url)
-        change(&configuration)
-        return try RedisClient(configuration: configuration, logger: quietLogger)
-    }
-
     /// A NAT or load balancer that dropped an idle flow looks like this: the subscription was
     /// confirmed, then nothing — not even a FIN. The heartbeat PING goes unanswered, the
     /// channel is declared lost, and a new connection restores it.

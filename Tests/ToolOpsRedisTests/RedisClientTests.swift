@@ -7,12 +7,6 @@ import ToolOpsTesting
 
 @Suite("Redis client against a real redis-server", .timeLimit(.minutes(1)))
 struct RedisClientTests {
-    func makeClient(_ url: String, _ change: (inout RedisConfiguration) -> Void = { _ in }) throws -> RedisClient {
-        var configuration = try RedisConfiguration(url: url)
-        change(&configuration)
-        return try RedisClient(configuration: configuration, logger: quietLogger)
-    }
-
     @Test func everyReplyTypeRoundTrips() async throws {
         try await withRedisURL { url in
             let client = try makeClient(url)

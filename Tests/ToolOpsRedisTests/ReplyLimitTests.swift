@@ -7,11 +7,12 @@ import ToolOpsTesting
 
 @Suite("Reply limits: a reply over a limit fails its command, never the process", .timeLimit(.minutes(1)))
 struct ReplyLimitTests {
+    /// One connection, so "the same connection" is observable.
     func makeClient(_ url: String, _ change: (inout RedisConfiguration) -> Void = { _ in }) throws -> RedisClient {
-        var configuration = try RedisConfiguration(url: url)
-        configuration.poolSize = 1
-        change(&configuration)
-        return try RedisClient(configuration: configuration, logger: quietLogger)
+        try ToolOpsRedisTests.makeClient(url) { configuration in
+            configuration.poolSize = 1
+            change(&configuration)
+        }
     }
 
     /// The reply is skipped and the stream stays in sync: a command pipelined behind it on

@@ -1,27 +1,29 @@
 import CHiredis
-import ToolOpsRedis
-import ToolOpsTestSupport
 
-/// hiredis' own reader, kept as the reference the Swift reader is compared with.
-enum HiredisReference {
-    static func decode(_ bytes: [UInt8]) throws -> [RESPValue] {
-        guard let reader = redisReaderCreate() else { throw TestFailure("redisReaderCreate failed") }
+/// hiredis' own reader, with the conversion to ``RESPValue`` the client made before it decoded
+/// replies itself: the reference ``RESPReader`` is tested (differentially) and benchmarked against.
+package enum HiredisReference {
+    package struct Failure: Error {}
+
+    /// Every complete reply in `bytes`.
+    package static func decode(_ bytes: [UInt8]) throws(Failure) -> [RESPValue] {
+        guard let reader = redisReaderCreate() else { throw Failure() }
         defer { redisReaderFree(reader) }
         let fed = bytes.withUnsafeBufferPointer { raw in
             raw.baseAddress.map { redisReaderFeed(reader, UnsafeRawPointer($0).assumingMemoryBound(to: CChar.self), raw.count) } ?? REDIS_OK
         }
-        guard fed == REDIS_OK else { throw TestFailure("hiredis refused the bytes") }
+        guard fed == REDIS_OK else { throw Failure() }
         var values: [RESPValue] = []
         while true {
             var raw: UnsafeMutableRawPointer?
-            guard redisReaderGetReply(reader, &raw) == REDIS_OK else { throw TestFailure("hiredis: invalid RESP") }
+            guard redisReaderGetReply(reader, &raw) == REDIS_OK else { throw Failure() }
             guard let raw else { return values }
             values.append(convert(raw.assumingMemoryBound(to: redisReply.self)))
             freeReplyObject(raw)
         }
     }
 
-    private static func convert(_ pointer: UnsafePointer<redisReply>) -> RESPValue {
+    package static func convert(_ pointer: UnsafePointer<redisReply>) -> RESPValue {
         let reply = pointer.pointee
         func bytes() -> [UInt8] {
             guard let str = reply.str, reply.len > 0 else { return [] }
