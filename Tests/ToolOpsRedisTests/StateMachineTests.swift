@@ -187,6 +187,19 @@ struct RedisPoolStateMachineTests {
         #expect(describe(choose(&pool, [1: Status(closing: false, load: 90), 2: Status(closing: false, load: 70)])) == "use 2")
     }
 
+    /// Back-pressure: when every connection has the maximum waiting, the command is refused
+    /// at once instead of queueing without bound.
+    @Test func everyConnectionAtTheMaximumIsOverloaded() {
+        var pool = Pool(size: 2)
+        pool.assign(FakeConnection(id: 1), to: 0)
+        pool.assign(FakeConnection(id: 2), to: 1)
+        func choose(_ statuses: [Int: Status]) -> String {
+            describe(pool.choose(now: start, threshold: 64, maximum: 100, backoff: backoff) { statuses[$0.id] ?? Status(closing: false, load: 0) })
+        }
+        #expect(choose([1: Status(closing: false, load: 100), 2: Status(closing: false, load: 99)]) == "use 2")
+        #expect(choose([1: Status(closing: false, load: 100), 2: Status(closing: false, load: 100)]) == "fail overloaded")
+    }
+
     @Test func aClosedConnectionFreesItsSlotOnceWithGrowingBackoff() {
         var pool = Pool(size: 1)
         pool.assign(FakeConnection(id: 1), to: 0)

@@ -223,6 +223,9 @@ public final class RedisClient: Sendable {
         pool.withLock { pool in pool.slots.compactMap(\.connection).filter { $0.status.closedError == nil }.count }
     }
 
+    /// ``shutdown()`` was called.
+    var isShutDown: Bool { pool.withLock { $0.isShutDown } }
+
     /// Commands waiting or in flight on the command connections (for tests and diagnostics).
     package var commandsInFlight: Int {
         pool.withLock { pool in pool.slots.compactMap(\.connection).reduce(0) { $0 + $1.status.load } }

@@ -29,6 +29,7 @@ extension RedisClient {
         commandTimeout: Duration? = nil,
         _ body: (RedisLease) async throws -> Value
     ) async throws -> Value {
+        if isShutDown { throw RedisClientError(.clientClosed, "the Redis client was shut down") }
         let maximum = configuration.maximumLeasedConnections
         guard acquireLease(maximum: maximum) else {
             throw RedisClientError(.overloaded, "\(maximum) leased Redis connections are open (maximumLeasedConnections)")
