@@ -5,8 +5,8 @@ import Crypto
 extension SHA256 {
     /// Hashes the UTF-8 bytes of `text` (in place for native strings).
     mutating func update(utf8 text: String) {
-        let done = text.utf8.withContiguousStorageIfAvailable { update(bufferPointer: UnsafeRawBufferPointer($0)) }
-        if done == nil { update(data: Array(text.utf8)) }
+        let hashed: Void? = text.utf8.withContiguousStorageIfAvailable { update(bufferPointer: UnsafeRawBufferPointer($0)) }
+        if hashed == nil { update(data: Array(text.utf8)) }
     }
 
     mutating func update(bytes: [UInt8]) {

@@ -79,7 +79,8 @@ public struct BulkheadMiddleware: ToolMiddleware {
     /// call too many). A lease found lapsed is not renewed further.
     func runRenewing(_ permit: BulkheadPermit, _ body: () async throws -> ToolResult) async -> Result<ToolResult, any Error> {
         let (store, lease) = (self.store, configuration.lease)
-        async let renewal: Void = {
+        // Leaving the scope cancels the renewal loop and waits for it.
+        async let _: Void = {
             while true {
                 do {
                     try await Task.sleep(for: lease / 3)
@@ -93,7 +94,6 @@ public struct BulkheadMiddleware: ToolMiddleware {
         }()
         let result: Result<ToolResult, any Error>
         do { result = .success(try await body()) } catch { result = .failure(error) }
-        // Leaving the scope cancels the renewal loop and waits for it.
         return result
     }
 }

@@ -13,6 +13,7 @@ public final class FileBulkheadStore: BulkheadStore {
     }
 
     public func acquire(key: String, limit: Int, lease: Duration, maxWait: Duration) async throws -> BulkheadPermit {
+        defer { if files.sweepDue() { sweep() } }
         let deadline = clock.now + maxWait
         var pause = Duration.milliseconds(1)
         while true {
@@ -37,6 +38,18 @@ public final class FileBulkheadStore: BulkheadStore {
             }
             try await clock.sleep(until: min(deadline, now + pause))
             pause = min(pause * 2, .milliseconds(25))
+        }
+    }
+
+    /// Removes the files of bulkheads with no lease in force (they decide like unknown ones).
+    /// Done by itself every 4,096 acquisitions of this process or a minute after the last
+    /// sweep; returns the keys removed.
+    @discardableResult
+    public func sweep() -> Int {
+        let now = clock.now.nanoseconds
+        return files.sweep { state in
+            guard case .object(let holders)? = state["holders"] else { return true }
+            return holders.values.allSatisfy { ($0.int64Value ?? 0) <= now }
         }
     }
 

@@ -2,7 +2,18 @@ import Synchronization
 import ToolOpsCore
 
 /// Bulkhead slots in this process, with a FIFO wait queue. The default store.
+///
+/// Keys may come from callers (a bulkhead per tenant), so the state is bounded: an idle
+/// compartment (no slot held, nobody waiting) decides like an unknown one and is dropped when
+/// more than 1,024 are idle. At most ``Configuration/maximumKeys`` compartments exist; when that
+/// many all hold slots, a call for a new key is refused with `bulkheadFull`.
 public final class MemoryBulkheadStore: SynchronousBulkheadStore {
+    public struct Configuration: Sendable, Hashable {
+        /// Compartments (bulkhead keys) at most. Defaults to 100,000.
+        public var maximumKeys: Int
+        public init(maximumKeys: Int = 100_000) { self.maximumKeys = max(1, maximumKeys) }
+    }
+
     typealias Waiter = CheckedContinuation<BulkheadPermit, any Error>
     /// A queued caller. It joins the queue in the same critical section that found the
     /// bulkhead full (so no release can slip in between); its continuation arrives a moment
@@ -19,14 +30,33 @@ public final class MemoryBulkheadStore: SynchronousBulkheadStore {
         var compartments: [String: Compartment] = [:]
         var settled: [UInt64: Result<BulkheadPermit, any Error>] = [:]
         var nextToken: UInt64 = 0
+        /// A compartment became idle and was kept since the last scan at the ceiling (so
+        /// scanning again can make room; otherwise a refusal costs no scan).
+        var idleKept = true
     }
     private let state = Mutex(State())
     private let clock: any ToolOpsClock
+    public let configuration: Configuration
 
-    public init(clock: any ToolOpsClock = SystemClock()) { self.clock = clock }
+    public init(clock: any ToolOpsClock = SystemClock(), configuration: Configuration = .init()) {
+        self.clock = clock
+        self.configuration = configuration
+    }
+
+    /// Makes room for a new compartment at the ceiling by dropping idle ones; `false` if every
+    /// compartment is in use.
+    private static func room(_ state: inout State, for key: String, maximum: Int) -> Bool {
+        guard state.compartments.count >= maximum, state.compartments.index(forKey: key) == nil else { return true }
+        guard state.idleKept else { return false }
+        state.compartments = state.compartments.filter { !$0.value.held.isEmpty || !$0.value.queue.isEmpty }
+        state.idleKept = false
+        return state.compartments.count < maximum
+    }
 
     public func acquire(key: String, limit: Int, lease: Duration, maxWait: Duration) async throws -> BulkheadPermit {
+        let maximum = configuration.maximumKeys
         let immediate: Immediate = state.withLock { state in
+            guard Self.room(&state, for: key, maximum: maximum) else { return .untracked }
             state.nextToken += 1
             let token = state.nextToken
             // Mutated in place: copying the compartment out would copy its set on every call.
@@ -35,12 +65,17 @@ public final class MemoryBulkheadStore: SynchronousBulkheadStore {
         switch immediate {
         case .permit(let permit): return permit
         case .full: throw ToolOpsError(.bulkheadFull, "bulkhead \(key) is full (\(limit) in use)")
+        case .untracked:
+            throw ToolOpsError(.bulkheadFull, "bulkhead \(key) refused: \(maximum) bulkheads are in use (maximumKeys)")
         case .wait(let id): return try await wait(id: id, key: key, limit: limit, maxWait: maxWait)
         }
     }
 
     package func acquireNow(key: String, limit: Int) -> BulkheadPermit? {
-        state.withLock { state in
+        let maximum = configuration.maximumKeys
+        return state.withLock { state in
+            // At the ceiling: `acquire` decides (and explains a refusal).
+            guard Self.room(&state, for: key, maximum: maximum) else { return nil }
             state.nextToken += 1
             let token = state.nextToken
             guard let index = state.compartments.index(forKey: key) else {
@@ -72,7 +107,7 @@ public final class MemoryBulkheadStore: SynchronousBulkheadStore {
         return .wait(token)
     }
 
-    enum Immediate { case permit(BulkheadPermit), full, wait(UInt64) }
+    enum Immediate { case permit(BulkheadPermit), full, wait(UInt64), untracked }
 
     private func wait(id: UInt64, key: String, limit: Int, maxWait: Duration) async throws -> BulkheadPermit {
         let clock = self.clock
@@ -130,8 +165,12 @@ public final class MemoryBulkheadStore: SynchronousBulkheadStore {
                 state.compartments.values[index].held.remove(permit.token) != nil
             else { return nil }
             if state.compartments.values[index].queue.isEmpty {
-                if state.compartments.values[index].held.isEmpty && state.compartments.count > Self.keptCompartments {
-                    state.compartments.remove(at: index)
+                if state.compartments.values[index].held.isEmpty {
+                    if state.compartments.count > Self.keptCompartments {
+                        state.compartments.remove(at: index)
+                    } else {
+                        state.idleKept = true
+                    }
                 }
                 return nil
             }
@@ -146,6 +185,9 @@ public final class MemoryBulkheadStore: SynchronousBulkheadStore {
         }
         if let (waiter, granted) = handOver { waiter.resume(returning: granted) }
     }
+
+    /// Compartments held now (idle ones included, up to 1,024).
+    public var keyCount: Int { state.withLock { $0.compartments.count } }
 
     /// Slots in use for `key`.
     public func inUse(_ key: String) -> Int { state.withLock { $0.compartments[key]?.held.count ?? 0 } }

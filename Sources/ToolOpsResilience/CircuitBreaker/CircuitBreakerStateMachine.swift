@@ -151,6 +151,19 @@ public struct CircuitBreakerStateMachine: Sendable, Hashable {
         return move(to: .closed)
     }
 
+    /// Whether forgetting this breaker changes no later decision: it is closed (not open,
+    /// half-open or held by an operator) and its window holds nothing — a time window whose
+    /// buckets all expired by `now` (`timeWindow`: its length in ns), or a count window that
+    /// never saw a call (a count window's old calls keep weighing on its rates).
+    mutating func isForgettable(now: Int64, timeWindow: Int64?) -> Bool {
+        guard state == .closed else { return false }
+        if let timeWindow {
+            expire(now: now, duration: .nanoseconds(timeWindow))
+            return buckets.isEmpty
+        }
+        return ring.isEmpty
+    }
+
     /// The window's counts as of `now` (time windows drop expired buckets).
     public mutating func windowCounts(now: Int64, policy: CircuitBreakerPolicy) -> CircuitWindowCounts {
         if case .time(let duration) = policy.window.kind { expire(now: now, duration: duration) }

@@ -10,17 +10,38 @@ public final class FileCircuitBreakerStore: CircuitBreakerStore {
         self.clock = clock
     }
 
-    private func withMachine<R>(_ key: String, _ body: (inout CircuitBreakerStateMachine, Int64) -> R) throws -> R {
-        try files.update([key]) { states in
+    private func withMachine<R>(
+        _ key: String, policy: CircuitBreakerPolicy, _ body: (inout CircuitBreakerStateMachine, Int64) -> R
+    ) throws -> R {
+        defer { if files.sweepDue() { sweep() } }
+        return try files.update([key]) { states in
             var machine = states[0].flatMap(CircuitBreakerStateMachine.init(json:)) ?? CircuitBreakerStateMachine()
             let result = body(&machine, clock.now.nanoseconds)
-            states[0] = machine.json
+            // The policy's time window goes with the state, so a sweep can tell an empty window.
+            var json = machine.json
+            if case .object(var fields) = json, let window = policy.window.duration {
+                fields["timeWindow"] = .integer(window.nanosecondsClamped)
+                json = .object(fields)
+            }
+            states[0] = json
             return result
         }
     }
 
+    /// Removes the files of breakers that can no longer change a decision (closed, empty
+    /// window). Done by itself every 4,096 updates of this process or a minute after the last
+    /// sweep; returns the keys removed.
+    @discardableResult
+    public func sweep() -> Int {
+        let now = clock.now.nanoseconds
+        return files.sweep { state in
+            guard var machine = CircuitBreakerStateMachine(json: state) else { return true }
+            return machine.isForgettable(now: now, timeWindow: state["timeWindow"]?.int64Value)
+        }
+    }
+
     public func admit(key: String, policy: CircuitBreakerPolicy) async throws -> CircuitAdmission {
-        try withMachine(key) { machine, now in machine.admit(now: now, policy: policy) }
+        try withMachine(key, policy: policy) { machine, now in machine.admit(now: now, policy: policy) }
     }
 
     public func record(key: String, outcome: CallOutcome, probe: Bool, policy: CircuitBreakerPolicy) async throws -> CircuitTransition? {
@@ -28,11 +49,11 @@ public final class FileCircuitBreakerStore: CircuitBreakerStore {
     }
 
     public func record(key: String, outcome: CallOutcome, probe: Bool, round: Int64, policy: CircuitBreakerPolicy) async throws -> CircuitTransition? {
-        try withMachine(key) { machine, now in machine.record(outcome, probe: probe, round: round, now: now, policy: policy) }
+        try withMachine(key, policy: policy) { machine, now in machine.record(outcome, probe: probe, round: round, now: now, policy: policy) }
     }
 
     public func control(key: String, _ action: CircuitControl, policy: CircuitBreakerPolicy) async throws -> CircuitTransition? {
-        try withMachine(key) { machine, _ in
+        try withMachine(key, policy: policy) { machine, _ in
             switch action {
             case .forceOpen: return machine.forceOpen()
             case .disable: return machine.disable()
@@ -42,7 +63,7 @@ public final class FileCircuitBreakerStore: CircuitBreakerStore {
     }
 
     public func snapshot(key: String, policy: CircuitBreakerPolicy) async throws -> CircuitBreakerSnapshot {
-        try withMachine(key) { machine, now in
+        try withMachine(key, policy: policy) { machine, now in
             let counts = machine.windowCounts(now: now, policy: policy)
             return CircuitBreakerSnapshot(state: machine.state, counts: counts, halfOpenInFlight: machine.halfOpenInFlight)
         }

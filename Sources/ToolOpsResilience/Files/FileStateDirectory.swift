@@ -1,3 +1,4 @@
+import Synchronization
 import ToolOpsCore
 #if canImport(Glibc)
 import Glibc
@@ -12,6 +13,13 @@ import Glibc
 ///
 /// File operations run on the calling thread; each critical section is one small read and
 /// at most one small write on local disk.
+///
+/// Keys may come from callers (a state file per tenant), so idle state is removed:
+/// ``sweep(isIdle:)`` deletes the state file and the lock file of every key whose state can
+/// no longer change a decision, each under that key's lock (a lock file is unlinked only by
+/// its holder, and a process that then gets the lock on the unlinked file sees that it is no
+/// longer the key's lock and takes the new one). The stores sweep every 4,096 updates of a
+/// process, or when a minute has passed since the last sweep.
 public final class FileStateDirectory: Sendable {
     public let path: String
     /// Identifies this boot: monotonic-clock timestamps from another boot are meaningless,
@@ -23,6 +31,9 @@ public final class FileStateDirectory: Sendable {
         try FileIO.makeDirectories(path)
         bootID = Self.readBootID()
     }
+
+    /// Updates since the last sweep, and when it ran (monotonic ns).
+    private let sweepSchedule = Mutex((updates: 0, at: Int64(0)))
 
     static func readBootID() -> String {
         guard let file = fopen("/proc/sys/kernel/random/boot_id", "r") else { return "unknown" }
@@ -63,15 +74,7 @@ public final class FileStateDirectory: Sendable {
             }
         }
         for key in order {
-            let lockPath = "\(path)/\(fileName(for: key)).lock"
-            let fd = open(lockPath, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
-            guard fd >= 0 else {
-                throw ToolOpsError(.storeUnavailable, "cannot open \(lockPath): \(String(cString: strerror(errno)))")
-            }
-            locks.append(fd)
-            while flock(fd, LOCK_EX) != 0 {
-                if errno != EINTR { throw ToolOpsError(.storeUnavailable, "flock \(lockPath): \(String(cString: strerror(errno)))") }
-            }
+            locks.append(try lock("\(path)/\(fileName(for: key)).lock", wait: true) ?? -1)
         }
         let original = keys.map { read(key: $0) }
         var states = original
@@ -82,8 +85,82 @@ public final class FileStateDirectory: Sendable {
         return result
     }
 
+    /// Opens and locks `lockPath` — the file linked there *now*: a lock file unlinked by a
+    /// sweep while we waited for it no longer guards the key, so we take the new one. Returns
+    /// the descriptor, or `nil` when `wait` is false and someone else holds the lock.
+    private func lock(_ lockPath: String, wait: Bool) throws(ToolOpsError) -> Int32? {
+        while true {
+            let fd = open(lockPath, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+            guard fd >= 0 else {
+                throw ToolOpsError(.storeUnavailable, "cannot open \(lockPath): \(String(cString: strerror(errno)))")
+            }
+            while flock(fd, wait ? LOCK_EX : LOCK_EX | LOCK_NB) != 0 {
+                if errno == EINTR { continue }
+                let code = errno
+                close(fd)
+                if code == EWOULDBLOCK && !wait { return nil }
+                throw ToolOpsError(.storeUnavailable, "flock \(lockPath): \(String(cString: strerror(code)))")
+            }
+            var held = stat()
+            var linked = stat()
+            if fstat(fd, &held) == 0, stat(lockPath, &linked) == 0, held.st_ino == linked.st_ino, held.st_dev == linked.st_dev {
+                return fd
+            }
+            flock(fd, LOCK_UN)
+            close(fd)
+        }
+    }
+
+    /// Removes the files of every key whose state `isIdle` says can no longer change a decision
+    /// (and of keys whose state is unreadable or from another boot). Keys locked by someone
+    /// right now are skipped. Returns how many keys were removed.
+    @discardableResult
+    public func sweep(isIdle: (JSONValue) -> Bool) -> Int {
+        sweepSchedule.withLock { $0 = (0, SystemClock().now.nanoseconds) }
+        var removed = 0
+        var bases = Set<String>()
+        for name in FileIO.list(path) {
+            if name.hasSuffix(".state") { bases.insert(String(name.dropLast(6))) }
+            if name.hasSuffix(".lock") { bases.insert(String(name.dropLast(5))) }
+        }
+        for base in bases {
+            let lockPath = "\(path)/\(base).lock"
+            guard let fd = try? lock(lockPath, wait: false) else { continue }
+            defer {
+                flock(fd, LOCK_UN)
+                close(fd)
+            }
+            let state = readFile("\(path)/\(base).state")
+            guard state.map(isIdle) ?? true else { continue }
+            unlink("\(path)/\(base).state")
+            unlink(lockPath)  // we hold it: whoever waits for it re-checks and takes a new one
+            removed += 1
+        }
+        return removed
+    }
+
+    /// Counts an update; `true` when a sweep is due (every 4,096 updates of this process, or a
+    /// minute after the last one).
+    func sweepDue() -> Bool {
+        let now = SystemClock().now.nanoseconds
+        return sweepSchedule.withLock { schedule in
+            schedule.updates += 1
+            if schedule.updates >= 4096 || now - schedule.at >= 60_000_000_000 {
+                schedule = (0, now)
+                return true
+            }
+            return false
+        }
+    }
+
+    /// State files and lock files in the directory now.
+    public var fileCount: Int { FileIO.list(path).count }
+
     private func read(key: String) -> JSONValue? {
-        let file = "\(path)/\(fileName(for: key)).state"
+        readFile("\(path)/\(fileName(for: key)).state")
+    }
+
+    private func readFile(_ file: String) -> JSONValue? {
         guard let bytes = FileIO.read(file, limit: 16 * 1024 * 1024) else { return nil }
         // Unparseable or from another boot: start afresh (the next write repairs the file).
         guard let value = try? JSONValue(parsing: bytes), value["boot"]?.stringValue == bootID else { return nil }

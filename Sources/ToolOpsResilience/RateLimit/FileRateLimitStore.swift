@@ -17,6 +17,7 @@ public final class FileRateLimitStore: RateLimitStore {
 
     public func acquire(_ requests: [RateLimitRequest], maxWait: Duration) async throws -> [RateLimitDecision] {
         let keys = requests.map(\.key)
+        defer { if files.sweepDue() { sweep() } }
         return try files.update(keys) { states in
             let now = clock.now.nanoseconds
             var tats: [String: Int64] = [:]
@@ -30,5 +31,13 @@ public final class FileRateLimitStore: RateLimitStore {
             }
             return decisions
         }
+    }
+
+    /// Removes the files of full buckets (they decide like unknown ones). Done by itself every
+    /// 4,096 decisions of this process or a minute after the last sweep; returns the keys removed.
+    @discardableResult
+    public func sweep() -> Int {
+        let now = clock.now.nanoseconds
+        return files.sweep { state in (state["tat"]?.int64Value ?? .min) <= now }
     }
 }
