@@ -4,7 +4,8 @@ import ToolOpsCore
 /// process that died expires after its lease time. Waiting callers poll (1 ms doubling to
 /// 25 ms), so order among waiters is not strictly FIFO across processes.
 public final class FileBulkheadStore: BulkheadStore {
-    let files: FileStateDirectory
+    /// The directory the state lives in (for its file count, or to sweep it).
+    public let files: FileStateDirectory
     let clock: any ToolOpsClock
 
     public init(directory: String, clock: any ToolOpsClock = SystemClock()) throws(ToolOpsError) {

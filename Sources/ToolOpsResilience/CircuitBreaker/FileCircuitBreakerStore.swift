@@ -2,7 +2,8 @@ import ToolOpsCore
 
 /// Circuit-breaker state in files: processes on one host share each breaker.
 public final class FileCircuitBreakerStore: CircuitBreakerStore {
-    let files: FileStateDirectory
+    /// The directory the state lives in (for its file count, or to sweep it).
+    public let files: FileStateDirectory
     let clock: any ToolOpsClock
 
     public init(directory: String, clock: any ToolOpsClock = SystemClock()) throws(ToolOpsError) {

@@ -6,7 +6,8 @@ import ToolOpsCore
 /// let store = try FileRateLimitStore(directory: "/var/lib/toolops/ratelimit")
 /// ```
 public final class FileRateLimitStore: RateLimitStore {
-    let files: FileStateDirectory
+    /// The directory the state lives in (for its file count, or to sweep it).
+    public let files: FileStateDirectory
     let clock: any ToolOpsClock
 
     /// `clock` must be shared by all processes (``SystemClock`` is: it is the host's monotonic clock).
