@@ -208,6 +208,38 @@ struct FileBoundedStateTests {
         #expect(forgotten > 20)
     }
 
+    /// At the ceiling each file store fails the way its policy should: the limiter refuses a
+    /// new key, the breaker admits it untracked (no file), the bulkhead refuses it.
+    @Test func atTheCeilingEachFileStoreFailsItsOwnWay() async throws {
+        let clock = ManualClock()
+        let path = temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let ceiling = FileStateDirectory.Configuration(maximumKeys: 2)
+        let limits = try FileRateLimitStore(directory: path + "/rl", clock: clock, configuration: ceiling)
+        let breakers = try FileCircuitBreakerStore(directory: path + "/cb", clock: clock, configuration: ceiling)
+        let bulkheads = try FileBulkheadStore(directory: path + "/bh", clock: clock, configuration: ceiling)
+        let slow = try RateLimit(rate: 1, per: .seconds(3600))
+        let policy = try CircuitBreakerPolicy(window: .time(.seconds(2)), minimumCalls: 1)
+        var permits: [BulkheadPermit] = []
+        for key in ["a", "b"] {
+            #expect(try await limits.acquire([RateLimitRequest(key: key, limit: slow)], maxWait: .zero)[0].allowed)
+            _ = try await breakers.record(key: key, outcome: .failure(duration: .zero), probe: false, policy: policy)
+            permits.append(try await bulkheads.acquire(key: key, limit: 1, lease: .seconds(60), maxWait: .zero))
+        }
+        let refused = try await limits.acquire([RateLimitRequest(key: "c", limit: slow)], maxWait: .zero)[0]
+        #expect(!refused.allowed && refused.retryAfter > .zero)
+        #expect(try await breakers.admit(key: "c", policy: policy).allowed)
+        _ = try await breakers.record(key: "c", outcome: .failure(duration: .zero), probe: false, policy: policy)
+        #expect(try await breakers.admit(key: "c", policy: policy).allowed)  // untracked: still admitted
+        #expect(try await breakers.admit(key: "a", policy: policy).allowed == false)  // tracked and open
+        let error = await #expect(throws: ToolOpsError.self) { try await bulkheads.acquire(key: "c", limit: 1, lease: .seconds(60), maxWait: .zero) }
+        #expect(error?.code == .bulkheadFull)
+        // Room comes back when state goes idle (the ceiling's sweep runs at most once a second).
+        await bulkheads.release(permits[0])
+        try await Task.sleep(for: .milliseconds(1_100))
+        _ = try await bulkheads.acquire(key: "c", limit: 1, lease: .seconds(60), maxWait: .zero)
+    }
+
     /// A sweep unlinks a key's lock file while it holds it; a process that was waiting on that
     /// file must not take it for the key's lock while another holds the new one.
     @Test func aSweepNeverLetsTwoWritersIntoOneKey() throws {

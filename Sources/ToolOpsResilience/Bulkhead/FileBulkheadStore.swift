@@ -8,8 +8,13 @@ public final class FileBulkheadStore: BulkheadStore {
     public let files: FileStateDirectory
     let clock: any ToolOpsClock
 
-    public init(directory: String, clock: any ToolOpsClock = SystemClock()) throws(ToolOpsError) {
-        self.files = try FileStateDirectory(path: directory)
+    ///
+    /// At ``FileStateDirectory/Configuration/maximumKeys`` bulkheads in use, a call for a new
+    /// key is refused with `bulkheadFull`.
+    public init(
+        directory: String, clock: any ToolOpsClock = SystemClock(), configuration: FileStateDirectory.Configuration = .init()
+    ) throws(ToolOpsError) {
+        self.files = try FileStateDirectory(path: directory, configuration: configuration)
         self.clock = clock
     }
 
@@ -21,16 +26,20 @@ public final class FileBulkheadStore: BulkheadStore {
             var generator = SystemRandomNumberGenerator()
             // Bit 63 marks permits of a fallback store (FallbackBulkheadStore); never use it.
             let token = (generator.next() as UInt64) & ~(1 << 63) | 1
-            let granted: Bool = try files.update([key]) { states in
+            let granted: Bool? = try files.update([key]) { states in
                 let now = clock.now.nanoseconds
+                if states[0] == nil && !files.roomForNewKey(sweep: { sweep() }) { return nil }
                 var holders: [String: JSONValue] = [:]
                 if case .object(let existing)? = states[0]?["holders"] {
                     holders = existing.filter { ($0.value.int64Value ?? 0) > now }  // expired leases free their slot
                 }
-                defer { states[0] = .object(["holders": .object(holders)]) }
+                defer { states[0] = holders.isEmpty && states[0] == nil ? nil : .object(["holders": .object(holders)]) }
                 guard holders.count < limit else { return false }
                 holders[String(token)] = .integer((clock.now + lease).nanoseconds)
                 return true
+            }
+            guard let granted else {
+                throw ToolOpsError(.bulkheadFull, "bulkhead \(key) refused: \(files.configuration.maximumKeys) bulkheads are in use (maximumKeys)")
             }
             if granted { return BulkheadPermit(key: key, token: token) }
             let now = clock.now

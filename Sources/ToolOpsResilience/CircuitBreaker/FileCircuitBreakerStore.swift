@@ -6,8 +6,13 @@ public final class FileCircuitBreakerStore: CircuitBreakerStore {
     public let files: FileStateDirectory
     let clock: any ToolOpsClock
 
-    public init(directory: String, clock: any ToolOpsClock = SystemClock()) throws(ToolOpsError) {
-        self.files = try FileStateDirectory(path: directory)
+    ///
+    /// At ``FileStateDirectory/Configuration/maximumKeys`` live breakers, a new breaker is not
+    /// tracked: its calls are admitted and their outcomes dropped (a breaker fails open).
+    public init(
+        directory: String, clock: any ToolOpsClock = SystemClock(), configuration: FileStateDirectory.Configuration = .init()
+    ) throws(ToolOpsError) {
+        self.files = try FileStateDirectory(path: directory, configuration: configuration)
         self.clock = clock
     }
 
@@ -18,6 +23,11 @@ public final class FileCircuitBreakerStore: CircuitBreakerStore {
         return try files.update([key]) { states in
             var machine = states[0].flatMap(CircuitBreakerStateMachine.init(json:)) ?? CircuitBreakerStateMachine()
             let result = body(&machine, clock.now.nanoseconds)
+            // A breaker still as fresh as an unknown one needs no file; at the ceiling a new
+            // one gets none (untracked).
+            if states[0] == nil && (machine == CircuitBreakerStateMachine() || !files.roomForNewKey(sweep: { sweep() })) {
+                return result
+            }
             // The policy's time window goes with the state, so a sweep can tell an empty window.
             var json = machine.json
             if case .object(var fields) = json, let window = policy.window.duration {

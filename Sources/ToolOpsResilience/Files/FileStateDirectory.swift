@@ -21,19 +21,50 @@ import Glibc
 /// longer the key's lock and takes the new one). The stores sweep every 4,096 updates of a
 /// process, or when a minute has passed since the last sweep.
 public final class FileStateDirectory: Sendable {
+    public struct Configuration: Sendable, Hashable {
+        /// Keys (state files) at most. A store asked for a new key at the ceiling first sweeps
+        /// (at most once a second), then refuses or skips it as its policy says. Defaults to
+        /// 100,000.
+        public var maximumKeys: Int
+        public init(maximumKeys: Int = 100_000) { self.maximumKeys = max(1, maximumKeys) }
+    }
+
     public let path: String
+    public let configuration: Configuration
     /// Identifies this boot: monotonic-clock timestamps from another boot are meaningless,
     /// so state written before a reboot is discarded.
     let bootID: String
 
-    public init(path: String) throws(ToolOpsError) {
+    public init(path: String, configuration: Configuration = .init()) throws(ToolOpsError) {
         self.path = path
+        self.configuration = configuration
         try FileIO.makeDirectories(path)
         bootID = Self.readBootID()
+        keys = Mutex((estimate: FileIO.list(path).filter { $0.hasSuffix(".state") }.count, lastCeilingSweep: 0))
     }
 
     /// Updates since the last sweep, and when it ran (monotonic ns).
     private let sweepSchedule = Mutex((updates: 0, at: Int64(0)))
+    /// State files: counted at each sweep, plus those this process created or removed since
+    /// (others' are seen at the next sweep); and when the last sweep at the ceiling ran.
+    private let keys: Mutex<(estimate: Int, lastCeilingSweep: Int64)>
+
+    /// Whether a new key may get a state file: below the ceiling, or below it after `sweep`
+    /// (run at most once a second at the ceiling).
+    public func roomForNewKey(sweep: () -> Void) -> Bool {
+        let maximum = configuration.maximumKeys
+        let now = SystemClock().now.nanoseconds
+        let (full, sweepNow) = keys.withLock { keys -> (Bool, Bool) in
+            guard keys.estimate >= maximum else { return (false, false) }
+            guard now - keys.lastCeilingSweep >= 1_000_000_000 else { return (true, false) }
+            keys.lastCeilingSweep = now
+            return (true, true)
+        }
+        guard full else { return true }
+        guard sweepNow else { return false }
+        sweep()
+        return keys.withLock { $0.estimate < maximum }
+    }
 
     static func readBootID() -> String {
         guard let file = fopen("/proc/sys/kernel/random/boot_id", "r") else { return "unknown" }
@@ -79,9 +110,12 @@ public final class FileStateDirectory: Sendable {
         let original = keys.map { read(key: $0) }
         var states = original
         let result = try body(&states)
+        var created = 0
         for (index, key) in keys.enumerated() where states[index] != original[index] {
             try write(key: key, state: states[index])
+            if original[index] == nil { created += 1 } else if states[index] == nil { created -= 1 }
         }
+        if created != 0 { self.keys.withLock { $0.estimate = max(0, $0.estimate + created) } }
         return result
     }
 
@@ -119,10 +153,15 @@ public final class FileStateDirectory: Sendable {
         sweepSchedule.withLock { $0 = (0, SystemClock().now.nanoseconds) }
         var removed = 0
         var bases = Set<String>()
+        var stateFiles = 0
         for name in FileIO.list(path) {
-            if name.hasSuffix(".state") { bases.insert(String(name.dropLast(6))) }
+            if name.hasSuffix(".state") {
+                bases.insert(String(name.dropLast(6)))
+                stateFiles += 1
+            }
             if name.hasSuffix(".lock") { bases.insert(String(name.dropLast(5))) }
         }
+        defer { keys.withLock { $0.estimate = max(0, stateFiles - removed) } }
         for base in bases {
             let lockPath = "\(path)/\(base).lock"
             guard let fd = try? lock(lockPath, wait: false) else { continue }
@@ -132,9 +171,8 @@ public final class FileStateDirectory: Sendable {
             }
             let state = readFile("\(path)/\(base).state")
             guard state.map(isIdle) ?? true else { continue }
-            unlink("\(path)/\(base).state")
+            if unlink("\(path)/\(base).state") == 0 { removed += 1 }
             unlink(lockPath)  // we hold it: whoever waits for it re-checks and takes a new one
-            removed += 1
         }
         return removed
     }

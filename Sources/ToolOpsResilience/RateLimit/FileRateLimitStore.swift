@@ -11,8 +11,14 @@ public final class FileRateLimitStore: RateLimitStore {
     let clock: any ToolOpsClock
 
     /// `clock` must be shared by all processes (``SystemClock`` is: it is the host's monotonic clock).
-    public init(directory: String, clock: any ToolOpsClock = SystemClock()) throws(ToolOpsError) {
-        self.files = try FileStateDirectory(path: directory)
+    ///
+    /// At ``FileStateDirectory/Configuration/maximumKeys`` buckets that are all partly drained,
+    /// a request for a new key is refused (`retryAfter` one second) — a limiter that cannot
+    /// track a key does not let it through unlimited.
+    public init(
+        directory: String, clock: any ToolOpsClock = SystemClock(), configuration: FileStateDirectory.Configuration = .init()
+    ) throws(ToolOpsError) {
+        self.files = try FileStateDirectory(path: directory, configuration: configuration)
         self.clock = clock
     }
 
@@ -21,6 +27,11 @@ public final class FileRateLimitStore: RateLimitStore {
         defer { if files.sweepDue() { sweep() } }
         return try files.update(keys) { states in
             let now = clock.now.nanoseconds
+            if states.contains(where: { $0 == nil }) && !files.roomForNewKey(sweep: { sweep() }) {
+                return requests.map {
+                    RateLimitDecision(allowed: false, limit: $0.limit.burst, remaining: 0, retryAfter: .seconds(1), resetAfter: .seconds(1))
+                }
+            }
             var tats: [String: Int64] = [:]
             for (key, state) in zip(keys, states) {
                 // A TAT absurdly far ahead is corrupt (or from a clock we do not share): drop it.
