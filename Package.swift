@@ -52,7 +52,7 @@ let package = Package(
         // MARK: the core and the concerns (no Redis, no HTTP)
 
         .target(name: "ToolOpsCore", dependencies: [log, metrics, serviceContext], swiftSettings: strict),
-        .target(name: "ToolOpsResilience", dependencies: ["ToolOpsCore", metrics], swiftSettings: strict),
+        .target(name: "ToolOpsResilience", dependencies: ["ToolOpsCore", metrics, lifecycle], swiftSettings: strict),
         .target(
             name: "ToolOpsCache",
             dependencies: ["ToolOpsCore", metrics, .product(name: "Crypto", package: "swift-crypto")],

@@ -31,13 +31,17 @@ struct KeysBench: AsyncParsableCommand {
     @Option(help: "Concurrent callers.")
     var concurrency: Int = 16
 
+    @Option(help: "Seconds between the StoreSweeper's sweeps.")
+    var sweepInterval: Double = 1
+
     func run() async throws {
         say(pad("backend", 9) + pad("tenants", 10) + pad("RSS start", 11) + pad("after wave 1", 14) + pad("after idle", 12)
             + pad("after wave 2", 14) + pad("wave 2 growth", 15) + "files (wave 1 / idle / wave 2)")
         for backend in backends.split(separator: ",").map({ $0.trimmingCharacters(in: .whitespaces) }) {
             switch backend {
             case "memory":
-                try await measure("memory", tenants: memoryTenants, stores: (MemoryRateLimitStore(), MemoryCircuitBreakerStore(), MemoryBulkheadStore()))
+                let stores = (MemoryRateLimitStore(), MemoryCircuitBreakerStore(), MemoryBulkheadStore())
+                try await measure("memory", tenants: memoryTenants, stores: stores)
             case "file":
                 let path = NSTemporaryDirectory() + "toolops-keys-\(UUID().uuidString.prefix(8))"
                 defer { try? FileManager.default.removeItem(atPath: path) }
@@ -46,8 +50,7 @@ struct KeysBench: AsyncParsableCommand {
                 let bulkheads = try FileBulkheadStore(directory: path + "/bh")
                 try await measure(
                     "file", tenants: fileTenants, stores: (limits, breakers, bulkheads),
-                    files: { limits.files.fileCount + breakers.files.fileCount + bulkheads.files.fileCount },
-                    sweep: { limits.sweep(); breakers.sweep(); bulkheads.sweep() })
+                    files: { limits.files.fileCount + breakers.files.fileCount + bulkheads.files.fileCount })
             case "redis":
                 let server = try RedisServer()
                 defer { server.stop() }
@@ -67,8 +70,12 @@ struct KeysBench: AsyncParsableCommand {
 
     func measure(
         _ name: String, tenants: Int, stores: (any RateLimitStore, any CircuitBreakerStore, any BulkheadStore),
-        files: () -> Int = { 0 }, sweep: () -> Void = {}
+        files: () -> Int = { 0 }
     ) async throws {
+        // The stores sweep as they are written to; the sweeper releases what a quiet period leaves.
+        let sweepable = [stores.0, stores.1, stores.2].compactMap { $0 as? any SweepableStore }
+        let sweeper = Task { try await StoreSweeper(stores: sweepable, interval: .seconds(sweepInterval)).run() }
+        defer { sweeper.cancel() }
         let tool = ToolFunction { _ in ToolResult(.null) }
         let pipeline = try ToolPipeline(runner: tool) {
             try RateLimitMiddleware(.init(rules: [RateLimitRule(limit: try RateLimit(rate: 10, per: .seconds(1)), key: .tenant)]), store: stores.0)
@@ -81,9 +88,9 @@ struct KeysBench: AsyncParsableCommand {
         let start = residentBytes()
         try await wave(pipeline, tenants: 0..<tenants)
         let afterFirst = (residentBytes(), files())
-        // Longer than the breaker's window and the buckets' refill: wave 1's state no longer matters.
-        try await Task.sleep(for: .milliseconds(2_500))
-        sweep()  // the file stores sweep every 4,096 updates or a minute after the last: force it
+        // Longer than the breaker's window and the buckets' refill (wave 1's state no longer
+        // matters), plus a sweeper interval.
+        try await Task.sleep(for: .milliseconds(3_500))
         let afterIdle = (residentBytes(), files())
         try await wave(pipeline, tenants: tenants..<(2 * tenants))
         let afterSecond = (residentBytes(), files())

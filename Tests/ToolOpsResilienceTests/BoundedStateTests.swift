@@ -89,6 +89,32 @@ struct BoundedStateTests {
         #expect(store.untrackedKeys == 1)
     }
 
+    /// With no further calls to trigger a sweep, the sweeper service still releases the state
+    /// of a wave of tenants that went quiet — and stops when cancelled.
+    @Test func theSweeperReleasesStateWhenNoTrafficComes() async throws {
+        let clock = ManualClock()
+        let breakers = MemoryCircuitBreakerStore(clock: clock)
+        let limits = MemoryRateLimitStore(clock: clock)
+        let limit = try RateLimit(rate: 1, per: .seconds(1))
+        for index in 0..<500 {
+            _ = breakers.recordNow(key: "t\(index)", outcome: .success(duration: .zero), probe: false, round: 0, policy: timePolicy, now: nil)
+            _ = limits.decide(RateLimitRequest(key: "t\(index)", limit: limit), maxWait: .zero)
+        }
+        #expect(breakers.keyCount == 500 && limits.keyCount == 500)
+        let sweeper = StoreSweeper(stores: [breakers, limits], interval: .seconds(10), clock: clock)
+        let running = Task { try await sweeper.run() }
+        var released = false
+        for _ in 0..<200 where !released {
+            clock.advance(by: .seconds(1))
+            await Task.yield()
+            try await Task.sleep(for: .milliseconds(2))
+            released = breakers.keyCount == 0 && limits.keyCount == 0
+        }
+        #expect(released)
+        running.cancel()
+        try await running.value
+    }
+
     @Test func forgettingAFullBucketNeverChangesADecision() throws {
         let clock = ManualClock()
         let swept = MemoryRateLimitStore(clock: clock)

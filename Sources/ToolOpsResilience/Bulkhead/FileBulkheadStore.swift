@@ -3,7 +3,7 @@ import ToolOpsCore
 /// Bulkhead leases in files: processes on one host share each bulkhead. A lease of a
 /// process that died expires after its lease time. Waiting callers poll (1 ms doubling to
 /// 25 ms), so order among waiters is not strictly FIFO across processes.
-public final class FileBulkheadStore: BulkheadStore {
+public final class FileBulkheadStore: BulkheadStore, SweepableStore {
     /// The directory the state lives in (for its file count, or to sweep it).
     public let files: FileStateDirectory
     let clock: any ToolOpsClock

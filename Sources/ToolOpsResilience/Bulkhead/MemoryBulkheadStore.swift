@@ -7,7 +7,7 @@ import ToolOpsCore
 /// compartment (no slot held, nobody waiting) decides like an unknown one and is dropped when
 /// more than 1,024 are idle. At most ``Configuration/maximumKeys`` compartments exist; when that
 /// many all hold slots, a call for a new key is refused with `bulkheadFull`.
-public final class MemoryBulkheadStore: SynchronousBulkheadStore {
+public final class MemoryBulkheadStore: SynchronousBulkheadStore, SweepableStore {
     public struct Configuration: Sendable, Hashable {
         /// Compartments (bulkhead keys) at most. Defaults to 100,000.
         public var maximumKeys: Int
@@ -184,6 +184,16 @@ public final class MemoryBulkheadStore: SynchronousBulkheadStore {
             return (waiter, granted)
         }
         if let (waiter, granted) = handOver { waiter.resume(returning: granted) }
+    }
+
+    /// Drops every idle compartment (no slot held, nobody waiting); returns how many.
+    @discardableResult
+    public func sweep() -> Int {
+        state.withLock { state in
+            let before = state.compartments.count
+            state.compartments = state.compartments.filter { !$0.value.held.isEmpty || !$0.value.queue.isEmpty }
+            return before - state.compartments.count
+        }
     }
 
     /// Compartments held now (idle ones included, up to 1,024).

@@ -1,7 +1,7 @@
 import ToolOpsCore
 
 /// Circuit-breaker state in files: processes on one host share each breaker.
-public final class FileCircuitBreakerStore: CircuitBreakerStore {
+public final class FileCircuitBreakerStore: CircuitBreakerStore, SweepableStore {
     /// The directory the state lives in (for its file count, or to sweep it).
     public let files: FileStateDirectory
     let clock: any ToolOpsClock

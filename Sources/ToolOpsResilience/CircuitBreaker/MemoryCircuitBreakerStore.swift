@@ -9,7 +9,7 @@ import ToolOpsCore
 /// ``Configuration/maximumKeys`` breakers are tracked; when that many are all live (open,
 /// half-open, or closed with calls in their window) a new key is not tracked: its calls are
 /// admitted and their outcomes dropped — a breaker that cannot track fails open.
-public final class MemoryCircuitBreakerStore: SynchronousCircuitBreakerStore {
+public final class MemoryCircuitBreakerStore: SynchronousCircuitBreakerStore, SweepableStore {
     public struct Configuration: Sendable, Hashable {
         /// Breakers tracked at most. Defaults to 100,000 (~35 MB at worst).
         public var maximumKeys: Int
@@ -130,9 +130,14 @@ public final class MemoryCircuitBreakerStore: SynchronousCircuitBreakerStore {
 
     /// Forgets every breaker that can no longer change a decision (also done every 4,096
     /// records once more than 1,024 are tracked, and at the ceiling).
-    public func sweep() {
+    @discardableResult
+    public func sweep() -> Int {
         let now = clock.now.nanoseconds
-        state.withLock { Self.sweep(&$0, now: now) }
+        return state.withLock { state in
+            let before = state.entries.count
+            Self.sweep(&state, now: now)
+            return before - state.entries.count
+        }
     }
 
     private static func sweepNowAndThen(_ state: inout State, now: Int64) {

@@ -5,7 +5,7 @@ import ToolOpsCore
 /// ```swift
 /// let store = try FileRateLimitStore(directory: "/var/lib/toolops/ratelimit")
 /// ```
-public final class FileRateLimitStore: RateLimitStore {
+public final class FileRateLimitStore: RateLimitStore, SweepableStore {
     /// The directory the state lives in (for its file count, or to sweep it).
     public let files: FileStateDirectory
     let clock: any ToolOpsClock

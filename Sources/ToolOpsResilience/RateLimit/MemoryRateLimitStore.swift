@@ -9,7 +9,7 @@ import ToolOpsCore
 /// tracked; when that many are all partly drained, a request for a new key is **refused**
 /// (`retryAfter`: until the first tracked bucket is full again and can make room) — a limiter
 /// that cannot track a key does not let it through unlimited.
-public final class MemoryRateLimitStore: SynchronousRateLimitStore {
+public final class MemoryRateLimitStore: SynchronousRateLimitStore, SweepableStore {
     public struct Configuration: Sendable, Hashable {
         /// Buckets tracked at most. Defaults to 1,000,000 (~100 MB at worst).
         public var maximumKeys: Int
@@ -84,16 +84,27 @@ public final class MemoryRateLimitStore: SynchronousRateLimitStore {
 
     /// Buckets whose TAT has passed are full again: they decide like unknown ones.
     private static func sweep(_ state: inout State, now: Int64) {
-        state.tats = state.tats.filter { $0.value > now }
         state.writesSinceSweep = 0
-        state.sweepFreesNothingBefore = state.tats.values.min() ?? now
+        // In place: a filtered copy would double the table's memory while both exist.
+        var full: [String] = []
+        var soonest = Int64.max
+        for (key, tat) in state.tats {
+            if tat <= now { full.append(key) } else { soonest = min(soonest, tat) }
+        }
+        for key in full { state.tats.removeValue(forKey: key) }
+        state.sweepFreesNothingBefore = soonest == .max ? now : soonest
     }
 
     /// Forgets every full bucket now (also done every 4,096 decisions once more than 1,024
     /// buckets are tracked, and at the ceiling).
-    public func sweep() {
+    @discardableResult
+    public func sweep() -> Int {
         let now = clock.now.nanoseconds
-        state.withLock { Self.sweep(&$0, now: now) }
+        return state.withLock { state in
+            let before = state.tats.count
+            Self.sweep(&state, now: now)
+            return before - state.tats.count
+        }
     }
 
     /// Number of keys with state (full buckets may already be forgotten).
