@@ -151,7 +151,7 @@ struct RESPReaderTests {
     /// Random bytes — uniformly random, and biased towards RESP's own characters — never
     /// crash the reader: each input ends in events, "need more", or a protocol error.
     @Test func randomBytesNeverCrash() throws {
-        var rng = SplitMix64(seed: 0x5EED)
+        var rng = SeededRandom(seed: 0x5EED)
         let alphabet = Array("+-:$*\r\n0123456789-1".utf8)
         var outcomes = (values: 0, errors: 0)
         for round in 0..<20_000 {
@@ -176,7 +176,7 @@ struct RESPReaderTests {
     /// Differential: random valid replies, cut at random points, decode to what they encode,
     /// and agree with hiredis' reader where hiredis can read them (7 levels or fewer).
     @Test func randomRepliesSplitAnywhereDecodeLikeHiredis() throws {
-        var rng = SplitMix64(seed: 0xD1FF)
+        var rng = SeededRandom(seed: 0xD1FF)
         for _ in 0..<2_000 {
             let values = (0..<Int.random(in: 1...4, using: &rng)).map { _ in RESPValue.random(depth: 0, using: &rng) }
             let wire = values.flatMap(\.encodedForTest)
@@ -199,7 +199,7 @@ struct RESPReaderTests {
 }
 
 extension RESPValue {
-    static func random(depth: Int, using rng: inout SplitMix64) -> RESPValue {
+    static func random(depth: Int, using rng: inout SeededRandom) -> RESPValue {
         switch Int.random(in: 0..<(depth < 5 ? 7 : 5), using: &rng) {
         case 0: return .simpleString(String(repeating: "x", count: Int.random(in: 0...8, using: &rng)))
         case 1: return .error("ERR " + String(Int.random(in: 0...999, using: &rng)))
@@ -219,17 +219,5 @@ extension RESPValue {
         case .bulkString(let bytes): return Array("$\(bytes.count)\r\n".utf8) + bytes + Array("\r\n".utf8)
         case .array(let values): return Array("*\(values.count)\r\n".utf8) + values.flatMap(\.encodedForTest)
         }
-    }
-}
-
-struct SplitMix64: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 }

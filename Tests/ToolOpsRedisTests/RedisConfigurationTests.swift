@@ -1,4 +1,5 @@
 import Testing
+import ToolOpsTestSupport
 @testable import ToolOpsRedis
 
 @Suite("Redis URLs and configuration", .timeLimit(.minutes(1)))
@@ -100,7 +101,7 @@ struct RedisConfigurationTests {
 
     @Test func backoffGrowsIsCappedAndJittered() {
         let backoff = ReconnectBackoff(initialDelay: .milliseconds(100), maximumDelay: .seconds(1))
-        var rng = SplitMix64(seed: 7)
+        var rng = SeededRandom(seed: 7)
         #expect(backoff.delay(afterFailures: 0, using: &rng) == .zero)
         var seen = Set<Duration>()
         for failures in 1...20 {
