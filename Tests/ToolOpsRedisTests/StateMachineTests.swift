@@ -301,3 +301,25 @@ struct AddressSelectionTests {
         #expect(try PosixSocket.resolve(host: "localhost", port: 6379, deadline: .now + .seconds(5)).isEmpty == false)
     }
 }
+
+@Suite("Unawaited requests on the connection state machine")
+struct UnawaitedRequestTests {
+    typealias Machine = RedisConnectionStateMachine<String>
+
+    /// A give-back nobody waits for counts as in flight until its reply is read (so a closing
+    /// connection stays open for it), and is refused once the connection closes.
+    @Test func anUnawaitedRequestIsCountedAndCompletedWithoutAWaiter() {
+        var machine = Machine()
+        machine.opened(fd: 3, directWrites: true)
+        _ = machine.takeWork(hasOutput: false)  // idle
+        #expect(machine.enqueueUnawaited(.init(id: 1, bytes: [1], replies: 1)) == .success(true))
+        #expect(machine.enqueueUnawaited(.init(id: 2, bytes: [2], replies: 1)) == .success(false))  // wake already on its way
+        #expect(machine.inFlight == 2 && machine.waiterCount == 0)
+        let work = machine.takeWork(hasOutput: false)
+        #expect(work.pending.map(\.id) == [1, 2])
+        let resumed: [(String, Int)] = machine.complete([(id: 1, value: 0), (id: 2, value: 0)])
+        #expect(resumed.isEmpty && machine.inFlight == 0)
+        machine.requestClose()
+        #expect(machine.enqueueUnawaited(.init(id: 3, bytes: [3], replies: 1)) != .success(true))
+    }
+}

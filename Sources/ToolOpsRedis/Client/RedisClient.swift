@@ -82,6 +82,32 @@ public final class RedisClient: Sendable {
         return reply
     }
 
+    /// Sends `commands` in one write and returns at once, without waiting for (or seeing) the
+    /// replies — for give-backs whose caller has already moved on (a slot granted after the
+    /// caller stopped waiting). The replies are read and dropped by the connection, which shuts
+    /// down only after them. `false` if they could not be queued (no connection now); nothing
+    /// retries them.
+    @discardableResult
+    package func sendUnawaited(_ commands: [RedisCommand]) -> Bool {
+        var bytes: [UInt8] = []
+        do {
+            for command in commands { bytes.append(contentsOf: try checkedForSharing(command)) }
+            return try connection().executeUnawaited(bytes, replies: commands.count)
+        } catch {
+            return false
+        }
+    }
+
+    /// ``send(_:)-(RedisCommand)`` not cancelled with the caller's task (no `NOSCRIPT` retry):
+    /// for a command that must run even when its caller was cancelled, such as returning a slot.
+    @discardableResult
+    package func sendIgnoringCancellation(_ command: RedisCommand) async throws -> RESPValue {
+        let connection = try connection()
+        let reply = try await connection.executeIgnoringCancellation(try checkedForSharing(command), replies: 1)
+        if case .error(let message) = reply { throw failure(message, on: connection) }
+        return reply
+    }
+
     /// The encoding of a command allowed on a shared connection.
     private func checkedForSharing(_ command: RedisCommand) throws(RedisClientError) -> [UInt8] {
         switch command.scope {

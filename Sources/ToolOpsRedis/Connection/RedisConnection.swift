@@ -91,10 +91,33 @@ final class RedisConnection: Sendable, PooledConnection {
         let id = requestIDs.add(1, ordering: .relaxed).newValue
         return try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { (continuation: Continuation) in
-                enqueue(Request(id: id, bytes: bytes, replies: replies), continuation: continuation)
+                enqueue(Request(id: id, bytes: bytes, replies: replies), continuation: continuation, isCancelled: Task.isCancelled)
             }
         } onCancel: {
             cancel(id)
+        }
+    }
+
+    /// Sends without anyone waiting: the replies are read and dropped in order, like those of a
+    /// cancelled caller. `false` if the connection is closed.
+    @discardableResult
+    func executeUnawaited(_ bytes: [UInt8], replies: Int) -> Bool {
+        let id = requestIDs.add(1, ordering: .relaxed).newValue
+        switch state.withLock({ $0.enqueueUnawaited(Request(id: id, bytes: bytes, replies: replies)) }) {
+        case .success(let wake):
+            if wake { signalWake() }
+            return true
+        case .failure:
+            return false
+        }
+    }
+
+    /// Like ``execute(_:replies:)`` but not cancelled with the caller's task: for a command that
+    /// must run even when its caller was cancelled (returning a slot), waited for all the same.
+    func executeIgnoringCancellation(_ bytes: [UInt8], replies: Int) async throws -> RESPValue {
+        let id = requestIDs.add(1, ordering: .relaxed).newValue
+        return try await withCheckedThrowingContinuation { (continuation: Continuation) in
+            enqueue(Request(id: id, bytes: bytes, replies: replies), continuation: continuation, isCancelled: false)
         }
     }
 
@@ -105,10 +128,10 @@ final class RedisConnection: Sendable, PooledConnection {
         wake()
     }
 
-    private func enqueue(_ request: Request, continuation: Continuation) {
+    private func enqueue(_ request: Request, continuation: Continuation, isCancelled: Bool) {
         enum Action { case fail(any Error), wake, none }
         let action: Action = state.withLock { state in
-            switch state.enqueue(request, waiter: continuation, isCancelled: Task.isCancelled) {
+            switch state.enqueue(request, waiter: continuation, isCancelled: isCancelled) {
             case .fail(let error): return .fail(error)
             case .queued(let wake): return wake ? .wake : .none
             case .writeDirectly(let fd):

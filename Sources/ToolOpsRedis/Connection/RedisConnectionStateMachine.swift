@@ -114,6 +114,19 @@ struct RedisConnectionStateMachine<Waiter> {
         return true
     }
 
+    /// A request nobody waits for (a give-back whose caller has moved on): queued like any
+    /// other, its replies read and dropped. Returns whether to wake the I/O thread, or the error
+    /// if the connection is closed or closing.
+    mutating func enqueueUnawaited(_ request: Request) -> Result<Bool, RedisClientError> {
+        if case .closed(let error) = phase { return .failure(error) }
+        if closeRequested { return .failure(RedisClientError(.clientClosed, "the connection is shutting down")) }
+        pending.append(request)
+        inFlight += 1
+        guard idle && !wakeSignalled else { return .success(false) }
+        wakeSignalled = true
+        return .success(true)
+    }
+
     /// A write that expects no reply (pub/sub). Returns the error if the connection is closed.
     mutating func enqueueWrite(_ bytes: [UInt8]) -> RedisClientError? {
         if case .closed(let error) = phase { return error }

@@ -99,7 +99,7 @@ public final class RedisBulkheadStore: BulkheadStore {
                     arguments: [limit, leaseMs, String(token), ticket, Self.ticketLifetime.nanosecondsClamped / 1_000_000])
             } catch {
                 if (error as? RedisClientError)?.code != .serverError {
-                    releaseDetached(BulkheadPermit(key: key, token: token), ticket: ticket)
+                    giveBack(BulkheadPermit(key: key, token: token), ticket: ticket)
                 }
                 if let error = error as? RedisClientError, error.isUnavailable {
                     throw ToolOpsError(.storeUnavailable, "Redis unavailable for bulkhead \(key)", underlying: error)
@@ -111,13 +111,13 @@ public final class RedisBulkheadStore: BulkheadStore {
             let now = clock.now
             if now >= deadline {
                 // Leave the queue at once: a stale ticket would hold up the waiters behind it.
-                if !ticket.isEmpty { leaveQueueDetached(key: key, ticket: ticket) }
+                if !ticket.isEmpty { client.sendUnawaited(leaveQueueCommands(key: key, ticket: ticket)) }
                 throw ToolOpsError(.bulkheadFull, "bulkhead \(key) is full (\(limit) in use across replicas)")
             }
             do {
                 try await clock.sleep(until: min(deadline, now + pause))
             } catch {
-                if !ticket.isEmpty { leaveQueueDetached(key: key, ticket: ticket) }
+                if !ticket.isEmpty { client.sendUnawaited(leaveQueueCommands(key: key, ticket: ticket)) }
                 throw error
             }
             pause = min(pause * 2, .milliseconds(25))
@@ -138,33 +138,22 @@ public final class RedisBulkheadStore: BulkheadStore {
     }
 
     public func release(_ permit: BulkheadPermit) async {
-        // Released from a task of its own: a cancelled caller (the usual reason to release
-        // early) must not cancel the ZREM and strand the slot for a whole lease. If Redis is
-        // unreachable the lease simply expires.
-        await releaseDetached(permit, ticket: "").value
+        // Not cancelled with the caller (a cancelled call is the usual reason to release early):
+        // the slot must come back now, not after a whole lease. If Redis is unreachable the
+        // lease simply expires.
+        _ = try? await client.sendIgnoringCancellation(RedisCommand("ZREM", keys.bulkheadLeases(permit.key), String(permit.token)))
     }
 
-    @discardableResult
-    private func releaseDetached(_ permit: BulkheadPermit, ticket: String) -> Task<Void, Never> {
-        let client = self.client
-        let key = keys.bulkheadLeases(permit.key)
-        let queue = (keys.bulkheadQueue(permit.key), keys.bulkheadTickets(permit.key))
-        return Task.detached {
-            if ticket.isEmpty {
-                _ = try? await client.send("ZREM", key, String(permit.token))
-            } else {
-                _ = try? await client.pipeline([
-                    RedisCommand("ZREM", key, String(permit.token)), RedisCommand("ZREM", queue.0, ticket),
-                    RedisCommand("ZREM", queue.1, ticket),
-                ])
-            }
-        }
+    /// Takes back a lease the script may have granted after we stopped waiting for its answer,
+    /// and leaves the queue; sent without waiting (the caller is already failing).
+    private func giveBack(_ permit: BulkheadPermit, ticket: String) {
+        var commands = [RedisCommand("ZREM", keys.bulkheadLeases(permit.key), String(permit.token))]
+        if !ticket.isEmpty { commands += leaveQueueCommands(key: permit.key, ticket: ticket) }
+        client.sendUnawaited(commands)
     }
 
-    private func leaveQueueDetached(key: String, ticket: String) {
-        let client = self.client
-        let queue = (keys.bulkheadQueue(key), keys.bulkheadTickets(key))
-        Task.detached { _ = try? await client.pipeline([RedisCommand("ZREM", queue.0, ticket), RedisCommand("ZREM", queue.1, ticket)]) }
+    private func leaveQueueCommands(key: String, ticket: String) -> [RedisCommand] {
+        [RedisCommand("ZREM", keys.bulkheadQueue(key), ticket), RedisCommand("ZREM", keys.bulkheadTickets(key), ticket)]
     }
 
     /// A random lease id: unique in practice (62 bits), never 0, and clear of the top bit the

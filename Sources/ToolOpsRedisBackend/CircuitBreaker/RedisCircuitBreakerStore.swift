@@ -487,7 +487,7 @@ public final class RedisCircuitBreakerStore: CircuitBreakerStore, Service {
         } catch {
             // Not when Redis answered (an error reply) or nothing was sent (a policy it refuses).
             let answered = (error as? RedisClientError)?.code == .serverError || (error as? ToolOpsError)?.code == .invalidConfiguration
-            if !answered { releaseProbeDetached(key: key, probeID: probeID) }
+            if !answered { giveBackProbe(key: key, probeID: probeID) }
             throw error
         }
         guard values.count >= 5, let stateName = values[0].string, let newState = CircuitState(rawValue: stateName),
@@ -499,11 +499,10 @@ public final class RedisCircuitBreakerStore: CircuitBreakerStore, Service {
             probeRound: values.count > 5 ? values[5].int ?? 0 : 0)
     }
 
-    private func releaseProbeDetached(key: String, probeID: String) {
-        let client = self.client
-        let hash = keys.circuitBreaker(key)
-        // A task of its own: the caller was cancelled, and the give-back must not be.
-        Task.detached { _ = try? await client.run(Self.releaseProbeScript, keys: [hash], arguments: [probeID]) }
+    private func giveBackProbe(key: String, probeID: String) {
+        // Sent without waiting: the caller was cancelled (or timed out) and is already failing.
+        // `EVAL`, not `EVALSHA`: nobody is there to retry a `NOSCRIPT`.
+        client.sendUnawaited([RedisCommand("EVAL", Self.releaseProbeScript.source, 1, keys.circuitBreaker(key), probeID)])
     }
 
     public func record(key: String, outcome: CallOutcome, probe: Bool, policy: CircuitBreakerPolicy) async throws -> CircuitTransition? {
