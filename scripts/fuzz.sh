@@ -1,12 +1,25 @@
 #!/usr/bin/env bash
-# Fuzzes the RESP reader and the canonical-JSON parser with libFuzzer for a bounded time each
-# (FUZZ_SECONDS, default 20). Each target is compiled with swiftc from the sources it tests
-# (no package build), with the address sanitizer. The seed corpus lives in Fuzz/corpus; new
-# inputs libFuzzer finds go to a scratch directory, so the repository is never modified.
-# A crash leaves its input in .build/fuzz/ and fails the run.
+# Fuzzes the RESP reader and the canonical-JSON parser with libFuzzer. Each target is compiled
+# with swiftc from the sources it tests (no package build), with the address sanitizer. The
+# seed corpus lives in Fuzz/corpus (every input there is replayed first, so a crash once found
+# and added stays a regression test); new inputs libFuzzer finds go to a scratch directory, so
+# the repository is never modified. A crash leaves its input in .build/fuzz/ and fails the run.
+#
+# Two modes:
+# - FUZZ_RUNS=N (what `make test` uses): N inputs from a fixed seed (FUZZ_SEED, default 1). The
+#   target is deterministic, so the same commit fuzzes the same inputs on every machine: CI
+#   passes or fails reproducibly.
+# - otherwise (`make fuzz`): FUZZ_SECONDS (default 20) each, from a random seed — exploration.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds="${FUZZ_SECONDS:-20}"
+if [[ -n "${FUZZ_RUNS:-}" ]]; then
+    budget=(-seed="${FUZZ_SEED:-1}" -runs="$FUZZ_RUNS")
+    described="seed ${FUZZ_SEED:-1}"
+else
+    budget=(-max_total_time="$seconds")
+    described="${seconds}s from a random seed"
+fi
 out=.build/fuzz
 mkdir -p "$out"
 
@@ -22,14 +35,14 @@ run() {  # name, corpus
     scratch=$(mktemp -d)
     # -rss_limit_mb: the reader must stay small whatever it is fed.
     # The Swift runtime's backtracer and the address sanitizer's reports get in each other's way.
-    if ! SWIFT_BACKTRACE=enable=no "$out/$name" -max_total_time="$seconds" -max_len=8192 -rss_limit_mb=512 -print_final_stats=1 \
+    if ! SWIFT_BACKTRACE=enable=no "$out/$name" "${budget[@]}" -max_len=8192 -rss_limit_mb=512 -print_final_stats=1 \
         -artifact_prefix="$out/$name-" "$scratch" "$corpus" > "$out/$name.log" 2>&1; then
         tail -n 40 "$out/$name.log"
         echo "fuzz: $name FAILED (input saved as $out/$name-*)"
         rm -rf "$scratch"
         return 1
     fi
-    echo "fuzz: $name ok — $(grep -o 'stat::number_of_executed_units: [0-9]*' "$out/$name.log" | awk '{print $2}') inputs in ${seconds}s"
+    echo "fuzz: $name ok — $(grep -o 'stat::number_of_executed_units: [0-9]*' "$out/$name.log" | awk '{print $2}') inputs, $described"
     rm -rf "$scratch"
 }
 

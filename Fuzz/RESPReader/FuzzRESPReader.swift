@@ -62,11 +62,16 @@ func measure(_ value: RESPValue) -> (elements: Int, depth: Int) {
     return (elements, deepest + 1)
 }
 
-/// The reply's size on the wire (as the reader counts it).
+/// A lower bound on the reply's size on the wire (as the reader counts it). Status and error
+/// lines are decoded leniently: each invalid UTF-8 byte becomes U+FFFD, three bytes decoded
+/// from one on the wire, so each U+FFFD counts as one byte here.
 func wireSize(_ value: RESPValue) -> Int {
     func digits(_ n: Int) -> Int { String(n).utf8.count }
+    func lineBytes(_ s: String) -> Int {
+        s.unicodeScalars.reduce(0) { $0 + ($1 == "\u{FFFD}" ? 1 : $1.utf8.count) }
+    }
     switch value {
-    case .simpleString(let s), .error(let s): return 3 + s.utf8.count
+    case .simpleString(let s), .error(let s): return 3 + lineBytes(s)
     case .integer(let i): return 3 + String(i).utf8.count
     case .null: return 5
     case .bulkString(let bytes): return 5 + digits(bytes.count) + bytes.count

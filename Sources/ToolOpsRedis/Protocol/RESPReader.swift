@@ -17,6 +17,9 @@ import Glibc
 /// RESP (an unknown type byte, a malformed length, an unterminated line longer than the byte
 /// limit) are a ``RedisClientError/Code/protocolError`` after which the reader stays failed.
 ///
+/// Status and error lines are decoded as UTF-8 leniently (an invalid byte becomes U+FFFD), so a
+/// decoded line may take up to three times its wire bytes; the limits count wire bytes.
+///
 /// Not thread-safe: one reader belongs to one connection's I/O thread.
 public final class RESPReader {
     /// Bounds on one reply. A reply crossing any of them is rejected and skipped.
