@@ -12,6 +12,8 @@ let lifecycle = Target.Dependency.product(name: "ServiceLifecycle", package: "sw
 let serviceContext = Target.Dependency.product(name: "ServiceContextModule", package: "swift-service-context")
 let argumentParser = Target.Dependency.product(name: "ArgumentParser", package: "swift-argument-parser")
 let hummingbird = Target.Dependency.product(name: "Hummingbird", package: "hummingbird")
+let tracing = Target.Dependency.product(name: "Tracing", package: "swift-distributed-tracing")
+let prometheus = Target.Dependency.product(name: "Prometheus", package: "swift-prometheus")
 
 let package = Package(
     name: "toolops",
@@ -21,6 +23,8 @@ let package = Package(
         .library(name: "ToolOpsResilience", targets: ["ToolOpsResilience"]),
         .library(name: "ToolOpsCache", targets: ["ToolOpsCache"]),
         .library(name: "ToolOpsHealth", targets: ["ToolOpsHealth"]),
+        .library(name: "ToolOpsObserve", targets: ["ToolOpsObserve"]),
+        .library(name: "ToolOpsTelemetry", targets: ["ToolOpsTelemetry"]),
         .library(name: "ToolOpsRedis", targets: ["ToolOpsRedis"]),
         .library(name: "ToolOpsRedisBackend", targets: ["ToolOpsRedisBackend"]),
         .library(name: "ToolOpsHTTP", targets: ["ToolOpsHTTP"]),
@@ -35,6 +39,10 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
         .package(url: "https://github.com/apple/swift-service-context.git", from: "1.5.1"),
         .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-distributed-tracing.git", from: "1.7.3"),
+        .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
+        // OTLP/HTTP export only (no gRPC); only ToolOpsTelemetry (and what embeds it) builds it.
+        .package(url: "https://github.com/swift-otel/swift-otel.git", from: "1.6.0", traits: ["OTLPHTTP"]),
         // SHA-256 for cache keys (BoringSSL's, with the CPU's SHA extensions where present).
         .package(url: "https://github.com/apple/swift-crypto.git", "3.12.3"..<"5.0.0"),
         // Only ToolOpsHTTP, ToolOpsServer and the executables depend on Hummingbird; the concern modules stay light.
@@ -51,17 +59,29 @@ let package = Package(
 
         // MARK: the core and the concerns (no Redis, no HTTP)
 
-        .target(name: "ToolOpsCore", dependencies: [log, metrics, serviceContext], swiftSettings: strict),
+        .target(name: "ToolOpsCore", dependencies: [log, metrics, serviceContext, tracing], swiftSettings: strict),
         .target(name: "ToolOpsResilience", dependencies: ["ToolOpsCore", metrics, lifecycle], swiftSettings: strict),
         .target(
             name: "ToolOpsCache",
             dependencies: ["ToolOpsCore", metrics, .product(name: "Crypto", package: "swift-crypto")],
             swiftSettings: strict),
         .target(name: "ToolOpsHealth", dependencies: ["ToolOpsCore", log, lifecycle], swiftSettings: strict),
+        // Tracing, metrics and logs of tool calls on the ecosystem's APIs (no exporter, no bootstrap).
+        .target(
+            name: "ToolOpsObserve", dependencies: ["ToolOpsCore", "ToolOpsResilience", "ToolOpsCache", log, metrics, tracing],
+            swiftSettings: strict),
+        // The bootstrap: JSON logs, a Prometheus registry, OTLP/HTTP traces (swift-otel).
+        .target(
+            name: "ToolOpsTelemetry",
+            dependencies: [
+                "ToolOpsObserve", "ToolOpsCore", log, metrics, tracing, prometheus, lifecycle,
+                .product(name: "OTel", package: "swift-otel"),
+            ],
+            swiftSettings: strict),
 
         // MARK: Redis
 
-        .target(name: "ToolOpsRedis", dependencies: ["CHiredis", "COpenSSL", log, lifecycle], swiftSettings: strict),
+        .target(name: "ToolOpsRedis", dependencies: ["CHiredis", "COpenSSL", log, lifecycle, metrics, tracing], swiftSettings: strict),
         .target(
             name: "ToolOpsRedisBackend",
             dependencies: ["ToolOpsRedis", "ToolOpsCore", "ToolOpsResilience", "ToolOpsCache", "ToolOpsHealth", log, lifecycle],
@@ -71,18 +91,19 @@ let package = Package(
 
         .target(
             name: "ToolOpsHTTP",
-            dependencies: ["ToolOpsCore", "ToolOpsHealth", hummingbird, .product(name: "NIOCore", package: "swift-nio"), log],
+            dependencies: ["ToolOpsCore", "ToolOpsHealth", hummingbird, .product(name: "NIOCore", package: "swift-nio"), log, prometheus],
             swiftSettings: strict),
         .target(
             name: "ToolOpsServer",
             dependencies: [
-                "ToolOpsCore", "ToolOpsHealth", "ToolOpsRedis", "ToolOpsRedisBackend", "ToolOpsHTTP", hummingbird, lifecycle, log,
+                "ToolOpsCore", "ToolOpsHealth", "ToolOpsRedis", "ToolOpsRedisBackend", "ToolOpsHTTP", "ToolOpsTelemetry", hummingbird, lifecycle,
+                log,
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
             ],
             swiftSettings: strict),
         .executableTarget(
             name: "toolops",
-            dependencies: ["ToolOpsServer", "ToolOpsCore", "ToolOpsRedis", argumentParser, log],
+            dependencies: ["ToolOpsServer", "ToolOpsTelemetry", "ToolOpsCore", "ToolOpsRedis", argumentParser, log],
             swiftSettings: strict),
         .executableTarget(
             name: "toolops-bench",
@@ -126,13 +147,30 @@ let package = Package(
             ],
             swiftSettings: strict),
         .testTarget(
+            name: "ToolOpsObserveTests",
+            dependencies: [
+                "ToolOpsObserve", "ToolOpsCore", "ToolOpsResilience", "ToolOpsCache", "ToolOpsTesting", "ToolOpsTestSupport", log, metrics,
+                tracing, .product(name: "MetricsTestKit", package: "swift-metrics"),
+                .product(name: "InMemoryTracing", package: "swift-distributed-tracing"),
+            ],
+            swiftSettings: strict),
+        .testTarget(
+            name: "ToolOpsTelemetryTests",
+            dependencies: [
+                "ToolOpsTelemetry", "ToolOpsObserve", "ToolOpsCore", "ToolOpsResilience", "ToolOpsHTTP", "ToolOpsTestSupport", log, tracing,
+                prometheus, hummingbird, lifecycle, .product(name: "HummingbirdTesting", package: "hummingbird"),
+                .product(name: "NIOCore", package: "swift-nio"),
+            ],
+            swiftSettings: strict),
+        .testTarget(
             name: "ToolOpsHealthTests",
             dependencies: ["ToolOpsHealth", "ToolOpsCore", "ToolOpsTesting", "ToolOpsTestSupport", lifecycle, log],
             swiftSettings: strict),
         .testTarget(
             name: "ToolOpsRedisTests",
             dependencies: [
-                "ToolOpsRedis", "ToolOpsTesting", "ToolOpsTestSupport", "toolops-test-probe", lifecycle, log,
+                "ToolOpsRedis", "ToolOpsTesting", "ToolOpsTestSupport", "toolops-test-probe", lifecycle, log, metrics, tracing,
+                .product(name: "MetricsTestKit", package: "swift-metrics"), .product(name: "InMemoryTracing", package: "swift-distributed-tracing"),
             ],
             swiftSettings: strict),
         .testTarget(

@@ -6,6 +6,7 @@ import ToolOpsHTTP
 import ToolOpsHealth
 import ToolOpsRedis
 import ToolOpsRedisBackend
+import ToolOpsTelemetry
 import UnixSignals
 
 #if canImport(Glibc)
@@ -17,8 +18,9 @@ import Glibc
 /// server inside your own process.
 ///
 /// Today it serves the health probes and the replica registry (`/healthz`, `/readyz`,
-/// `/health`, `/health/{check}`, `/cluster`), with state in memory or, with
-/// ``Configuration/redisURL``, in Redis. The tool pipeline and its routes plug in here.
+/// `/health`, `/health/{check}`, `/cluster`) and, given ``Configuration/telemetry``, the
+/// Prometheus metrics at `/metrics`, with state in memory or, with ``Configuration/redisURL``,
+/// in Redis. The tool pipeline and its routes plug in here.
 ///
 /// ```swift
 /// let server = try ToolOpsServer(configuration: .init(port: 8080, redisURL: "redis://redis:6379"), logger: logger)
@@ -43,12 +45,17 @@ public struct ToolOpsServer: Sendable {
         public var registrationTTL: Duration
         /// How long to keep serving after readiness turns false on SIGTERM. Defaults to 0.
         public var drainDelay: Duration
+        /// Metrics and trace export: its registry is served at `/metrics` and its service (the
+        /// span exporter) runs first and stops last, so the last spans are flushed. `nil` (the
+        /// default): no `/metrics`. The server does not bootstrap it; `toolops serve` does.
+        public var telemetry: Telemetry?
 
         public init(
             host: String = "127.0.0.1", port: Int = 8080, redisURL: String? = nil, keyPrefix: String = "toolops",
             replicaID: String? = nil, heartbeatInterval: Duration = .seconds(5), registrationTTL: Duration = .seconds(15),
-            drainDelay: Duration = .zero
+            drainDelay: Duration = .zero, telemetry: Telemetry? = nil
         ) {
+            self.telemetry = telemetry
             self.host = host
             self.port = port
             self.redisURL = redisURL
@@ -77,6 +84,7 @@ public struct ToolOpsServer: Sendable {
         try health.register("memory", try MemoryHealthCheck())
 
         var services: [any Service] = []
+        if let telemetry = configuration.telemetry { services.append(telemetry.service) }
         let membership: any MembershipStore
         var redis: RedisBackend?
         if let url = configuration.redisURL {
@@ -97,6 +105,7 @@ public struct ToolOpsServer: Sendable {
             version: ToolOps.version)
         let router = Router()
         HealthRoutes(health: health, membership: membership, replicaID: replica.id).register(on: router)
+        if let telemetry = configuration.telemetry { MetricsRoutes(registry: telemetry.registry).register(on: router) }
         let app = Application(
             router: router, configuration: .init(address: .hostname(configuration.host, port: configuration.port)), logger: logger)
         services.append(app)

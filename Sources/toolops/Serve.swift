@@ -1,6 +1,8 @@
 import ArgumentParser
 import Logging
+import ToolOpsCore
 import ToolOpsServer
+import ToolOpsTelemetry
 
 struct Serve: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -33,15 +35,29 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: String = "info"
 
+    @Option(help: "Log format: json (one object per line, with trace ids) or text.")
+    var logFormat: String = "json"
+
     func run() async throws {
-        var logger = Logger(label: "toolops")
         guard let level = Logger.Level(rawValue: logLevel) else { throw ValidationError("unknown log level \(logLevel)") }
+        guard let format = Telemetry.Configuration.LogFormat(rawValue: logFormat) else {
+            throw ValidationError("unknown log format \(logFormat) (json or text)")
+        }
+        // Traces are exported when the standard OTEL_* variables ask for it.
+        let telemetry: Telemetry
+        do {
+            telemetry = try Telemetry.make(.init(serviceName: "toolops", logFormat: format, logLevel: level))
+        } catch {
+            throw ValidationError(error.message)
+        }
+        telemetry.bootstrap()
+        var logger = Logger(label: "toolops")
         logger.logLevel = level
         let server = try ToolOpsServer(
             configuration: .init(
                 host: host, port: port, redisURL: redis, keyPrefix: keyPrefix, replicaID: replicaID,
                 heartbeatInterval: .seconds(heartbeatInterval), registrationTTL: .seconds(registrationTTL),
-                drainDelay: .seconds(drainDelay)),
+                drainDelay: .seconds(drainDelay), telemetry: telemetry),
             logger: logger)
         try await server.run()
     }

@@ -122,9 +122,14 @@ struct BulkheadTests {
         let holder = Task { try await bulkhead.run(try call(), next: gate.tool) }
         #expect(await eventually { gate.entered == 1 })
         #expect(try await bulkhead.run(try call(), next: ok).value == "ok")
-        #expect(events.all.count == 1)
+        // The holder took the slot; the second call would have been refused, and ran anyway.
+        let rejected = events.all.filter { if case .bulkheadRejected(_, _, shadow: true) = $0 { true } else { false } }
+        let acquired = events.all.filter { if case .bulkheadAcquired = $0 { true } else { false } }
+        #expect(rejected.count == 1)
+        #expect(acquired.count == 1)
         gate.open()
         _ = try await holder.value
+        #expect(events.all.filter { if case .bulkheadReleased = $0 { true } else { false } }.count == 1)
     }
 
     @Test func invalidConfigurations() {

@@ -25,7 +25,7 @@ public enum CacheEvent: Sendable {
 ///   one filler across the cluster) and its result is stored;
 /// - the tool fails while an expired entry is within ``CachePolicy/staleIfError``: that entry
 ///   is returned, `metadata["cache"] == "stale"`;
-/// - the store fails: the call runs uncached (counted in `toolops_cache_errors_total`);
+/// - the store fails: the call runs uncached (counted in `toolops_cache_store_errors_total`);
 ///   cache trouble never fails a call.
 ///
 /// ```swift
@@ -255,7 +255,7 @@ public struct CacheMiddleware: ToolMiddleware {
     public func invalidate(tool: ToolID) async throws -> Int { try await store.invalidate(tool: tool) }
 }
 
-/// `toolops_cache_lookups_total{result}` and `toolops_cache_errors_total{operation}`.
+/// `toolops_cache_lookups_total{result}` and `toolops_cache_store_errors_total{operation}`.
 struct CacheMetrics: Sendable {
     let hit = Counter(label: "toolops_cache_lookups_total", dimensions: [("result", "hit")])
     let miss = Counter(label: "toolops_cache_lookups_total", dimensions: [("result", "miss")])
@@ -265,10 +265,10 @@ struct CacheMetrics: Sendable {
     let tooLarge = Counter(label: "toolops_cache_skipped_total", dimensions: [("reason", "too_large")])
     let errorCounters: [String: Counter] = Dictionary(
         uniqueKeysWithValues: ["key", "get", "set", "encode", "lease"].map {
-            ($0, Counter(label: "toolops_cache_errors_total", dimensions: [("operation", $0)]))
+            ($0, Counter(label: "toolops_cache_store_errors_total", dimensions: [("operation", $0)]))
         })
 
     func errors(_ operation: String) -> Counter {
-        errorCounters[operation] ?? Counter(label: "toolops_cache_errors_total", dimensions: [("operation", operation)])
+        errorCounters[operation] ?? Counter(label: "toolops_cache_store_errors_total", dimensions: [("operation", operation)])
     }
 }

@@ -1,5 +1,7 @@
 import Logging
+import Metrics
 import Synchronization
+import Tracing
 
 /// A Redis client: a small pool of lazily connected, automatically pipelined connections.
 ///
@@ -25,9 +27,20 @@ public final class RedisClient: Sendable {
     let tls: TLSContext?
     private let pool: Mutex<RedisPoolStateMachine<RedisConnection>>
     let subscriber: RedisSubscriber
+    /// Metrics and spans of every command (see ``RedisInstrumentation``).
+    let instrumentation: RedisInstrumentation
 
     /// Creates a client. Nothing connects until the first command.
-    public init(configuration: RedisConfiguration, logger: Logger = Logger(label: "toolops.redis")) throws(RedisClientError) {
+    ///
+    /// - Parameters:
+    ///   - metricsFactory: where the client's metrics go (see `Docs/observe.md`). Defaults to
+    ///     `MetricsSystem.factory` as bootstrapped now.
+    ///   - tracer: where spans of commands sent inside a trace context go. Defaults to the
+    ///     tracer bootstrapped in `InstrumentationSystem` when each command is sent.
+    public init(
+        configuration: RedisConfiguration, logger: Logger = Logger(label: "toolops.redis"), metricsFactory: (any MetricsFactory)? = nil,
+        tracer: (any Tracer)? = nil
+    ) throws(RedisClientError) {
         try configuration.validate()
         self.configuration = configuration
         self.logger = logger
@@ -40,7 +53,10 @@ public final class RedisClient: Sendable {
         }
         self.pool = Mutex(RedisPoolStateMachine(size: configuration.poolSize))
         let ids = IDSource()
-        self.subscriber = RedisSubscriber(configuration: configuration, tls: tls, logger: logger, makeID: { ids.next() })
+        let instrumentation = RedisInstrumentation(factory: metricsFactory ?? MetricsSystem.factory, tracer: tracer)
+        self.instrumentation = instrumentation
+        self.subscriber = RedisSubscriber(
+            configuration: configuration, tls: tls, logger: logger, instrumentation: instrumentation, makeID: { ids.next() })
         self.ids = ids
     }
 
@@ -65,8 +81,10 @@ public final class RedisClient: Sendable {
     /// the connections are shared by every caller. Use ``withConnection(commandTimeout:_:)``.
     @discardableResult
     public func send(_ command: RedisCommand) async throws -> RESPValue {
-        let bytes = try checkedForSharing(command)
-        return try await perform(command, bytes: bytes, on: try connection())
+        try await instrumentation.measure(command.name) {
+            let bytes = try checkedForSharing(command)
+            return try await perform(command, bytes: bytes, on: try connection())
+        }
     }
 
     /// Sends `command` on `connection`; an error reply is thrown, `NOSCRIPT` retried with `EVAL`.
@@ -145,6 +163,10 @@ public final class RedisClient: Sendable {
     /// ```
     public func pipeline(_ commands: [RedisCommand]) async throws -> [Result<RESPValue, RedisClientError>] {
         if commands.isEmpty { return [] }
+        return try await instrumentation.measure("PIPELINE") { try await pipelineUnmeasured(commands) }
+    }
+
+    private func pipelineUnmeasured(_ commands: [RedisCommand]) async throws -> [Result<RESPValue, RedisClientError>] {
         var bytes: [UInt8] = []
         bytes.reserveCapacity(commands.reduce(0) { $0 + $1.encoded.count })
         for command in commands { bytes.append(contentsOf: try checkedForSharing(command)) }
@@ -173,7 +195,7 @@ public final class RedisClient: Sendable {
             }
         }
         if !retries.isEmpty {
-            let retried = try await pipeline(retries.map(\.command))
+            let retried = try await pipelineUnmeasured(retries.map(\.command))
             for (retry, result) in zip(retries, retried) { results[retry.index] = result }
         }
         return results
@@ -217,7 +239,7 @@ public final class RedisClient: Sendable {
     private func makeConnection(slot: Int) throws(RedisClientError) -> RedisConnection {
         let id = nextConnectionID()
         return try RedisConnection(
-            id: id, configuration: configuration, tls: tls, logger: logger,
+            id: id, configuration: configuration, tls: tls, logger: logger, instrumentation: instrumentation,
             onOpen: { [weak self] in self?.connectionOpened(slot: slot, id: id) },
             onClose: { [weak self] error in self?.connectionClosed(slot: slot, id: id, error: error) }
         )

@@ -40,7 +40,8 @@ extension RedisClient {
             guard commandTimeout > .zero else { throw RedisClientError(.invalidConfiguration, "commandTimeout must be positive") }
             configuration.commandTimeout = commandTimeout
         }
-        let connection = try RedisConnection(id: nextConnectionID(), configuration: configuration, tls: tls, logger: logger)
+        let connection = try RedisConnection(
+            id: nextConnectionID(), configuration: configuration, tls: tls, logger: logger, instrumentation: instrumentation)
         defer { connection.abort(RedisClientError(.clientClosed, "the lease ended")) }
         return try await body(RedisLease(client: self, connection: connection))
     }

@@ -1,4 +1,5 @@
 import Logging
+import Metrics
 import Synchronization
 #if canImport(Glibc)
 import Glibc
@@ -37,10 +38,11 @@ final class RedisConnection: Sendable, PooledConnection {
     let mode: Mode
     let onClose: @Sendable (RedisClientError) -> Void
     let onOpen: @Sendable () -> Void
+    let instrumentation: RedisInstrumentation?
 
     init(
         id: Int, configuration: RedisConfiguration, tls: TLSContext?, logger: Logger, mode: Mode = .commands,
-        connectDelay: Duration = .zero,
+        connectDelay: Duration = .zero, instrumentation: RedisInstrumentation? = nil,
         onOpen: @escaping @Sendable () -> Void = {},
         onClose: @escaping @Sendable (RedisClientError) -> Void = { _ in }
     ) throws(RedisClientError) {
@@ -61,6 +63,7 @@ final class RedisConnection: Sendable, PooledConnection {
         self.mode = mode
         self.onOpen = onOpen
         self.onClose = onClose
+        self.instrumentation = instrumentation
         let started = IOThread.start { [self] in
             let io = ConnectionIO(connection: self)
             io.run(connectDelay: connectDelay)
@@ -251,6 +254,8 @@ private final class ConnectionIO {
                 if connection.isClosed { throw RedisClientError(.clientClosed, "the connection was closed") }
             }
             try connect()
+            connection.instrumentation?.connections.increment()
+            defer { connection.instrumentation?.connections.decrement() }
             connection.onOpen()
             try loop()
         } catch let error as RedisClientError {
@@ -369,6 +374,11 @@ private final class ConnectionIO {
             // Callers may write directly only when nothing of ours is unwritten.
             let (direct, pending, closing) = connection.state.withLock { $0.takeWork(hasOutput: hadOutput) }
             if !direct.isEmpty || !pending.isEmpty {
+                if let depth = connection.instrumentation?.pipelineDepth {
+                    // Each direct write was one caller's; the queued ones go out together.
+                    for entry in direct { depth.record(max(entry.replies, 1)) }
+                    if !pending.isEmpty { depth.record(pending.reduce(0) { $0 + max($1.replies, 1) }) }
+                }
                 for entry in direct {
                     inFlight.append(InFlight(id: entry.id, remaining: entry.replies, deadline: entry.sentAt.advanced(by: timeout)))
                 }
@@ -420,6 +430,7 @@ private final class ConnectionIO {
             // Adopt direct writes now: their replies may be in the bytes we are about to read.
             let direct2 = connection.state.withLock { $0.wokeUp() }
             for entry in direct2 {
+                connection.instrumentation?.pipelineDepth.record(max(entry.replies, 1))
                 inFlight.append(InFlight(id: entry.id, remaining: entry.replies, deadline: entry.sentAt.advanced(by: timeout)))
             }
             if pollFDs[0].revents & Int16(POLLIN | POLLHUP | POLLERR) != 0 {

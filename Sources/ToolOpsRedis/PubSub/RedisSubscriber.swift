@@ -109,9 +109,14 @@ final class RedisSubscriber: Sendable {
     let tls: TLSContext?
     let logger: Logger
     let makeID: @Sendable () -> Int
+    let instrumentation: RedisInstrumentation?
     let state = Mutex(State())
 
-    init(configuration: RedisConfiguration, tls: TLSContext?, logger: Logger, makeID: @escaping @Sendable () -> Int) {
+    init(
+        configuration: RedisConfiguration, tls: TLSContext?, logger: Logger, instrumentation: RedisInstrumentation? = nil,
+        makeID: @escaping @Sendable () -> Int
+    ) {
+        self.instrumentation = instrumentation
         self.configuration = configuration
         self.tls = tls
         self.logger = logger
@@ -246,7 +251,7 @@ final class RedisSubscriber: Sendable {
         let connection = try RedisConnection(
             id: id, configuration: configuration, tls: tls, logger: logger,
             mode: .push({ [weak self] reply in self?.handle(reply) }),
-            connectDelay: delay,
+            connectDelay: delay, instrumentation: instrumentation,
             onOpen: { [weak self] in self?.opened(id: id) },
             onClose: { [weak self] error in self?.closed(id: id, error: error) }
         )

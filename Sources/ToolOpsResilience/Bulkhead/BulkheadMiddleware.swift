@@ -49,10 +49,13 @@ public struct BulkheadMiddleware: ToolMiddleware {
     public func run(_ call: ToolCall, next: any ToolRunner) async throws -> ToolResult {
         let key = storeKeyPrefix + configuration.key.key(for: call)
         let shadow = configuration.mode.isShadow
+        let observer = configuration.observer
         if let synchronousStore, let permit = synchronousStore.acquireNow(key: key, limit: configuration.maxConcurrent) {
+            observer?(.bulkheadAcquired(tool: call.tool, key: key))
             let result: Result<ToolResult, any Error>
             do { result = .success(try await next.run(call)) } catch { result = .failure(error) }
             synchronousStore.releaseNow(permit)
+            observer?(.bulkheadReleased(tool: call.tool, key: key))
             return try result.get()
         }
         var permit: BulkheadPermit?
@@ -64,13 +67,17 @@ public struct BulkheadMiddleware: ToolMiddleware {
             configuration.observer?(.bulkheadRejected(tool: call.tool, key: key, shadow: shadow))
             if !shadow { throw error }
         }
+        if permit != nil { observer?(.bulkheadAcquired(tool: call.tool, key: key)) }
         let result: Result<ToolResult, any Error>
         if let permit, store.leasesExpire {
             result = await runRenewing(permit) { try await next.run(call) }
         } else {
             do { result = .success(try await next.run(call)) } catch { result = .failure(error) }
         }
-        if let permit { await store.release(permit) }
+        if let permit {
+            await store.release(permit)
+            observer?(.bulkheadReleased(tool: call.tool, key: key))
+        }
         return try result.get()
     }
 

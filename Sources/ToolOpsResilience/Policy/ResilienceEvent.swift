@@ -4,6 +4,10 @@ import ToolOpsCore
 public enum ResilienceEvent: Sendable {
     /// A rate limit refused (or, in shadow mode, would have refused) a call.
     case rateLimited(tool: ToolID, key: String, decision: RateLimitDecision, shadow: Bool)
+    /// One rule decided a call: `rule` names the rule (`scope:pattern`, bounded by the
+    /// configuration, unlike the bucket key), `allowed` is its decision. Reported for every
+    /// rule a call meets, allowed or not, so rates of both can be counted.
+    case rateLimitDecided(tool: ToolID, rule: String, allowed: Bool, shadow: Bool)
     /// A call waited for a reserved rate-limit slot.
     case rateLimitWaited(tool: ToolID, key: String, wait: Duration)
     /// A breaker changed state.
@@ -12,6 +16,10 @@ public enum ResilienceEvent: Sendable {
     case circuitRejected(tool: ToolID, key: String, retryAfter: Duration, shadow: Bool)
     /// A bulkhead had no slot (in shadow mode the call ran anyway).
     case bulkheadRejected(tool: ToolID, key: String, shadow: Bool)
+    /// A call took a bulkhead slot (reported before it runs).
+    case bulkheadAcquired(tool: ToolID, key: String)
+    /// A call gave its bulkhead slot back.
+    case bulkheadReleased(tool: ToolID, key: String)
     /// A retry is about to sleep `delay` before attempt `attempt` (in shadow mode: would have retried).
     case retrying(tool: ToolID, attempt: Int, delay: Duration, error: any Error, shadow: Bool)
     /// The retry budget refused a retry.

@@ -93,6 +93,8 @@ public struct RateLimitMiddleware: ToolMiddleware {
     struct Selection: Sendable {
         var rule: RateLimitRule
         var keyPrefix: String
+        /// `scope:pattern`: the rule's name in events and metrics.
+        var name: String
     }
 
     private func selection(for call: ToolCall) -> Selected {
@@ -109,7 +111,9 @@ public struct RateLimitMiddleware: ToolMiddleware {
             }
         }
         let selections = order.compactMap { scope in
-            chosen[scope].map { Selection(rule: $0, keyPrefix: "\(configuration.keyPrefix):\(scope):\($0.pattern):") }
+            chosen[scope].map {
+                Selection(rule: $0, keyPrefix: "\(configuration.keyPrefix):\(scope):\($0.pattern):", name: "\(scope):\($0.pattern)")
+            }
         }
         var selected = Selected(selections: selections, unitRequests: nil)
         if selections.allSatisfy({ $0.rule.key.dependsOnlyOnTool && $0.rule.limit.burst >= 1 }) {
@@ -126,10 +130,15 @@ public struct RateLimitMiddleware: ToolMiddleware {
 
     /// The bucket requests a call would make.
     public func requests(for call: ToolCall) throws(ToolOpsError) -> [RateLimitRequest] {
+        try plan(for: call).requests
+    }
+
+    /// The bucket requests a call would make, and the rules they come from (in the same order).
+    func plan(for call: ToolCall) throws(ToolOpsError) -> (requests: [RateLimitRequest], selected: Selected) {
         let cost = configuration.cost(call)
         if cost < 0 { throw ToolOpsError(.invalidInput, "rate-limit cost must not be negative, got \(cost)") }
         let selected = selection(for: call)
-        if cost == 1, let unitRequests = selected.unitRequests { return unitRequests }
+        if cost == 1, let unitRequests = selected.unitRequests { return (unitRequests, selected) }
         var requests: [RateLimitRequest] = []
         for selection in selected.selections {
             if cost > selection.rule.limit.burst {
@@ -138,17 +147,19 @@ public struct RateLimitMiddleware: ToolMiddleware {
             }
             requests.append(RateLimitRequest(key: selection.keyPrefix + selection.rule.key.key(for: call), cost: cost, limit: selection.rule.limit))
         }
-        return requests
+        return (requests, selected)
     }
 
     public func run(_ call: ToolCall, next: any ToolRunner) async throws -> ToolResult {
-        let requests = try requests(for: call)
+        let (requests, selected) = try plan(for: call)
         if requests.isEmpty { return try await next.run(call) }
         let shadow = configuration.mode.isShadow
         let maxWait = shadow ? Duration.zero : configuration.maxWait
+        let observer = configuration.observer
         if requests.count == 1, let synchronousStore {
             // The common case (one rule) on an in-process store: no arrays, no async call.
             let decision = synchronousStore.decide(requests[0], maxWait: maxWait)
+            observer?(.rateLimitDecided(tool: call.tool, rule: selected.selections[0].name, allowed: decision.allowed, shadow: shadow))
             if decision.allowed {
                 if decision.wait > .zero {
                     configuration.observer?(.rateLimitWaited(tool: call.tool, key: requests[0].key, wait: decision.wait))
@@ -164,6 +175,11 @@ public struct RateLimitMiddleware: ToolMiddleware {
             decisions = synchronousStore.decide(requests, maxWait: maxWait)
         } else {
             decisions = try await store.acquire(requests, maxWait: maxWait)
+        }
+        if let observer {
+            for (selection, decision) in zip(selected.selections, decisions) {
+                observer(.rateLimitDecided(tool: call.tool, rule: selection.name, allowed: decision.allowed, shadow: shadow))
+            }
         }
         // A refused batch refuses every bucket; report the one that binds (the longest wait).
         var refused: Int?

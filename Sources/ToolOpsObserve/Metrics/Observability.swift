@@ -1,0 +1,264 @@
+import Logging
+import Metrics
+import Synchronization
+import ToolOpsCache
+import ToolOpsCore
+import ToolOpsResilience
+import Tracing
+
+/// Traces, counts and logs tool calls, and turns the policies' events into metrics and span
+/// events. One value per pipeline (or per server): its ``middleware`` goes first in the chain,
+/// and each policy gets its observer in one argument.
+///
+/// ```swift
+/// let observe = Observability(.init(tools: .registered(registry.tools)))
+/// let pipeline = try ToolPipeline(runner: tools) {
+///     observe.middleware
+///     try RateLimitMiddleware(.init(rules: rules, observer: observe.resilience))
+///     try CacheMiddleware(.init(policy: policy, observer: observe.cache), store: store)
+///     RetryMiddleware(.init(policy: retry, observer: observe.resilience))
+///     try CircuitBreakerMiddleware(.init(policy: breaker, observer: observe.resilience))
+/// }
+/// ```
+///
+/// It never bootstraps anything: it uses the metrics factory, tracer and logger it is given,
+/// or the ones bootstrapped when it is created (metrics, logger) or when a call starts (tracer).
+///
+/// Series (Prometheus names; no argument values, principals or call ids in labels):
+/// - `toolops_tool_calls_total{tool,outcome}`, `toolops_tool_call_duration_seconds{tool}`;
+/// - `toolops_cache_hits_total{tool}`, `toolops_cache_misses_total{tool}`,
+///   `toolops_cache_stale_served_total{tool}`, `toolops_cache_errors_total{tool}`;
+/// - `toolops_ratelimit_decisions_total{rule,result}` (`allowed`, `refused`, `shadow_refused`);
+/// - `toolops_circuit_state{breaker}` (0 closed, 1 half-open, 2 open, as this replica last saw
+///   it), `toolops_circuit_transitions_total{breaker,to}`, `toolops_circuit_rejections_total{breaker}`;
+/// - `toolops_bulkhead_in_use{bulkhead}` (this replica's calls holding a slot),
+///   `toolops_bulkhead_rejections_total{bulkhead}`;
+/// - `toolops_retries_total{tool}`, `toolops_retry_budget_exhausted_total{tool}`, `toolops_timeouts_total{tool}`.
+///
+/// Tools become labels through ``Configuration/tools``; breakers and bulkheads (whose keys may
+/// hold a tenant) through a ``BoundedLabels`` of ``Configuration/maximumPolicyLabels``.
+public final class Observability: Sendable {
+    public struct Configuration: Sendable {
+        /// Which tools get labels of their own. Defaults to ``ToolLabels/firstSeen(maximum:)``
+        /// (256); a server passes ``ToolLabels/registered(_:)``.
+        public var tools: ToolLabels
+        /// Distinct breakers and bulkheads labelled before the rest share `other`. Defaults to 256.
+        public var maximumPolicyLabels: Int
+        /// The tracer spans go to. `nil` (the default) means the one bootstrapped in
+        /// `InstrumentationSystem` at the time of each call (a no-op tracer if none).
+        public var tracer: (any Tracer)?
+        /// Where completed-call lines go; `nil` logs none. Defaults to a logger labelled `toolops.calls`.
+        public var logger: Logger?
+        /// The level of completed-call lines. Defaults to `.info`; failed calls log at `.warning`
+        /// when that is higher.
+        public var completedCallLevel: Logger.Level
+        /// Whether completed-call lines carry the call's arguments (redacted). Defaults to `false`.
+        public var logArguments: Bool
+        /// The keys hidden in logged arguments. Defaults to ``Redaction/defaultKeys``.
+        public var redaction: Redaction
+
+        public init(
+            tools: ToolLabels = .firstSeen(), maximumPolicyLabels: Int = 256, tracer: (any Tracer)? = nil,
+            logger: Logger? = Logger(label: "toolops.calls"), completedCallLevel: Logger.Level = .info, logArguments: Bool = false,
+            redaction: Redaction = Redaction()
+        ) {
+            self.tools = tools
+            self.maximumPolicyLabels = maximumPolicyLabels
+            self.tracer = tracer
+            self.logger = logger
+            self.completedCallLevel = completedCallLevel
+            self.logArguments = logArguments
+            self.redaction = redaction
+        }
+    }
+
+    public let configuration: Configuration
+    let factory: any MetricsFactory
+    let breakers: BoundedLabels
+    let bulkheads: BoundedLabels
+    private let tools = Mutex<[ToolID: ToolSeries]>([:])
+    private let shared: ToolSeries
+    private let counters = Mutex<[String: Counter]>([:])
+    private let gauges = Mutex<[String: Gauge]>([:])
+    private let meters = Mutex<[String: Meter]>([:])
+
+    /// - Parameter metricsFactory: where series are made. Defaults to `MetricsSystem.factory`
+    ///   as bootstrapped when this is created.
+    public init(_ configuration: Configuration = .init(), metricsFactory: (any MetricsFactory)? = nil) {
+        self.configuration = configuration
+        let factory = metricsFactory ?? MetricsSystem.factory
+        self.factory = factory
+        self.breakers = BoundedLabels(maximum: configuration.maximumPolicyLabels)
+        self.bulkheads = BoundedLabels(maximum: configuration.maximumPolicyLabels)
+        self.shared = ToolSeries(label: ToolLabels.unregistered, factory: factory)
+    }
+
+    /// The middleware that traces, counts and logs each call. Put it first.
+    public var middleware: ObserveMiddleware { ObserveMiddleware(self) }
+
+    /// The observer for every resilience middleware's `observer`.
+    public var resilience: ResilienceObserver { { [self] event in observe(event) } }
+
+    /// The observer for ``CacheMiddleware``'s `observer`.
+    public var cache: @Sendable (CacheEvent) -> Void { { [self] event in observe(event) } }
+
+    // MARK: series
+
+    /// The series of one tool (created once per label).
+    final class ToolSeries: Sendable {
+        let label: String
+        let calls: [Counter]
+        let duration: Timer
+
+        init(label: String, factory: any MetricsFactory) {
+            self.label = label
+            self.calls = ToolOutcome.allCases.map {
+                Counter(label: "toolops_tool_calls_total", dimensions: [("tool", label), ("outcome", $0.rawValue)], factory: factory)
+            }
+            self.duration = Timer(label: "toolops_tool_call_duration_seconds", dimensions: [("tool", label)], factory: factory)
+        }
+
+        func calls(_ outcome: ToolOutcome) -> Counter {
+            calls[ToolOutcome.allCases.firstIndex(of: outcome) ?? 0]
+        }
+    }
+
+    func series(for tool: ToolID) -> ToolSeries {
+        if let known = tools.withLock({ $0[tool] }) { return known }
+        let label = configuration.tools.label(for: tool)
+        guard label != ToolLabels.unregistered else { return shared }
+        // Made outside the lock (the factory takes its own); a race makes one twice, harmlessly.
+        let made = ToolSeries(label: label, factory: factory)
+        return tools.withLock { tools in
+            if let known = tools[tool] { return known }
+            tools[tool] = made
+            return made
+        }
+    }
+
+    func toolLabel(_ tool: ToolID) -> String { series(for: tool).label }
+
+    func counter(_ name: String, _ dimensions: [(String, String)]) -> Counter {
+        let key = Self.key(name, dimensions)
+        if let known = counters.withLock({ $0[key] }) { return known }
+        let made = Counter(label: name, dimensions: dimensions, factory: factory)
+        return counters.withLock { $0[key, default: made] }
+    }
+
+    func gauge(_ name: String, _ dimensions: [(String, String)]) -> Gauge {
+        let key = Self.key(name, dimensions)
+        if let known = gauges.withLock({ $0[key] }) { return known }
+        let made = Gauge(label: name, dimensions: dimensions, factory: factory)
+        return gauges.withLock { $0[key, default: made] }
+    }
+
+    func meter(_ name: String, _ dimensions: [(String, String)]) -> Meter {
+        let key = Self.key(name, dimensions)
+        if let known = meters.withLock({ $0[key] }) { return known }
+        let made = Meter(label: name, dimensions: dimensions, factory: factory)
+        return meters.withLock { $0[key, default: made] }
+    }
+
+    private static func key(_ name: String, _ dimensions: [(String, String)]) -> String {
+        var key = name
+        for (label, value) in dimensions {
+            key += "\u{1}"
+            key += label
+            key += "\u{2}"
+            key += value
+        }
+        return key
+    }
+
+    // MARK: events
+
+    /// The label of the tool the current task's call is for (set by the middleware).
+    private var currentToolLabel: String {
+        ServiceContext.current?.toolMetricLabel ?? ToolLabels.unregistered
+    }
+
+    func observe(_ event: CacheEvent) {
+        switch event {
+        case .hit:
+            counter("toolops_cache_hits_total", [("tool", currentToolLabel)]).increment()
+            ToolSpan.addEvent("cache.hit")
+        case .miss:
+            counter("toolops_cache_misses_total", [("tool", currentToolLabel)]).increment()
+            ToolSpan.addEvent("cache.miss")
+        case .servedStale:
+            counter("toolops_cache_stale_served_total", [("tool", currentToolLabel)]).increment()
+            ToolSpan.addEvent("cache.stale")
+        case .coalesced:
+            ToolSpan.addEvent("cache.coalesced")
+        case .tooLarge(_, let bytes):
+            ToolSpan.addEvent("cache.too_large", ["toolops.cache.bytes": .int64(Int64(bytes))])
+        case .storeFailed(let operation, _):
+            counter("toolops_cache_errors_total", [("tool", currentToolLabel)]).increment()
+            ToolSpan.addEvent("cache.error", ["toolops.cache.operation": .string(operation)])
+        case .refreshStarted:
+            ToolSpan.addEvent("cache.refresh")
+        }
+    }
+
+    func observe(_ event: ResilienceEvent) {
+        switch event {
+        case .rateLimitDecided(_, let rule, let allowed, let shadow):
+            let result = allowed ? "allowed" : shadow ? "shadow_refused" : "refused"
+            counter("toolops_ratelimit_decisions_total", [("rule", rule), ("result", result)]).increment()
+            ToolSpan.addEvent("ratelimit.decision", ["toolops.ratelimit.rule": .string(rule), "toolops.ratelimit.result": .string(result)])
+        case .rateLimited(_, _, let decision, _):
+            ToolSpan.addEvent("ratelimit.refused", ["toolops.retry_after_ms": .int64(decision.retryAfter.milliseconds)])
+        case .rateLimitWaited(_, _, let wait):
+            ToolSpan.addEvent("ratelimit.waited", ["toolops.wait_ms": .int64(wait.milliseconds)])
+        case .circuitStateChanged(let key, _, let to):
+            let breaker = breakers.label(for: key)
+            gauge("toolops_circuit_state", [("breaker", breaker)]).record(to.metricValue)
+            counter("toolops_circuit_transitions_total", [("breaker", breaker), ("to", to.rawValue)]).increment()
+            ToolSpan.addEvent("circuit.transition", ["toolops.circuit.to": .string(to.rawValue)])
+        case .circuitRejected(_, let key, let retryAfter, let shadow):
+            counter("toolops_circuit_rejections_total", [("breaker", breakers.label(for: key))]).increment()
+            ToolSpan.addEvent(
+                "circuit.rejected", ["toolops.retry_after_ms": .int64(retryAfter.milliseconds), "toolops.shadow": .bool(shadow)])
+        case .bulkheadRejected(_, let key, let shadow):
+            counter("toolops_bulkhead_rejections_total", [("bulkhead", bulkheads.label(for: key))]).increment()
+            ToolSpan.addEvent("bulkhead.rejected", ["toolops.shadow": .bool(shadow)])
+        case .bulkheadAcquired(_, let key):
+            meter("toolops_bulkhead_in_use", [("bulkhead", bulkheads.label(for: key))]).increment()
+        case .bulkheadReleased(_, let key):
+            meter("toolops_bulkhead_in_use", [("bulkhead", bulkheads.label(for: key))]).decrement()
+        case .retrying(let tool, let attempt, let delay, _, let shadow):
+            counter("toolops_retries_total", [("tool", toolLabel(tool))]).increment()
+            ToolSpan.addEvent(
+                "retry", ["toolops.retry.attempt": .int64(Int64(attempt)), "toolops.retry.delay_ms": .int64(delay.milliseconds),
+                          "toolops.shadow": .bool(shadow)])
+        case .retryBudgetExhausted(let tool):
+            counter("toolops_retry_budget_exhausted_total", [("tool", toolLabel(tool))]).increment()
+            ToolSpan.addEvent("retry.budget_exhausted")
+        case .timedOut(let tool, let after, let shadow):
+            counter("toolops_timeouts_total", [("tool", toolLabel(tool))]).increment()
+            ToolSpan.addEvent("timeout", ["toolops.timeout_ms": .int64(after.milliseconds), "toolops.shadow": .bool(shadow)])
+        case .storeDegraded(let store, _):
+            ToolSpan.addEvent("store.degraded", ["toolops.store": .string(store)])
+        case .storeRecovered(let store):
+            ToolSpan.addEvent("store.recovered", ["toolops.store": .string(store)])
+        }
+    }
+}
+
+extension CircuitState {
+    /// 0 closed, 1 half-open, 2 open (forced open and disabled read as open and closed).
+    var metricValue: Double {
+        switch self {
+        case .closed, .disabled: 0
+        case .halfOpen: 1
+        case .open, .forcedOpen: 2
+        }
+    }
+}
+
+extension Duration {
+    var milliseconds: Int64 {
+        let (seconds, attoseconds) = components
+        return seconds &* 1000 &+ attoseconds / 1_000_000_000_000_000
+    }
+}
