@@ -36,3 +36,4 @@ bench: deps
 	.build/release/toolops-bench ratelimit
 	.build/release/toolops-bench breaker
 	.build/release/toolops-bench cache
+	.build/release/toolops-bench observe

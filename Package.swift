@@ -109,7 +109,7 @@ let package = Package(
             name: "toolops-bench",
             dependencies: [
                 "ToolOpsCore", "ToolOpsRedis", "ToolOpsResilience", "ToolOpsCache", "ToolOpsRedisBackend", "ToolOpsTesting",
-                "CHiredis", argumentParser, log,
+                "ToolOpsObserve", "CHiredis", argumentParser, log, tracing, prometheus, lifecycle, .product(name: "OTel", package: "swift-otel"),
             ],
             path: "Benchmarks/toolops-bench",
             swiftSettings: strict),

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the system packages ToolOps builds and tests against (Debian/Ubuntu), if missing.
 set -euo pipefail
-packages=(libhiredis-dev libssl-dev redis-server redis-tools pkg-config openssl)
+# prometheus: the telemetry tests have a real Prometheus scrape /metrics.
+packages=(libhiredis-dev libssl-dev redis-server redis-tools pkg-config openssl prometheus)
 missing=()
 for package in "${packages[@]}"; do
     # "deinstall ok config-files" (removed, not purged) also exits 0: require "install ok installed".
@@ -13,5 +14,7 @@ SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
-$SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
-# The Debian package starts a system redis on 6379; tests start their own servers.
+# Without recommends: prometheus would pull in node-exporter and a container engine.
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+# The Debian packages start a system redis on 6379 (and prometheus on 9090, under systemd);
+# tests start their own servers on free ports.

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import ToolOpsCore
 
 /// Runs a program to completion and returns its standard output; a non-zero exit throws.
 func capture(_ executable: String, _ arguments: [String]) throws -> String {
@@ -31,3 +32,19 @@ func redisBenchmarkOps(host: String, port: Int, concurrency: Int, requests: Int,
 
 /// Left-aligns `text` in a column of `width` (at least one space after it).
 func pad(_ text: String, _ width: Int) -> String { text.padding(toLength: max(width, text.count + 1), withPad: " ", startingAt: 0) }
+
+/// Wall-clock nanoseconds per call of `pipeline` with `concurrency` tasks calling back to back
+/// (`calls` in all, after a warm-up of up to 1,000 each).
+func measurePipeline(_ pipeline: ToolPipeline, _ call: ToolCall, calls: Int, concurrency: Int) async throws -> Double {
+    let perTask = max(1, calls / concurrency)
+    try await withThrowingTaskGroup(of: Void.self) { group in
+        for _ in 0..<concurrency { group.addTask { for _ in 0..<min(1000, perTask) { _ = try await pipeline.run(call) } } }
+        try await group.waitForAll()
+    }
+    let start = ContinuousClock.now
+    try await withThrowingTaskGroup(of: Void.self) { group in
+        for _ in 0..<concurrency { group.addTask { for _ in 0..<perTask { _ = try await pipeline.run(call) } } }
+        try await group.waitForAll()
+    }
+    return (ContinuousClock.now - start).secondsDouble * 1e9 / Double(perTask * concurrency)
+}

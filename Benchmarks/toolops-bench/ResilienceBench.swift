@@ -67,26 +67,11 @@ struct ResilienceBench: AsyncParsableCommand {
             for (name, pipeline) in rows where name.hasPrefix("bare call") || only.map({ name.contains($0) }) ?? true {
                 let suspends = name.hasSuffix("tool suspends")
                 var best = Double.infinity
-                for _ in 0..<max(1, rounds) { best = min(best, try await measure(pipeline, call, concurrency: level)) }
+                for _ in 0..<max(1, rounds) { best = min(best, try await measurePipeline(pipeline, call, calls: calls, concurrency: level)) }
                 if name.hasPrefix("bare call") { bare[suspends] = best }
                 let overhead = name.hasPrefix("bare call") ? "—" : String(format: "%.0f", best - (bare[suspends] ?? 0))
                 say(pad(name, 30) + pad("\(level)", 6) + pad(String(format: "%.0f", best), 10) + pad(overhead, 13) + String(format: "%.0f", 1e9 / best))
             }
         }
-    }
-
-    /// Wall-clock nanoseconds per call with `concurrency` tasks calling back to back.
-    func measure(_ pipeline: ToolPipeline, _ call: ToolCall, concurrency: Int) async throws -> Double {
-        let perTask = max(1, calls / concurrency)
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            for _ in 0..<concurrency { group.addTask { for _ in 0..<min(1000, perTask) { _ = try await pipeline.run(call) } } }
-            try await group.waitForAll()
-        }
-        let start = ContinuousClock.now
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            for _ in 0..<concurrency { group.addTask { for _ in 0..<perTask { _ = try await pipeline.run(call) } } }
-            try await group.waitForAll()
-        }
-        return (ContinuousClock.now - start).secondsDouble * 1e9 / Double(perTask * concurrency)
     }
 }

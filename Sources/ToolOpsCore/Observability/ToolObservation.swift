@@ -51,31 +51,24 @@ public enum ToolOutcome: String, Sendable, CaseIterable, CustomStringConvertible
     public var description: String { rawValue }
 }
 
-private enum ToolSpanKey: ServiceContextKey {
-    typealias Value = any Span
-    static var nameOverride: String? { "toolops.span" }
-}
+/// What the observing middleware knows about the call running in the current task: its span
+/// (when a tracer records one) and its tool's metric label. Bound as a task-local for the rest
+/// of the chain, so observers called in the call's task (cache, retry, rate-limit events) and
+/// stores can reach them; a task-local read costs a few nanoseconds and allocates nothing.
+public final class ToolObservation: Sendable {
+    /// The call's span, if one is recording.
+    public let span: (any Span)?
+    /// The call's tool as a metric label: its id if registered, a shared label otherwise (so
+    /// callers cannot grow the series count).
+    public let metricLabel: String
 
-private enum ToolMetricLabelKey: ServiceContextKey {
-    typealias Value = String
-    static var nameOverride: String? { "toolops.metric-label" }
-}
-
-extension ServiceContext {
-    /// The span of the tool execution this context belongs to, set by the observing middleware
-    /// for the rest of the chain. Policies and stores add their events to it (see ``ToolSpan``).
-    public var toolSpan: (any Span)? {
-        get { self[ToolSpanKey.self] }
-        set { self[ToolSpanKey.self] = newValue }
+    public init(span: (any Span)?, metricLabel: String) {
+        self.span = span
+        self.metricLabel = metricLabel
     }
 
-    /// The call's tool as a metric label: the tool id if it is a registered tool, a shared
-    /// label otherwise (so callers cannot grow the series count). Set by the observing
-    /// middleware; read by observers that count per tool.
-    public var toolMetricLabel: String? {
-        get { self[ToolMetricLabelKey.self] }
-        set { self[ToolMetricLabelKey.self] = newValue }
-    }
+    /// The observation of the call running in this task, if an observing middleware is in the chain.
+    @TaskLocal public static var current: ToolObservation?
 }
 
 /// The span of the tool call running in the current task, for events along the chain.
@@ -87,7 +80,7 @@ extension ServiceContext {
 public enum ToolSpan {
     /// The current tool call's span, if an observing middleware started one and it records.
     public static var current: (any Span)? {
-        guard let span = ServiceContext.current?.toolSpan, span.isRecording else { return nil }
+        guard let span = ToolObservation.current?.span, span.isRecording else { return nil }
         return span
     }
 

@@ -26,11 +26,17 @@ public struct Redaction: Sendable, Hashable {
     public let keys: [String]
     /// The same, as bytes: matched without allocating (log lines are on the hot path).
     let fragments: [[UInt8]]
+    /// For each byte, whether some fragment starts with it: most positions of a key are
+    /// rejected by one table lookup.
+    let startsFragment: [Bool]
 
     /// Redacts `keys` (defaults to ``defaultKeys``).
     public init(keys: Set<String> = Redaction.defaultKeys) {
         self.keys = keys.map(Self.normalised).filter { !$0.isEmpty }.sorted()
         self.fragments = self.keys.map { Array($0.utf8) }
+        var starts = [Bool](repeating: false, count: 256)
+        for fragment in fragments { if let first = fragment.first { starts[Int(first)] = true } }
+        self.startsFragment = starts
     }
 
     /// Redacts the defaults and `extra`.
@@ -44,7 +50,13 @@ public struct Redaction: Sendable, Hashable {
         return key.withUTF8 { bytes in
             withUnsafeTemporaryAllocation(of: UInt8.self, capacity: bytes.count) { folded in
                 for index in bytes.indices { folded[index] = Self.fold(bytes[index]) }
-                return fragments.contains { Self.contains(UnsafeBufferPointer(folded), $0) }
+                let haystack = UnsafeBufferPointer(folded)
+                for start in haystack.indices where startsFragment[Int(haystack[start])] {
+                    for fragment in fragments where fragment[0] == haystack[start] && Self.matches(haystack, at: start, fragment) {
+                        return true
+                    }
+                }
+                return false
             }
         }
     }
@@ -55,16 +67,10 @@ public struct Redaction: Sendable, Hashable {
         return byte == UInt8(ascii: "-") ? UInt8(ascii: "_") : byte
     }
 
-    static func contains(_ haystack: UnsafeBufferPointer<UInt8>, _ needle: [UInt8]) -> Bool {
-        guard needle.count <= haystack.count else { return false }
-        var start = 0
-        while start + needle.count <= haystack.count {
-            var matched = 0
-            while matched < needle.count && haystack[start + matched] == needle[matched] { matched += 1 }
-            if matched == needle.count { return true }
-            start += 1
-        }
-        return false
+    static func matches(_ haystack: UnsafeBufferPointer<UInt8>, at start: Int, _ needle: [UInt8]) -> Bool {
+        guard start + needle.count <= haystack.count else { return false }
+        for offset in needle.indices where haystack[start + offset] != needle[offset] { return false }
+        return true
     }
 
     /// `value` with every secret key's value replaced, at any depth.

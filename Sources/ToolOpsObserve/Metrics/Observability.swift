@@ -107,19 +107,27 @@ public final class Observability: Sendable {
     /// The series of one tool (created once per label).
     final class ToolSeries: Sendable {
         let label: String
+        /// `tool.exec <label>`, made once.
+        let spanName: String
+        /// What the task-local carries when there is no span (shared by every such call).
+        let observation: ToolObservation
+        /// One counter per outcome, in ``ToolOutcome/allCases`` order.
         let calls: [Counter]
         let duration: Timer
 
         init(label: String, factory: any MetricsFactory) {
             self.label = label
+            self.spanName = "tool.exec \(label)"
+            self.observation = ToolObservation(span: nil, metricLabel: label)
             self.calls = ToolOutcome.allCases.map {
                 Counter(label: "toolops_tool_calls_total", dimensions: [("tool", label), ("outcome", $0.rawValue)], factory: factory)
             }
             self.duration = Timer(label: "toolops_tool_call_duration_seconds", dimensions: [("tool", label)], factory: factory)
         }
 
-        func calls(_ outcome: ToolOutcome) -> Counter {
-            calls[ToolOutcome.allCases.firstIndex(of: outcome) ?? 0]
+        func calls(_ outcome: ToolOutcome) -> Counter? {
+            let index = outcome.ordinal
+            return index < calls.count ? calls[index] : nil
         }
     }
 
@@ -174,7 +182,7 @@ public final class Observability: Sendable {
 
     /// The label of the tool the current task's call is for (set by the middleware).
     private var currentToolLabel: String {
-        ServiceContext.current?.toolMetricLabel ?? ToolLabels.unregistered
+        ToolObservation.current?.metricLabel ?? ToolLabels.unregistered
     }
 
     func observe(_ event: CacheEvent) {
@@ -241,6 +249,22 @@ public final class Observability: Sendable {
             ToolSpan.addEvent("store.degraded", ["toolops.store": .string(store)])
         case .storeRecovered(let store):
             ToolSpan.addEvent("store.recovered", ["toolops.store": .string(store)])
+        }
+    }
+}
+
+extension ToolOutcome {
+    /// The position in `allCases`, without building the array (the hot path asks per call).
+    var ordinal: Int {
+        switch self {
+        case .ok: 0
+        case .error: 1
+        case .rateLimited: 2
+        case .circuitOpen: 3
+        case .bulkheadFull: 4
+        case .timedOut: 5
+        case .cached: 6
+        case .cancelled: 7
         }
     }
 }

@@ -26,47 +26,70 @@ public struct ObserveMiddleware: ToolMiddleware {
     public func run(_ call: ToolCall, next: any ToolRunner) async throws -> ToolResult {
         let series = observability.series(for: call.tool)
         let tracer = observability.configuration.tracer ?? InstrumentationSystem.tracer
-        let span = tracer.startSpan("tool.exec \(series.label)", context: call.context, ofKind: .internal)
-        if span.isRecording { describe(call, on: span) }
-        var context = span.context
-        context.toolSpan = span
-        context.toolMetricLabel = series.label
-        var inner = call
-        inner.context = context
         let start = ContinuousClock.now
-        return try await ServiceContext.$current.withValue(context) {
-            do {
-                let result = try await next.run(inner)
-                finish(call, span: span, series: series, outcome: ToolOutcome(result: result), error: nil, since: start)
-                return result
-            } catch {
-                finish(call, span: span, series: series, outcome: ToolOutcome(error: error), error: error, since: start)
-                throw error
+        // No tracer bootstrapped: no span, no context to carry — only the label for observers.
+        if tracer is NoOpTracer {
+            return try await ToolObservation.$current.withValue(series.observation) {
+                try await complete(call, series: series, span: nil, start: start) { try await next.run(call) }
+            }
+        }
+        let span = tracer.startSpan(series.spanName, context: call.context, ofKind: .internal)
+        var inner = call
+        inner.context = span.context
+        // The span's context becomes the task's, so libraries below (the Redis client, an HTTP
+        // client) start their spans as its children.
+        return try await ServiceContext.$current.withValue(inner.context) {
+            try await ToolObservation.$current.withValue(ToolObservation(span: span, metricLabel: series.label)) {
+                try await complete(call, series: series, span: span, start: start) { try await next.run(inner) }
             }
         }
     }
 
-    private func describe(_ call: ToolCall, on span: any Span) {
-        var attributes = SpanAttributes()
-        attributes["toolops.tool.id"] = call.tool.description
-        attributes["toolops.tool.namespace"] = call.tool.namespace
-        attributes["toolops.tool.name"] = call.tool.name
-        attributes["toolops.call.id"] = call.id
-        if !call.tags.isEmpty { attributes["toolops.tool.tags"] = call.tags.sorted() }
-        if let tenant = call.tenant { attributes["toolops.tenant"] = tenant }
-        if let identity = call.identity { attributes["enduser.id"] = identity }
-        span.attributes.merge(attributes)
+    private func complete(
+        _ call: ToolCall, series: Observability.ToolSeries, span: (any Span)?, start: ContinuousClock.Instant,
+        _ body: () async throws -> ToolResult
+    ) async throws -> ToolResult {
+        do {
+            let result = try await body()
+            finish(call, span: span, series: series, outcome: ToolOutcome(result: result), error: nil, since: start)
+            return result
+        } catch {
+            finish(call, span: span, series: series, outcome: ToolOutcome(error: error), error: error, since: start)
+            throw error
+        }
+    }
+
+    /// Sets every attribute at once, when the call ends (one update of the span's attributes
+    /// instead of one per value; samplers see only what `startSpan` is given anyway).
+    private func describe(_ call: ToolCall, outcome: ToolOutcome, on span: any Span) {
+        // Built as SpanAttribute values (the convertible-protocol subscript costs a dynamic cast
+        // per value, and an array one per element).
+        var attributes: [String: SpanAttribute] = [:]
+        attributes.reserveCapacity(9)
+        attributes["toolops.tool.id"] = .string(call.tool.description)
+        attributes["toolops.tool.namespace"] = .string(call.tool.namespace)
+        attributes["toolops.tool.name"] = .string(call.tool.name)
+        attributes["toolops.call.id"] = .string(call.id)
+        if !call.tags.isEmpty { attributes["toolops.tool.tags"] = .stringArray(call.tags.sorted()) }
+        if let tenant = call.tenant { attributes["toolops.tenant"] = .string(tenant) }
+        if let identity = call.identity { attributes["enduser.id"] = .string(identity) }
+        attributes["toolops.outcome"] = .string(outcome.rawValue)
+        let described = SpanAttributes(attributes)
+        // A new span usually has none yet: take ours whole rather than re-inserting each.
+        span.updateAttributes { existing in
+            if existing.isEmpty { existing = described } else { existing.merge(described) }
+        }
     }
 
     private func finish(
-        _ call: ToolCall, span: any Span, series: Observability.ToolSeries, outcome: ToolOutcome, error: (any Error)?,
+        _ call: ToolCall, span: (any Span)?, series: Observability.ToolSeries, outcome: ToolOutcome, error: (any Error)?,
         since start: ContinuousClock.Instant
     ) {
         let elapsed = ContinuousClock.now - start
-        series.calls(outcome).increment()
+        series.calls(outcome)?.increment()
         series.duration.recordNanoseconds(elapsed.nanoseconds)
-        if span.isRecording {
-            span.attributes["toolops.outcome"] = outcome.rawValue
+        if let span, span.isRecording {
+            describe(call, outcome: outcome, on: span)
             if let error {
                 span.recordError(error)
                 span.setStatus(SpanStatus(code: .error, message: outcome.rawValue))
@@ -75,7 +98,7 @@ public struct ObserveMiddleware: ToolMiddleware {
         if let logger = observability.configuration.logger {
             log(call, to: logger, outcome: outcome, error: error, elapsed: elapsed)
         }
-        span.end()
+        span?.end()
     }
 
     private func log(_ call: ToolCall, to logger: Logger, outcome: ToolOutcome, error: (any Error)?, elapsed: Duration) {
