@@ -103,6 +103,23 @@ struct LoggingTests {
         #expect(parsed[1]["metadata"]?["error"] == "the tool failed")
     }
 
+    /// Escaping checks eight bytes at a time: a character that needs it must be found at any
+    /// offset, inside or after the first words, and next to multi-byte characters.
+    @Test func charactersNeedingEscapesAreFoundAtEveryOffset() throws {
+        let lines = LineCollector()
+        let logger = Logger(label: "x") { label in JSONLogHandler(label: label, sink: lines.sink) }
+        var expected: [String] = []
+        for special in ["\"", "\\", "\n", "\u{1}", "\u{1F}", "\u{7F}", "é"] {
+            for offset in 0..<40 {
+                let message = String(repeating: "a", count: offset) + special + String(repeating: "b", count: offset % 9)
+                expected.append(message)
+                logger.info("\(message)")
+            }
+        }
+        let parsed = try lines.parsed()
+        #expect(parsed.map { $0["message"]?.stringValue ?? "?" } == expected)
+    }
+
     @Test func controlCharactersAndNonASCIIAreWrittenAsValidJSON() throws {
         let lines = LineCollector()
         let logger = Logger(label: "x") { label in JSONLogHandler(label: label, sink: lines.sink) }
