@@ -24,6 +24,7 @@ let package = Package(
         .library(name: "ToolOpsCache", targets: ["ToolOpsCache"]),
         .library(name: "ToolOpsHealth", targets: ["ToolOpsHealth"]),
         .library(name: "ToolOpsObserve", targets: ["ToolOpsObserve"]),
+        .library(name: "ToolOpsAuth", targets: ["ToolOpsAuth"]),
         .library(name: "ToolOpsTelemetry", targets: ["ToolOpsTelemetry"]),
         .library(name: "ToolOpsRedis", targets: ["ToolOpsRedis"]),
         .library(name: "ToolOpsRedisBackend", targets: ["ToolOpsRedisBackend"]),
@@ -69,6 +70,10 @@ let package = Package(
         // Tracing, metrics and logs of tool calls on the ecosystem's APIs (no exporter, no bootstrap).
         .target(
             name: "ToolOpsObserve", dependencies: ["ToolOpsCore", "ToolOpsResilience", "ToolOpsCache", log, metrics, tracing],
+            swiftSettings: strict),
+        // Who is calling and may they: authenticators, RBAC, audit (jwt-kit joins for JWT).
+        .target(
+            name: "ToolOpsAuth", dependencies: ["ToolOpsCore", log, serviceContext, .product(name: "Crypto", package: "swift-crypto")],
             swiftSettings: strict),
         // The bootstrap: JSON logs, a Prometheus registry, OTLP/HTTP traces (swift-otel).
         .target(
@@ -153,6 +158,10 @@ let package = Package(
                 tracing, .product(name: "MetricsTestKit", package: "swift-metrics"),
                 .product(name: "InMemoryTracing", package: "swift-distributed-tracing"),
             ],
+            swiftSettings: strict),
+        .testTarget(
+            name: "ToolOpsAuthTests",
+            dependencies: ["ToolOpsAuth", "ToolOpsCore", "ToolOpsTesting", "ToolOpsTestSupport", log, serviceContext],
             swiftSettings: strict),
         .testTarget(
             name: "ToolOpsTelemetryTests",

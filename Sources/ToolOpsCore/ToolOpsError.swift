@@ -29,6 +29,14 @@ public struct ToolOpsError: Error, Sendable, CustomStringConvertible {
         public static let storeUnavailable = Code(name: "store_unavailable")
         /// The tool failed recently and the cache holds that failure (opt-in negative caching).
         public static let cachedFailure = Code(name: "cached_failure")
+        /// The caller could not be authenticated: no credentials, or credentials that are
+        /// invalid, expired, not yet valid or inactive (HTTP 401).
+        public static let unauthenticated = Code(name: "unauthenticated")
+        /// The caller is authenticated but not allowed to do this (HTTP 403).
+        public static let forbidden = Code(name: "forbidden")
+        /// Whoever vouches for credentials (a key store, a JWKS or introspection endpoint) could
+        /// not be asked: the credentials were neither accepted nor refused (HTTP 503).
+        public static let authenticationUnavailable = Code(name: "authentication_unavailable")
         public var description: String { name }
     }
 

@@ -19,6 +19,10 @@ public enum ToolOutcome: String, Sendable, CaseIterable, CustomStringConvertible
     case cached
     /// The caller went away (the task was cancelled) before the call ended.
     case cancelled
+    /// The caller could not be authenticated (or the authenticator could not be asked).
+    case unauthenticated
+    /// The caller was authenticated and refused.
+    case forbidden
 
     /// The outcome of a call that returned `result`.
     public init(result: ToolResult) {
@@ -44,6 +48,8 @@ public enum ToolOutcome: String, Sendable, CaseIterable, CustomStringConvertible
         case .bulkheadFull: self = .bulkheadFull
         case .timedOut: self = .timedOut
         case .cachedFailure: self = .cached
+        case .unauthenticated, .authenticationUnavailable: self = .unauthenticated
+        case .forbidden: self = .forbidden
         default: self = .error
         }
     }

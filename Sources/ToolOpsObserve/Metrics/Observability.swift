@@ -265,6 +265,8 @@ extension ToolOutcome {
         case .timedOut: 5
         case .cached: 6
         case .cancelled: 7
+        case .unauthenticated: 8
+        case .forbidden: 9
         }
     }
 }
