@@ -37,3 +37,4 @@ bench: deps
 	.build/release/toolops-bench breaker
 	.build/release/toolops-bench cache
 	.build/release/toolops-bench observe
+	.build/release/toolops-bench auth

@@ -114,7 +114,8 @@ let package = Package(
             name: "toolops-bench",
             dependencies: [
                 "ToolOpsCore", "ToolOpsRedis", "ToolOpsResilience", "ToolOpsCache", "ToolOpsRedisBackend", "ToolOpsTesting",
-                "ToolOpsObserve", "CHiredis", argumentParser, log, tracing, prometheus, lifecycle, .product(name: "OTel", package: "swift-otel"),
+                "ToolOpsObserve", "ToolOpsAuth", "CHiredis", argumentParser, log, tracing, prometheus, lifecycle,
+                .product(name: "OTel", package: "swift-otel"),
             ],
             path: "Benchmarks/toolops-bench",
             swiftSettings: strict),

@@ -33,7 +33,8 @@ public final class APIKeyAuthenticator: Authenticator {
     }
 
     struct Cached {
-        var digest: [UInt8]
+        var digest: DigestWords
+        var lookupID: String
         var identity: Identity
         var expiresAt: ClockInstant?
         var trustedUntil: ClockInstant
@@ -43,7 +44,10 @@ public final class APIKeyAuthenticator: Authenticator {
     let store: any APIKeyStore
     let hasher: APIKeyHasher
     let clock: any ToolOpsClock
-    private let cache = Mutex<[String: Cached]>([:])
+    /// The header's name as credentials store it.
+    let headerKey: String
+    /// Verified keys by their full digest (four words: no hex text, no allocation on the hot path).
+    private let cache = Mutex<[DigestWords: Cached]>([:])
 
     /// - Parameter clock: a wall clock (key expiries are wall-clock instants). Defaults to ``WallClock``.
     public init(store: any APIKeyStore, hasher: APIKeyHasher = .sha256, configuration: Configuration = .init(), clock: any ToolOpsClock = WallClock()) {
@@ -51,27 +55,28 @@ public final class APIKeyAuthenticator: Authenticator {
         self.hasher = hasher
         self.configuration = configuration
         self.clock = clock
+        self.headerKey = configuration.header.lowercased()
         if let memory = store as? MemoryAPIKeyStore {
             memory.onChange { [weak self] lookupID in self?.invalidate(lookupID: lookupID) }
         }
     }
 
     public func authenticate(_ credentials: AuthCredentials) async throws(AuthError) -> Identity? {
-        guard let raw = credentials[configuration.header] else { return nil }
-        let key = Substring(raw).trimmingCharacters(in: " \t")
-        if key.isEmpty { return nil }
-        guard key.utf8.count <= configuration.maximumKeyLength else {
+        guard let raw = credentials.headers[headerKey] else { return nil }
+        guard raw.utf8.count <= configuration.maximumKeyLength else {
             throw AuthError(.malformed, "API key longer than \(configuration.maximumKeyLength) bytes")
         }
-        let digest = hasher.digest(key)
-        let lookupID = APIKeyHasher.lookupID(digest)
+        let padded = raw.first == " " || raw.first == "\t" || raw.last == " " || raw.last == "\t"
+        let key = padded ? Substring(raw).trimmingCharacters(in: " \t") : raw
+        if key.isEmpty { return nil }
+        let words = hasher.digestWords(key)
         let now = clock.now
-        if let cached = cache.withLock({ $0[lookupID] }), now < cached.trustedUntil,
-            APIKeyHasher.constantTimeEquals(cached.digest, digest)
-        {
+        if let cached = cache.withLock({ $0[words] }), now < cached.trustedUntil, cached.digest.constantTimeEquals(words) {
             if let expiry = cached.expiresAt, now >= expiry { throw AuthError(.expired, "API key expired") }
             return cached.identity
         }
+        let digest = words.bytes
+        let lookupID = APIKeyHasher.lookupID(digest)
         let record: APIKeyRecord?
         do {
             record = try await store.record(lookupID: lookupID)
@@ -87,23 +92,25 @@ public final class APIKeyAuthenticator: Authenticator {
         let identity = Identity(
             principal: record.principal, tenant: record.tenant, roles: record.roles, scopes: record.scopes, method: .apiKey, claims: claims,
             expiresAt: record.expiresAt)
-        let entry = Cached(digest: digest, identity: identity, expiresAt: record.expiresAt, trustedUntil: now + configuration.cacheTTL)
+        let entry = Cached(digest: words, lookupID: lookupID, identity: identity, expiresAt: record.expiresAt, trustedUntil: now + configuration.cacheTTL)
         let maximum = configuration.maximumCachedKeys
         cache.withLock { cache in
-            if cache[lookupID] == nil && cache.count >= maximum {
+            if cache[words] == nil && cache.count >= maximum {
                 // Full: drop the entries past their trust first, else any one (they are only a cache).
                 let stale = cache.filter { now >= $0.value.trustedUntil }.map(\.key)
                 for key in stale { cache[key] = nil }
                 if cache.count >= maximum, let any = cache.keys.first { cache[any] = nil }
             }
-            cache[lookupID] = entry
+            cache[words] = entry
         }
         return identity
     }
 
     /// Drops the cached verdict for one key (its record changed or was revoked).
     public func invalidate(lookupID: String) {
-        _ = cache.withLock { $0.removeValue(forKey: lookupID) }
+        cache.withLock { cache in
+            for key in cache.keys where cache[key]?.lookupID == lookupID { cache[key] = nil }
+        }
     }
 
     /// Drops every cached verdict (the invalidation channel was lost: anything may have been missed).

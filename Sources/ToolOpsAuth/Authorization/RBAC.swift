@@ -1,3 +1,4 @@
+import Synchronization
 import ToolOpsCore
 
 /// Roles and what they may do, for ``RBACAuthorizer``.
@@ -32,6 +33,10 @@ public struct RBACPolicy: Sendable {
 
         func matches(_ tool: ToolID, _ action: String) -> Bool {
             (actions.isEmpty || actions.contains(action) || actions.contains("*")) && tools.matches(tool)
+        }
+
+        func matches(_ namespace: UnsafeBufferPointer<UInt8>, _ name: UnsafeBufferPointer<UInt8>, _ action: String) -> Bool {
+            tools.matches(namespace: namespace, name: name) && (actions.isEmpty || actions.contains(action) || actions.contains("*"))
         }
 
         public var description: String { actions.isEmpty ? tools.description : "\(tools) [\(actions.sorted().joined(separator: ","))]" }
@@ -128,6 +133,18 @@ public final class RBACAuthorizer: Authorizer {
     public let policy: RBACPolicy
     let compiled: [String: Compiled]
 
+    /// Decisions already made: the policy never changes, so they stay right. Bounded: tool
+    /// names can come from callers, and a full cache starts over.
+    private let decisions = Mutex<[DecisionKey: AuthorizationDecision]>([:])
+    static let maximumCachedDecisions = 4096
+
+    struct DecisionKey: Hashable {
+        var roles: [String]
+        var scopes: [String]
+        var tool: ToolID
+        var action: String
+    }
+
     public init(_ policy: RBACPolicy) {
         self.policy = policy
         var compiled: [String: Compiled] = [:]
@@ -158,20 +175,43 @@ public final class RBACAuthorizer: Authorizer {
 
     /// ``authorize(_:tool:action:)`` without suspending.
     public func decide(_ identity: Identity, tool: ToolID, action: String) -> AuthorizationDecision {
+        let key = DecisionKey(roles: identity.roles, scopes: identity.scopes, tool: tool, action: action)
+        if let known = decisions.withLock({ $0[key] }) { return known }
+        let decision = evaluate(identity, tool: tool, action: action)
+        decisions.withLock { decisions in
+            if decisions.count >= Self.maximumCachedDecisions { decisions.removeAll(keepingCapacity: true) }
+            decisions[key] = decision
+        }
+        return decision
+    }
+
+    /// The decision worked out from the rules, without the cache (for the benchmark's worst case).
+    package func evaluate(_ identity: Identity, tool: ToolID, action: String) -> AuthorizationDecision {
+        // The tool's segments are read as bytes once, for every rule.
+        var namespace = tool.namespace
+        var name = tool.name
+        return namespace.withUTF8 { namespace in
+            name.withUTF8 { name in decide(identity, namespace: namespace, name: name, action: action) }
+        }
+    }
+
+    private func decide(
+        _ identity: Identity, namespace: UnsafeBufferPointer<UInt8>, name: UnsafeBufferPointer<UInt8>, action: String
+    ) -> AuthorizationDecision {
         let roles = identity.roles.isEmpty ? (policy.defaultRole.map { [$0] } ?? []) : identity.roles
         var allowedBy: AuthorizationDecision.Reason?
         for role in roles {
             guard let entry = compiled[role] else { continue }
-            for (source, rule) in entry.deny where rule.matches(tool, action) {
+            for (source, rule) in entry.deny where rule.matches(namespace, name, action) {
                 return AuthorizationDecision(allowed: false, reason: .deniedByRole(source, rule))
             }
-            if allowedBy == nil, let (source, rule) = entry.allow.first(where: { $0.rule.matches(tool, action) }) {
+            if allowedBy == nil, let (source, rule) = entry.allow.first(where: { $0.rule.matches(namespace, name, action) }) {
                 allowedBy = .allowedByRole(source, rule)
             }
         }
         if let allowedBy { return AuthorizationDecision(allowed: true, reason: allowedBy) }
         for scope in identity.scopes {
-            if let rule = policy.scopes[scope]?.first(where: { $0.matches(tool, action) }) {
+            if let rule = policy.scopes[scope]?.first(where: { $0.matches(namespace, name, action) }) {
                 return AuthorizationDecision(allowed: true, reason: .allowedByScope(scope, rule))
             }
         }

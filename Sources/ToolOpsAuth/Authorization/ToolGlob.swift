@@ -28,33 +28,37 @@ public struct ToolGlob: Sendable, Hashable, CustomStringConvertible {
 
     public func matches(_ tool: ToolID) -> Bool {
         if everything { return true }
-        return Self.match(namespace, tool.namespace) && Self.match(name, tool.name)
+        var namespace = tool.namespace
+        var name = tool.name
+        return namespace.withUTF8 { namespace in name.withUTF8 { name in matches(namespace: namespace, name: name) } }
+    }
+
+    /// The match on a tool's segments as bytes (an authorizer reads them once for all its rules).
+    func matches(namespace text: UnsafeBufferPointer<UInt8>, name nameText: UnsafeBufferPointer<UInt8>) -> Bool {
+        everything || (Self.match(namespace, text) && Self.match(name, nameText))
     }
 
     /// Glob match of one segment; `*` matches any run (iterative, linear in practice).
-    static func match(_ pattern: [UInt8], _ text: String) -> Bool {
-        var text = text
-        return text.withUTF8 { text in
-            var p = 0, t = 0
-            var star = -1, resume = 0
-            while t < text.count {
-                if p < pattern.count && pattern[p] != UInt8(ascii: "*") && pattern[p] == text[t] {
-                    p += 1
-                    t += 1
-                } else if p < pattern.count && pattern[p] == UInt8(ascii: "*") {
-                    star = p
-                    p += 1
-                    resume = t
-                } else if star >= 0 {
-                    p = star + 1
-                    resume += 1
-                    t = resume
-                } else {
-                    return false
-                }
+    static func match(_ pattern: [UInt8], _ text: UnsafeBufferPointer<UInt8>) -> Bool {
+        var p = 0, t = 0
+        var star = -1, resume = 0
+        while t < text.count {
+            if p < pattern.count && pattern[p] != UInt8(ascii: "*") && pattern[p] == text[t] {
+                p += 1
+                t += 1
+            } else if p < pattern.count && pattern[p] == UInt8(ascii: "*") {
+                star = p
+                p += 1
+                resume = t
+            } else if star >= 0 {
+                p = star + 1
+                resume += 1
+                t = resume
+            } else {
+                return false
             }
-            while p < pattern.count && pattern[p] == UInt8(ascii: "*") { p += 1 }
-            return p == pattern.count
         }
+        while p < pattern.count && pattern[p] == UInt8(ascii: "*") { p += 1 }
+        return p == pattern.count
     }
 }

@@ -1,0 +1,73 @@
+import ArgumentParser
+import Foundation
+import ToolOpsAuth
+import ToolOpsCore
+
+/// `toolops-bench auth`: per-call cost of API-key authentication (a cached, verified key) and
+/// of RBAC decisions over a 50-role table, with the SHA-256 of the key alone as a reference
+/// (the floor of any scheme that does not keep keys in plain text).
+struct AuthBench: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "auth",
+        abstract: "Cached API-key authentication and RBAC decisions (50 roles), per call."
+    )
+
+    @Option(help: "Iterations per measurement.")
+    var iterations: Int = 500_000
+
+    @Option(help: "Rounds; the fastest is reported.")
+    var rounds: Int = 5
+
+    func run() async throws {
+        let key = "tk_live_0123456789abcdefghijklmnopqrstuv"
+        let hasher = APIKeyHasher.sha256
+        let peppered = try APIKeyHasher.hmacSHA256(pepper: Array(repeating: 42, count: 32))
+        let store = MemoryAPIKeyStore([
+            APIKeyRecord(id: "k", digest: hasher.digest(key), principal: "svc", tenant: "acme", roles: ["role-7"])
+        ])
+        let pepperedStore = MemoryAPIKeyStore([APIKeyRecord(id: "k", digest: peppered.digest(key), principal: "svc", roles: ["role-7"])])
+        let plain = APIKeyAuthenticator(store: store)
+        let withPepper = APIKeyAuthenticator(store: pepperedStore, hasher: peppered)
+        let credentials = AuthCredentials(headers: ["X-API-Key": key, "Accept": "application/json", "User-Agent": "bench"])
+        _ = try await plain.authenticate(credentials)
+        _ = try await withPepper.authenticate(credentials)
+
+        // 50 roles, each inheriting the previous one's, four rules each (one deny).
+        var roles: [String: RBACPolicy.Role] = [:]
+        for index in 0..<50 {
+            roles["role-\(index)"] = RBACPolicy.Role(
+                inherits: index > 0 ? ["role-\(index - 1)"] : [],
+                allow: [
+                    RBACPolicy.Rule(tools: try ToolGlob("ns\(index):*")), RBACPolicy.Rule(tools: try ToolGlob("*:get_\(index)_*")),
+                    RBACPolicy.Rule(tools: try ToolGlob("shared:tool_\(index)"), actions: ["call"]),
+                ],
+                deny: [RBACPolicy.Rule(tools: try ToolGlob("ns\(index):delete_*"))])
+        }
+        let rbac = RBACAuthorizer(try RBACPolicy(roles: roles))
+        let shallow = Identity(principal: "svc", roles: ["role-3"], method: .apiKey)
+        let deep = Identity(principal: "svc", roles: ["role-49"], method: .apiKey)
+        let tool = try ToolID("ns2:search")
+
+        say("\(iterations) iterations, best of \(rounds) rounds")
+        say("")
+        say(pad("operation", 58) + "ns/op")
+        func row(_ name: String, _ body: () async throws -> Void) async rethrows {
+            var best = Double.infinity
+            for _ in 0..<rounds {
+                let start = ContinuousClock.now
+                for _ in 0..<iterations { try await body() }
+                best = min(best, (ContinuousClock.now - start).secondsDouble * 1e9 / Double(iterations))
+            }
+            say(pad(name, 58) + String(format: "%.0f", best))
+        }
+        try await row("SHA-256 of the key alone (reference floor)") { _ = hasher.digest(key) }
+        try await row("API key, cached (SHA-256)") { _ = try await plain.authenticate(credentials) }
+        try await row("API key, cached (HMAC-SHA-256 with a pepper)") { _ = try await withPepper.authenticate(credentials) }
+        await row("RBAC, 50 roles, identity with 1 role (4 inherited)") { _ = rbac.decide(shallow, tool: tool, action: "call") }
+        await row("RBAC, 50 roles, identity with 1 role (50 inherited)") { _ = rbac.decide(deep, tool: tool, action: "call") }
+        let other = try ToolID("other:thing")
+        await row("RBAC, 50 roles, refused after every rule (50 inherited)") { _ = rbac.decide(deep, tool: other, action: "call") }
+        await row("RBAC uncached, 1 role (4 inherited)") { _ = rbac.evaluate(shallow, tool: tool, action: "call") }
+        await row("RBAC uncached, refused after every rule (50 inherited)") { _ = rbac.evaluate(deep, tool: other, action: "call") }
+    }
+}
