@@ -89,7 +89,7 @@ let package = Package(
         .target(name: "ToolOpsRedis", dependencies: ["CHiredis", "COpenSSL", log, lifecycle, metrics, tracing], swiftSettings: strict),
         .target(
             name: "ToolOpsRedisBackend",
-            dependencies: ["ToolOpsRedis", "ToolOpsCore", "ToolOpsResilience", "ToolOpsCache", "ToolOpsHealth", log, lifecycle],
+            dependencies: ["ToolOpsRedis", "ToolOpsCore", "ToolOpsResilience", "ToolOpsCache", "ToolOpsHealth", "ToolOpsAuth", log, lifecycle],
             swiftSettings: strict),
 
         // MARK: HTTP, the server, the executables
@@ -186,7 +186,7 @@ let package = Package(
         .testTarget(
             name: "ToolOpsRedisBackendTests",
             dependencies: [
-                "ToolOpsRedisBackend", "ToolOpsRedis", "ToolOpsResilience", "ToolOpsCache", "ToolOpsCore", "ToolOpsHealth",
+                "ToolOpsRedisBackend", "ToolOpsRedis", "ToolOpsResilience", "ToolOpsCache", "ToolOpsCore", "ToolOpsHealth", "ToolOpsAuth",
                 "ToolOpsTesting", "ToolOpsTestSupport", "toolops-test-probe", lifecycle, log,
             ],
             swiftSettings: strict),

@@ -44,6 +44,15 @@ public struct RedisKeySchema: Sendable, Hashable {
     /// Pub/sub channel of cache writes, invalidations and released fills.
     public var cacheEvents: String { "\(prefix):cache:events" }
 
+    /// An API key's record (canonical JSON, digest in hex — never the key), by its lookup id.
+    public func apiKey(_ lookupID: String) -> String { "\(prefix):ak:{\(lookupID)}" }
+
+    /// An API key's lookup id, by the key's operator-facing id (to revoke by id).
+    public func apiKeyID(_ id: String) -> String { "\(prefix):akid:{\(id)}" }
+
+    /// Pub/sub channel of API-key changes and revocations: the lookup id.
+    public var apiKeyEvents: String { "\(prefix):ak:events" }
+
     /// The live replicas: a sorted set of replica ids scored by registration expiry (ms, Redis time).
     public var membersIndex: String { "\(prefix):members:{replicas}" }
 

@@ -56,8 +56,10 @@ public final class APIKeyAuthenticator: Authenticator {
         self.configuration = configuration
         self.clock = clock
         self.headerKey = configuration.header.lowercased()
-        if let memory = store as? MemoryAPIKeyStore {
-            memory.onChange { [weak self] lookupID in self?.invalidate(lookupID: lookupID) }
+        if let source = store as? any APIKeyChangeSource {
+            source.onChange { [weak self] lookupID in
+                if let lookupID { self?.invalidate(lookupID: lookupID) } else { self?.invalidateAll() }
+            }
         }
     }
 

@@ -42,3 +42,10 @@ public protocol APIKeyStore: Sendable {
     @discardableResult
     func revoke(id: String) async throws -> Bool
 }
+
+/// A store that announces changes, so an authenticator can drop cached verdicts at once.
+public protocol APIKeyChangeSource: Sendable {
+    /// Calls `handler` with the lookup id of every record written or revoked from now on, and
+    /// with `nil` when changes may have been missed (a lost channel): drop everything then.
+    func onChange(_ handler: @escaping @Sendable (String?) -> Void)
+}

@@ -1,9 +1,9 @@
 import Synchronization
 
 /// API keys in this process.
-public final class MemoryAPIKeyStore: APIKeyStore {
+public final class MemoryAPIKeyStore: APIKeyStore, APIKeyChangeSource {
     private let records = Mutex<[String: APIKeyRecord]>([:])
-    private let revoked = Mutex<[@Sendable (String) -> Void]>([])
+    private let revoked = Mutex<[@Sendable (String?) -> Void]>([])
 
     public init(_ records: [APIKeyRecord] = []) {
         self.records.withLock { stored in for record in records { stored[record.lookupID] = record } }
@@ -31,7 +31,7 @@ public final class MemoryAPIKeyStore: APIKeyStore {
 
     /// Calls `handler` with the lookup id of every record replaced or revoked from now on
     /// (the authenticator drops its cached verdict).
-    public func onChange(_ handler: @escaping @Sendable (String) -> Void) {
+    public func onChange(_ handler: @escaping @Sendable (String?) -> Void) {
         revoked.withLock { $0.append(handler) }
     }
 

@@ -112,6 +112,14 @@ public final class RedisBackend: Service, Sendable {
     /// The cluster's replica registry.
     public func makeMembershipStore() -> RedisMembershipStore { RedisMembershipStore(client: client, keys: keys) }
 
+    /// API keys shared by every replica; ``run()`` follows its change channel, so a key revoked
+    /// on one replica is refused on every other within a pub/sub round trip.
+    public func makeAPIKeyStore() -> RedisAPIKeyStore {
+        let store = RedisAPIKeyStore(client: client, keys: keys)
+        schedule { try? await store.run() }
+        return store
+    }
+
     // MARK: fallback stores
 
     /// A Redis rate-limit store that falls back to `fallback` (or fails open or closed) while
