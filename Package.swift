@@ -73,7 +73,7 @@ let package = Package(
             swiftSettings: strict),
         // Who is calling and may they: authenticators, RBAC, audit (jwt-kit joins for JWT).
         .target(
-            name: "ToolOpsAuth", dependencies: ["ToolOpsCore", log, serviceContext, .product(name: "Crypto", package: "swift-crypto")],
+            name: "ToolOpsAuth", dependencies: ["ToolOpsCore", log, serviceContext, tracing, .product(name: "Crypto", package: "swift-crypto")],
             swiftSettings: strict),
         // The bootstrap: JSON logs, a Prometheus registry, OTLP/HTTP traces (swift-otel).
         .target(
@@ -108,7 +108,7 @@ let package = Package(
             swiftSettings: strict),
         .executableTarget(
             name: "toolops",
-            dependencies: ["ToolOpsServer", "ToolOpsTelemetry", "ToolOpsCore", "ToolOpsRedis", argumentParser, log],
+            dependencies: ["ToolOpsServer", "ToolOpsTelemetry", "ToolOpsCore", "ToolOpsRedis", "ToolOpsRedisBackend", argumentParser, log],
             swiftSettings: strict),
         .executableTarget(
             name: "toolops-bench",

@@ -53,6 +53,9 @@ public struct RedisKeySchema: Sendable, Hashable {
     /// Pub/sub channel of API-key changes and revocations: the lookup id.
     public var apiKeyEvents: String { "\(prefix):ak:events" }
 
+    /// The cluster's audit trail: a stream of authentication and authorization decisions.
+    public var audit: String { "\(prefix):audit" }
+
     /// The live replicas: a sorted set of replica ids scored by registration expiry (ms, Redis time).
     public var membersIndex: String { "\(prefix):members:{replicas}" }
 

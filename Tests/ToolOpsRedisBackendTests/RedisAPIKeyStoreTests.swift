@@ -1,3 +1,4 @@
+import ServiceContextModule
 import Testing
 import ToolOpsAuth
 import ToolOpsCore
@@ -79,6 +80,50 @@ struct RedisAPIKeyStoreTests {
                 #expect((error as? AuthError)?.reason == .providerUnavailable)
                 #expect(!"\(error)".contains(key))
             }
+        }
+    }
+
+    @Test func everyDecisionOfEveryReplicaLandsInOneCappedStream() async throws {
+        try await withRedisServer { server in
+            let clients = try (0..<2).map { _ in try RedisClient(url: server.url, logger: quietLogger) }
+            defer { clients.forEach { $0.shutdown() } }
+            let store = RedisAPIKeyStore(client: clients[0])
+            try await store.put(APIKeyRecord(id: "k", digest: APIKeyHasher.sha256.digest(key), principal: "svc", tenant: "acme", roles: ["reader"]))
+            let policy = try RBACPolicy(roles: ["reader": .init(allow: [.init("*:search")])])
+            let sinks = clients.map { RedisAuditSink(client: $0, maximumLength: 50) }
+            let pipelines = sinks.map { sink in
+                ToolPipeline(runner: ToolFunction { _ in ToolResult(.null) }) {
+                    AuthMiddleware(.init(authenticator: APIKeyAuthenticator(store: store), authorizer: RBACAuthorizer(policy), audit: sink))
+                }
+            }
+            func call(_ tool: String, _ presented: String) throws -> ToolCall {
+                var context = ServiceContext.topLevel
+                context.authCredentials = AuthCredentials(headers: ["X-API-Key": presented])
+                return ToolCall(tool: try ToolID(tool), context: context)
+            }
+            _ = try await pipelines[0].run(try call("web:search", key))
+            _ = try? await pipelines[1].run(try call("web:delete", key))
+            let wrong = "tk_live_wrong_wrong_wrong_wrong_0000"
+            _ = try? await pipelines[1].run(try call("web:search", wrong))
+
+            // Appends are not awaited: wait until the three are in.
+            #expect(await eventually { ((try? await sinks[0].last(10)) ?? []).count == 3 })
+            let entries = try await sinks[1].last(10)
+            #expect(entries.map { $0["decision"] } == ["deny", "deny", "allow"])
+            #expect(entries.map { $0["tool"] } == ["web:search", "web:delete", "web:search"])
+            #expect(entries[2]["principal"] == "svc" && entries[2]["tenant"] == "acme" && entries[2]["method"] == "api_key")
+            #expect(entries[0]["principal"] == nil && entries[0]["reason"]?.hasPrefix("invalid_credentials") == true)
+            #expect(entries.allSatisfy { $0["at"]?.hasSuffix("Z") == true && $0["call_id"] != nil })
+            let text = "\(entries)"
+            #expect(!text.contains(key) && !text.contains(wrong))
+
+            // The cap: far more decisions than MAXLEN leave about MAXLEN entries (`~` trims by node).
+            for _ in 0..<400 { _ = try await pipelines[0].run(try call("web:search", key)) }
+            #expect(await eventually {
+                guard case .integer(let length) = (try? await clients[0].send("XLEN", RedisKeySchema().audit)) ?? .null else { return false }
+                return length < 400
+            })
+            #expect(sinks.allSatisfy { $0.dropped == 0 })
         }
     }
 }

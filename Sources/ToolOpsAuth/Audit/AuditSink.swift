@@ -13,13 +13,16 @@ public struct AuditEntry: Sendable, Hashable {
     /// Why: the authorizer's reason, or the authentication failure.
     public var reason: String
     public var callID: String
+    /// The trace the call belongs to (W3C trace id), when it is traced.
+    public var traceID: String?
     /// Wall-clock time of the decision.
     public var at: ClockInstant
 
     public init(
         allowed: Bool, principal: String?, tenant: String?, method: Identity.Method?, tool: ToolID, action: String, reason: String,
-        callID: String, at: ClockInstant
+        callID: String, traceID: String? = nil, at: ClockInstant
     ) {
+        self.traceID = traceID
         self.allowed = allowed
         self.principal = principal
         self.tenant = tenant
@@ -35,6 +38,13 @@ public struct AuditEntry: Sendable, Hashable {
 /// Where decisions go. Called in the call's task (so a log line carries its trace ids); keep it quick.
 public protocol AuditSink: Sendable {
     func record(_ entry: AuditEntry)
+}
+
+/// Sends every entry to each of several sinks (the log and the cluster's stream, say).
+public struct MultiAuditSink: AuditSink {
+    public let sinks: [any AuditSink]
+    public init(_ sinks: [any AuditSink]) { self.sinks = sinks }
+    public func record(_ entry: AuditEntry) { for sink in sinks { sink.record(entry) } }
 }
 
 /// Audit entries as log lines (`toolops.audit`): allowed at `info`, refused at `warning`.

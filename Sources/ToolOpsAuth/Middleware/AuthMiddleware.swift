@@ -1,3 +1,5 @@
+import Tracing
+import ServiceContextModule
 import ToolOpsCore
 
 /// Authenticates the caller from the credentials the transport put in the call's context,
@@ -93,6 +95,20 @@ public struct AuthMiddleware: ToolMiddleware {
         sink.record(
             AuditEntry(
                 allowed: allowed, principal: identity?.principal, tenant: identity?.tenant ?? call.tenant, method: identity?.method, tool: call.tool,
-                action: configuration.action, reason: reason(), callID: call.id, at: clock.now))
+                action: configuration.action, reason: reason(), callID: call.id, traceID: Self.traceID(of: call.context), at: clock.now))
     }
+
+    /// The W3C trace id of `context`, as the bootstrapped instrument would propagate it.
+    static func traceID(of context: ServiceContext) -> String? {
+        var carrier: [String: String] = [:]
+        InstrumentationSystem.instrument.inject(context, into: &carrier, using: DictionaryInjector())
+        guard let parent = carrier["traceparent"] else { return nil }
+        let fields = parent.split(separator: "-")
+        guard fields.count >= 2, fields[1].count == 32 else { return nil }
+        return String(fields[1])
+    }
+}
+
+struct DictionaryInjector: Injector {
+    func inject(_ value: String, forKey key: String, into carrier: inout [String: String]) { carrier[key] = value }
 }
