@@ -44,6 +44,8 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
         // OTLP/HTTP export only (no gRPC); only ToolOpsTelemetry (and what embeds it) builds it.
         .package(url: "https://github.com/swift-otel/swift-otel.git", from: "1.6.0", traits: ["OTLPHTTP"]),
+        // JWT signatures (jwt-kit 5 needs swift-crypto 4).
+        .package(url: "https://github.com/vapor/jwt-kit.git", from: "5.7.1"),
         // SHA-256 for cache keys (BoringSSL's, with the CPU's SHA extensions where present).
         .package(url: "https://github.com/apple/swift-crypto.git", "3.12.3"..<"5.0.0"),
         // Only ToolOpsHTTP, ToolOpsServer and the executables depend on Hummingbird; the concern modules stay light.
@@ -73,7 +75,11 @@ let package = Package(
             swiftSettings: strict),
         // Who is calling and may they: authenticators, RBAC, audit (jwt-kit joins for JWT).
         .target(
-            name: "ToolOpsAuth", dependencies: ["ToolOpsCore", log, serviceContext, tracing, .product(name: "Crypto", package: "swift-crypto")],
+            name: "ToolOpsAuth",
+            dependencies: [
+                "ToolOpsCore", log, serviceContext, tracing, .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "JWTKit", package: "jwt-kit"),
+            ],
             swiftSettings: strict),
         // The bootstrap: JSON logs, a Prometheus registry, OTLP/HTTP traces (swift-otel).
         .target(
@@ -162,7 +168,11 @@ let package = Package(
             swiftSettings: strict),
         .testTarget(
             name: "ToolOpsAuthTests",
-            dependencies: ["ToolOpsAuth", "ToolOpsCore", "ToolOpsTesting", "ToolOpsTestSupport", log, serviceContext],
+            dependencies: [
+                "ToolOpsAuth", "ToolOpsCore", "ToolOpsTesting", "ToolOpsTestSupport", log, serviceContext,
+                .product(name: "JWTKit", package: "jwt-kit"), .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "_CryptoExtras", package: "swift-crypto"),
+            ],
             swiftSettings: strict),
         .testTarget(
             name: "ToolOpsTelemetryTests",
