@@ -121,6 +121,7 @@ let package = Package(
             dependencies: [
                 "ToolOpsCore", "ToolOpsRedis", "ToolOpsResilience", "ToolOpsCache", "ToolOpsRedisBackend", "ToolOpsTesting",
                 "ToolOpsObserve", "ToolOpsAuth", "CHiredis", argumentParser, log, tracing, prometheus, lifecycle,
+                .product(name: "JWTKit", package: "jwt-kit"),
                 .product(name: "OTel", package: "swift-otel"),
             ],
             path: "Benchmarks/toolops-bench",

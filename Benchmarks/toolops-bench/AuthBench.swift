@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import JWTKit
 import ToolOpsAuth
 import ToolOpsCore
 
@@ -65,9 +66,58 @@ struct AuthBench: AsyncParsableCommand {
         try await row("API key, cached (HMAC-SHA-256 with a pepper)") { _ = try await withPepper.authenticate(credentials) }
         await row("RBAC, 50 roles, identity with 1 role (4 inherited)") { _ = rbac.decide(shallow, tool: tool, action: "call") }
         await row("RBAC, 50 roles, identity with 1 role (50 inherited)") { _ = rbac.decide(deep, tool: tool, action: "call") }
+        // JWT: our authenticator (first verification of a token, and the same token again —
+        // a client reuses its token — served from the verified-token cache) against jwt-kit's
+        // own verification of the same token.
+        struct Claims: JWTPayload {
+            var sub = SubjectClaim(value: "user-1")
+            var iss = IssuerClaim(value: "https://issuer.example")
+            var exp = ExpirationClaim(value: Date().addingTimeInterval(3600))
+            func verify(using algorithm: some JWTAlgorithm) throws { try exp.verifyNotExpired() }
+        }
+        let signing = JWTKeyCollection()
+        let verifying = JWTKeyCollection()
+        let ec = ES256PrivateKey()
+        let rsa = try JWTKit.Insecure.RSA.PrivateKey(pem: try rsaPEM())
+        let hmac = HMACKey(from: Array(repeating: UInt8(5), count: 32))
+        await signing.add(ecdsa: ec, kid: "ec")
+        await signing.add(rsa: rsa, digestAlgorithm: .sha256, kid: "rs")
+        await signing.add(hmac: hmac, digestAlgorithm: .sha256, kid: "hs")
+        await verifying.add(ecdsa: ec.publicKey, kid: "ec")
+        await verifying.add(rsa: rsa.publicKey, digestAlgorithm: .sha256, kid: "rs")
+        await verifying.add(hmac: hmac, digestAlgorithm: .sha256, kid: "hs")
+        let jwt = try JWTAuthenticator(
+            keys: .init(verifying, ids: ["ec", "rs", "hs"]),
+            configuration: .init(algorithms: ["ES256", "RS256", "HS256"], issuers: ["https://issuer.example"]))
+        let uncachedJWT = try JWTAuthenticator(
+            keys: .init(verifying, ids: ["ec", "rs", "hs"]),
+            configuration: .init(algorithms: ["ES256", "RS256", "HS256"], issuers: ["https://issuer.example"], maximumCachedTokens: 0))
+        let jwtIterations = max(1, iterations / 50)
+        func jwtRow(_ name: String, _ body: () async throws -> Void) async rethrows {
+            var best = Double.infinity
+            for _ in 0..<rounds {
+                let start = ContinuousClock.now
+                for _ in 0..<jwtIterations { try await body() }
+                best = min(best, (ContinuousClock.now - start).secondsDouble * 1e9 / Double(jwtIterations))
+            }
+            say(pad(name, 58) + String(format: "%.0f", best))
+        }
+        for (alg, kid) in [("HS256", "hs"), ("RS256", "rs"), ("ES256", "ec")] {
+            let token = try await signing.sign(Claims(), kid: JWKIdentifier(string: kid))
+            let credentials = AuthCredentials(headers: ["Authorization": "Bearer \(token)"])
+            try await jwtRow("JWT \(alg), jwt-kit's bare verify (reference)") { _ = try await verifying.verify(token, as: Claims.self) }
+            try await jwtRow("JWT \(alg), ours, every token new (no cache)") { _ = try await uncachedJWT.authenticate(credentials) }
+            try await jwtRow("JWT \(alg), ours, token seen before (cache)") { _ = try await jwt.authenticate(credentials) }
+        }
+
         let other = try ToolID("other:thing")
         await row("RBAC, 50 roles, refused after every rule (50 inherited)") { _ = rbac.decide(deep, tool: other, action: "call") }
         await row("RBAC uncached, 1 role (4 inherited)") { _ = rbac.evaluate(shallow, tool: tool, action: "call") }
         await row("RBAC uncached, refused after every rule (50 inherited)") { _ = rbac.evaluate(deep, tool: other, action: "call") }
     }
+}
+
+/// A 2048-bit RSA key in PEM from openssl (installed by `make deps`).
+func rsaPEM() throws -> String {
+    try capture("/usr/bin/openssl", ["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"])
 }

@@ -39,7 +39,7 @@ public final class JWTAuthenticator: Authenticator {
         public var scopeClaim: String?
         /// Longer tokens are refused unread. Defaults to 16 KiB.
         public var maximumTokenLength: Int
-        /// Verified tokens cached at most. Defaults to 10,000.
+        /// Verified tokens cached at most (0: none). Defaults to 10,000.
         public var maximumCachedTokens: Int
 
         public init(
@@ -86,6 +86,8 @@ public final class JWTAuthenticator: Authenticator {
     let keys: Keys
     let clock: any ToolOpsClock
     private let cache = Mutex<[SHA256Digest: Cached]>([:])
+    /// Each configured key's algorithm, by key id ("" for the anonymous key).
+    private let keyAlgorithms = Mutex<[String: String]>([:])
 
     /// - Parameter clock: a wall clock (token times are Unix seconds). Defaults to ``WallClock``.
     public init(keys: Keys, configuration: Configuration = .init(), clock: any ToolOpsClock = WallClock()) throws(ToolOpsError) {
@@ -134,9 +136,16 @@ public final class JWTAuthenticator: Authenticator {
             guard keys.hasAnonymousKey else { throw AuthError(.invalidCredentials, "token has no key id") }
         }
         do {
-            let key = try await keys.collection.getKey(for: kid.map { JWKIdentifier(string: $0) }, alg: algorithm)
-            guard key.name == algorithm else {
-                throw AuthError(.invalidCredentials, "token algorithm \(algorithm) does not match its key's (\(key.name))")
+            // The key's algorithm, asked of the collection once per key id.
+            let slot = kid ?? ""
+            var keyAlgorithm = keyAlgorithms.withLock { $0[slot] }
+            if keyAlgorithm == nil {
+                let name = try await keys.collection.getKey(for: kid.map { JWKIdentifier(string: $0) }, alg: algorithm).name
+                keyAlgorithms.withLock { $0[slot] = name }
+                keyAlgorithm = name
+            }
+            guard keyAlgorithm == algorithm else {
+                throw AuthError(.invalidCredentials, "token algorithm \(algorithm) does not match its key's (\(keyAlgorithm ?? "?"))")
             }
             _ = try await keys.collection.verify(token, as: SignatureOnly.self)
         } catch let error as AuthError {
@@ -147,9 +156,12 @@ public final class JWTAuthenticator: Authenticator {
         let identity = try check(claims, now: now)
         let expiry = claims["exp"].flatMap(Self.seconds).map { $0 &* 1_000_000_000 }
         let maximum = configuration.maximumCachedTokens
-        cache.withLock { cache in
-            if cache.count >= maximum { cache.removeAll(keepingCapacity: true) }
-            cache[fingerprint] = Cached(identity: identity, expiresAt: expiry)
+        if maximum > 0 {
+            cache.withLock { cache in
+                // Full: start over (verified tokens are only a cache; each costs one verification to regain).
+                if cache.count >= maximum { cache.removeAll(keepingCapacity: true) }
+                cache[fingerprint] = Cached(identity: identity, expiresAt: expiry)
+            }
         }
         return identity
     }
