@@ -170,7 +170,7 @@ let package = Package(
         .testTarget(
             name: "ToolOpsAuthTests",
             dependencies: [
-                "ToolOpsAuth", "ToolOpsCore", "ToolOpsTesting", "ToolOpsTestSupport", log, serviceContext,
+                "ToolOpsAuth", "ToolOpsCore", "ToolOpsResilience", "ToolOpsTesting", "ToolOpsTestSupport", log, serviceContext,
                 .product(name: "JWTKit", package: "jwt-kit"), .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "_CryptoExtras", package: "swift-crypto"),
             ],
