@@ -46,6 +46,8 @@ let package = Package(
         .package(url: "https://github.com/swift-otel/swift-otel.git", from: "1.6.0", traits: ["OTLPHTTP"]),
         // JWT signatures (jwt-kit 5 needs swift-crypto 4).
         .package(url: "https://github.com/vapor/jwt-kit.git", from: "5.7.1"),
+        // JWKS fetching (already built for swift-otel's OTLP/HTTP exporter).
+        .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
         // SHA-256 for cache keys (BoringSSL's, with the CPU's SHA extensions where present).
         .package(url: "https://github.com/apple/swift-crypto.git", "3.12.3"..<"5.0.0"),
         // Only ToolOpsHTTP, ToolOpsServer and the executables depend on Hummingbird; the concern modules stay light.
@@ -78,7 +80,8 @@ let package = Package(
             name: "ToolOpsAuth",
             dependencies: [
                 "ToolOpsCore", log, serviceContext, tracing, .product(name: "Crypto", package: "swift-crypto"),
-                .product(name: "JWTKit", package: "jwt-kit"),
+                .product(name: "JWTKit", package: "jwt-kit"), .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOHTTP1", package: "swift-nio"),
             ],
             swiftSettings: strict),
         // The bootstrap: JSON logs, a Prometheus registry, OTLP/HTTP traces (swift-otel).
@@ -172,7 +175,7 @@ let package = Package(
             dependencies: [
                 "ToolOpsAuth", "ToolOpsCore", "ToolOpsResilience", "ToolOpsTesting", "ToolOpsTestSupport", log, serviceContext,
                 .product(name: "JWTKit", package: "jwt-kit"), .product(name: "Crypto", package: "swift-crypto"),
-                .product(name: "_CryptoExtras", package: "swift-crypto"),
+                .product(name: "_CryptoExtras", package: "swift-crypto"), hummingbird, .product(name: "NIOCore", package: "swift-nio"),
             ],
             swiftSettings: strict),
         .testTarget(

@@ -82,19 +82,33 @@ public final class JWTAuthenticator: Authenticator {
         var expiresAt: Int64?
     }
 
+    enum Source: Sendable {
+        case fixed(Keys)
+        case jwks(JWKSKeySource)
+    }
+
     public let configuration: Configuration
-    let keys: Keys
+    let source: Source
     let clock: any ToolOpsClock
     private let cache = Mutex<[SHA256Digest: Cached]>([:])
     /// Each configured key's algorithm, by key id ("" for the anonymous key).
     private let keyAlgorithms = Mutex<[String: String]>([:])
 
     /// - Parameter clock: a wall clock (token times are Unix seconds). Defaults to ``WallClock``.
-    public init(keys: Keys, configuration: Configuration = .init(), clock: any ToolOpsClock = WallClock()) throws(ToolOpsError) {
+    public convenience init(keys: Keys, configuration: Configuration = .init(), clock: any ToolOpsClock = WallClock()) throws(ToolOpsError) {
+        try self.init(source: .fixed(keys), configuration: configuration, clock: clock)
+    }
+
+    /// Keys from a JWKS endpoint (rotated, refreshed, served stale for a bounded time).
+    public convenience init(jwks: JWKSKeySource, configuration: Configuration = .init(), clock: any ToolOpsClock = WallClock()) throws(ToolOpsError) {
+        try self.init(source: .jwks(jwks), configuration: configuration, clock: clock)
+    }
+
+    init(source: Source, configuration: Configuration, clock: any ToolOpsClock) throws(ToolOpsError) {
         var configuration = configuration
         configuration.algorithms.remove("none")
         try requireAuthConfiguration(!configuration.algorithms.isEmpty, "a JWT authenticator needs at least one algorithm")
-        self.keys = keys
+        self.source = source
         self.configuration = configuration
         self.clock = clock
     }
@@ -130,6 +144,11 @@ public final class JWTAuthenticator: Authenticator {
             throw AuthError(.invalidCredentials, "token algorithm \(Self.clip(header["alg"]?.stringValue ?? "(none)")) is not allowed")
         }
         let kid = header["kid"]?.stringValue
+        let keys: Keys
+        switch source {
+        case .fixed(let fixed): keys = fixed
+        case .jwks(let jwks): keys = try await jwks.keys(for: kid)
+        }
         if let kid {
             guard keys.ids.contains(kid) else { throw AuthError(.invalidCredentials, "token signed with an unknown key id \(Self.clip(kid))") }
         } else {
@@ -137,11 +156,15 @@ public final class JWTAuthenticator: Authenticator {
         }
         do {
             // The key's algorithm, asked of the collection once per key id.
-            let slot = kid ?? ""
+            // Keyed by the collection too: a rotated key set may reuse an id.
+            let slot = "\(ObjectIdentifier(keys.collection).hashValue)/\(kid ?? "")"
             var keyAlgorithm = keyAlgorithms.withLock { $0[slot] }
             if keyAlgorithm == nil {
                 let name = try await keys.collection.getKey(for: kid.map { JWKIdentifier(string: $0) }, alg: algorithm).name
-                keyAlgorithms.withLock { $0[slot] = name }
+                keyAlgorithms.withLock { known in
+                    if known.count >= 1024 { known.removeAll() }  // rotated sets leave old entries behind
+                    known[slot] = name
+                }
                 keyAlgorithm = name
             }
             guard keyAlgorithm == algorithm else {
