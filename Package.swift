@@ -79,7 +79,7 @@ let package = Package(
         .target(
             name: "ToolOpsAuth",
             dependencies: [
-                "ToolOpsCore", log, serviceContext, tracing, .product(name: "Crypto", package: "swift-crypto"),
+                "ToolOpsCore", log, serviceContext, tracing, lifecycle, .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "JWTKit", package: "jwt-kit"), .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOHTTP1", package: "swift-nio"),
             ],
@@ -175,7 +175,7 @@ let package = Package(
             dependencies: [
                 "ToolOpsAuth", "ToolOpsCore", "ToolOpsResilience", "ToolOpsTesting", "ToolOpsTestSupport", log, serviceContext,
                 .product(name: "JWTKit", package: "jwt-kit"), .product(name: "Crypto", package: "swift-crypto"),
-                .product(name: "_CryptoExtras", package: "swift-crypto"), hummingbird, .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "_CryptoExtras", package: "swift-crypto"), hummingbird, lifecycle, .product(name: "NIOCore", package: "swift-nio"),
             ],
             swiftSettings: strict),
         .testTarget(

@@ -1,5 +1,6 @@
 import Foundation
 import Hummingbird
+import ServiceLifecycle
 import JWTKit
 import NIOCore
 import Synchronization
@@ -151,5 +152,26 @@ struct JWKSTests {
         let started = ContinuousClock.now
         await #expect(throws: AuthError.self) { try await slow.prefetch() }
         #expect(ContinuousClock.now - started < .seconds(3))
+    }
+
+    @Test func asAServiceItRefreshesInTheBackgroundUntilShutdown() async throws {
+        try await withServer { server, url in
+            let key = SigningKey(kid: "k1")
+            server.document.withLock { $0 = #"{"keys":[\#(key.jwk)]}"# }
+            let source = JWKSKeySource(.init(url: url, refreshInterval: .milliseconds(50)))
+            let group = ServiceGroup(services: [source], gracefulShutdownSignals: [], logger: quietLogger)
+            try await withThrowingTaskGroup(of: Void.self) { tasks in
+                tasks.addTask { try await group.run() }
+                // No token is verified: the fetches are the service's own.
+                #expect(await waitFor(seconds: 5) { server.requests.withLock { $0 } >= 3 } != nil)
+                await group.triggerGracefulShutdown()
+                try await tasks.waitForAll()
+            }
+            let after = server.requests.withLock { $0 }
+            try await Task.sleep(for: .milliseconds(200))
+            #expect(server.requests.withLock { $0 } == after)  // stopped with the group
+            let jwt = try JWTAuthenticator(jwks: source, configuration: configuration())
+            #expect(try await jwt.authenticate(bearer(try await key.sign(exp: now + 300))) != nil)
+        }
     }
 }

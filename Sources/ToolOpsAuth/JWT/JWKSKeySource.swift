@@ -3,6 +3,7 @@ import Foundation
 import JWTKit
 import NIOCore
 import NIOHTTP1
+import ServiceLifecycle
 import Synchronization
 import ToolOpsCore
 
@@ -20,7 +21,10 @@ import ToolOpsCore
 /// - Each fetch is bounded in time (``Configuration/timeout``) and size
 ///   (``Configuration/maximumBytes``); RSA, EC and EdDSA keys are read, keys without a `kid`
 ///   or of other types are skipped (an empty `kid` is never a wildcard).
-public final class JWKSKeySource: Sendable {
+///
+/// Run it as a `Service` (``run()``) to refresh the set in the background every
+/// ``Configuration/refreshInterval``, so no call waits for a scheduled refetch.
+public final class JWKSKeySource: Service {
     public struct Configuration: Sendable {
         /// The JWKS URL (https in production).
         public var url: String
@@ -70,6 +74,19 @@ public final class JWKSKeySource: Sendable {
     /// Fetches the set now (at start-up, so the first token does not wait); failures are thrown.
     public func prefetch() async throws(AuthError) {
         _ = try await refresh()
+    }
+
+    /// Refreshes the set every ``Configuration/refreshInterval`` (a failed refresh is retried at
+    /// the next tick; the set in hand keeps serving within ``Configuration/maximumStaleness``),
+    /// until graceful shutdown or cancellation.
+    public func run() async throws {
+        let interval = max(configuration.refreshInterval, .milliseconds(10))
+        await cancelWhenGracefulShutdown {
+            while !Task.isCancelled {
+                _ = try? await self.refresh()
+                do { try await Task.sleep(for: interval) } catch { return }
+            }
+        }
     }
 
     /// The keys to verify a token with `kid`.
