@@ -47,14 +47,7 @@ public struct APIKeyHasher: Sendable {
 
     /// The lookup id of a digest: its first 8 bytes in hex.
     public static func lookupID(_ digest: [UInt8]) -> String {
-        let hex = Array("0123456789abcdef".utf8)
-        var out: [UInt8] = []
-        out.reserveCapacity(16)
-        for byte in digest.prefix(8) {
-            out.append(hex[Int(byte >> 4)])
-            out.append(hex[Int(byte & 15)])
-        }
-        return String(decoding: out, as: UTF8.self)
+        APIKeyRecord.hex(Array(digest.prefix(8)))
     }
 
     /// Whether two digests are equal, in time that depends only on their length.

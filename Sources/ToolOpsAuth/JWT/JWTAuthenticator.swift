@@ -90,6 +90,9 @@ public final class JWTAuthenticator: Authenticator {
     public let configuration: Configuration
     let source: Source
     let clock: any ToolOpsClock
+    /// The leeway in nanoseconds, kept within half the `Int64` range so that adding it to a
+    /// token time cannot overflow.
+    let leeway: Int64
     private let cache = Mutex<[SHA256Digest: Cached]>([:])
     /// Each configured key's algorithm, by key id ("" for the anonymous key).
     private let keyAlgorithms = Mutex<[String: String]>([:])
@@ -111,6 +114,7 @@ public final class JWTAuthenticator: Authenticator {
         self.source = source
         self.configuration = configuration
         self.clock = clock
+        self.leeway = min(max(configuration.leeway.nanosecondsClamped, Int64.min / 2), Int64.max / 2)
     }
 
     public func authenticate(_ credentials: AuthCredentials) async throws(AuthError) -> Identity? {
@@ -121,7 +125,7 @@ public final class JWTAuthenticator: Authenticator {
         let now = clock.now.nanoseconds
         let fingerprint = SHA256.hash(data: Array(token.utf8))
         if let cached = cache.withLock({ $0[fingerprint] }) {
-            if let expiry = cached.expiresAt, now >= expiry + configuration.leeway.nanosecondsClamped {
+            if let expiry = cached.expiresAt, now >= expiry &+ leeway {
                 _ = cache.withLock { $0.removeValue(forKey: fingerprint) }
                 throw AuthError(.expired, "token expired")
             }
@@ -191,7 +195,6 @@ public final class JWTAuthenticator: Authenticator {
 
     /// The registered claims checked, the identity read.
     func check(_ claims: JSONValue, now: Int64) throws(AuthError) -> Identity {
-        let leeway = configuration.leeway.nanosecondsClamped
         if let exp = claims["exp"] {
             guard let seconds = Self.seconds(exp) else { throw AuthError(.malformed, "exp is not a number") }
             if now >= seconds &* 1_000_000_000 &+ leeway { throw AuthError(.expired, "token expired") }
@@ -288,13 +291,4 @@ enum Base64URL {
 
 func requireAuthConfiguration(_ condition: Bool, _ message: @autoclosure () -> String) throws(ToolOpsError) {
     if !condition { throw ToolOpsError(.invalidConfiguration, message()) }
-}
-
-extension Duration {
-    var nanosecondsClamped: Int64 {
-        let (seconds, attoseconds) = components
-        let (scaled, overflow) = seconds.multipliedReportingOverflow(by: 1_000_000_000)
-        if overflow { return seconds < 0 ? .min / 2 : .max / 2 }
-        return scaled &+ attoseconds / 1_000_000_000
-    }
 }

@@ -87,7 +87,7 @@ public struct ObserveMiddleware: ToolMiddleware {
     ) {
         let elapsed = ContinuousClock.now - start
         series.calls(outcome)?.increment()
-        series.duration.recordNanoseconds(elapsed.nanoseconds)
+        series.duration.recordNanoseconds(elapsed.nanosecondsClamped)
         if let span, span.isRecording {
             describe(call, outcome: outcome, on: span)
             if let error {
@@ -108,7 +108,7 @@ public struct ObserveMiddleware: ToolMiddleware {
         var metadata: Logger.Metadata = [
             "tool": .string(call.tool.description),
             "outcome": .string(outcome.rawValue),
-            "duration_ms": .stringConvertible(Double(elapsed.nanoseconds) / 1e6),
+            "duration_ms": .stringConvertible(elapsed.millisecondsDouble),
             "call_id": .string(call.id),
         ]
         if let tenant = call.tenant { metadata["tenant"] = .string(tenant) }
@@ -118,13 +118,6 @@ public struct ObserveMiddleware: ToolMiddleware {
             metadata["arguments"] = observability.configuration.redaction.redact(call.arguments).metadataValue
         }
         logger.log(level: level, "tool call", metadata: metadata)
-    }
-}
-
-extension Duration {
-    var nanoseconds: Int64 {
-        let (seconds, attoseconds) = components
-        return seconds &* 1_000_000_000 &+ attoseconds / 1_000_000_000
     }
 }
 

@@ -18,7 +18,7 @@ public final class RedisAuditSink: AuditSink {
     let keys: RedisKeySchema
     /// The stream's approximate length cap. Defaults to 100,000 entries.
     public let maximumLength: Int
-    private let losses = LossCounter()
+    private let losses = Atomic<Int>(0)
 
     public init(client: RedisClient, keys: RedisKeySchema = .init(), maximumLength: Int = 100_000) {
         self.client = client
@@ -43,11 +43,11 @@ public final class RedisAuditSink: AuditSink {
         field("reason", entry.reason)
         field("call_id", entry.callID)
         field("trace_id", entry.traceID)
-        if !client.sendUnawaited([RedisCommand("XADD", arguments: arguments)]) { losses.increment() }
+        if !client.sendUnawaited([RedisCommand("XADD", arguments: arguments)]) { losses.add(1, ordering: .relaxed) }
     }
 
     /// Entries that could not be queued (Redis unreachable, or its queue full).
-    public var dropped: Int { losses.value }
+    public var dropped: Int { losses.load(ordering: .relaxed) }
 
     /// The last `count` entries, newest first, as field → value dictionaries (for `toolops audit`).
     public func last(_ count: Int) async throws -> [[String: String]] {
@@ -65,11 +65,4 @@ public final class RedisAuditSink: AuditSink {
             return record
         }
     }
-}
-
-/// A thread-safe count.
-final class LossCounter: Sendable {
-    private let count = Mutex(0)
-    func increment() { count.withLock { $0 += 1 } }
-    var value: Int { count.withLock { $0 } }
 }
