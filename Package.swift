@@ -201,7 +201,7 @@ let package = Package(
             name: "ToolOpsRedisBackendTests",
             dependencies: [
                 "ToolOpsRedisBackend", "ToolOpsRedis", "ToolOpsResilience", "ToolOpsCache", "ToolOpsCore", "ToolOpsHealth", "ToolOpsAuth",
-                "ToolOpsTesting", "ToolOpsTestSupport", "toolops-test-probe", lifecycle, log,
+                "ToolOpsTesting", "ToolOpsTestSupport", "toolops-test-probe", lifecycle, log, .product(name: "JWTKit", package: "jwt-kit"),
             ],
             swiftSettings: strict),
         .testTarget(

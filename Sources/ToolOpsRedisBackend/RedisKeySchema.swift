@@ -53,6 +53,20 @@ public struct RedisKeySchema: Sendable, Hashable {
     /// Pub/sub channel of API-key changes and revocations: the lookup id.
     public var apiKeyEvents: String { "\(prefix):ak:events" }
 
+    /// The JWKS document last fetched from one endpoint (`url` = SHA-256 of its URL, hex): a hash
+    /// with `at` (fetch time, Unix ms) and `doc` (the bytes), expiring after the source's
+    /// maximum staleness.
+    public func jwksDocument(_ url: String) -> String { "\(prefix):jwks:{\(url)}" }
+
+    /// The right to fetch that endpoint (`SET NX PX` the refetch interval): one replica fetches
+    /// per interval, the others read the document it publishes.
+    public func jwksFetch(_ url: String) -> String { "\(prefix):jwks:{\(url)}:fetch" }
+
+    /// A token introspection result (RFC 7662), by the SHA-256 of the token (hex; never the
+    /// token): canonical JSON of the identity or of the refusal, `PX` no longer than the
+    /// token's `exp` (short for refusals).
+    public func introspection(_ tokenHash: String) -> String { "\(prefix):introspect:{\(tokenHash)}" }
+
     /// The cluster's audit trail: a stream of authentication and authorization decisions.
     public var audit: String { "\(prefix):audit" }
 

@@ -174,4 +174,45 @@ struct JWKSTests {
             #expect(try await jwt.authenticate(bearer(try await key.sign(exp: now + 300))) != nil)
         }
     }
+
+    @Test func replicasSharingAStoreFetchOncePerIntervalBetweenThem() async throws {
+        try await withServer { server, url in
+            let first = SigningKey(kid: "k1")
+            server.document.withLock { $0 = #"{"keys":[\#(first.jwk)]}"# }
+            let shared = MemoryJWKSDocumentStore()
+            let authenticators = try (0..<3).map { _ in
+                try JWTAuthenticator(
+                    jwks: JWKSKeySource(.init(url: url, minimumRefetchInterval: .milliseconds(300)), shared: shared), configuration: configuration())
+            }
+            for authenticator in authenticators { #expect(try await authenticator.authenticate(bearer(try await first.sign(exp: now + 300))) != nil) }
+            #expect(server.requests.withLock { $0 } == 1)  // one replica fetched, the others read its document
+
+            // A rotation seen by all three at once: one request between them.
+            try await Task.sleep(for: .milliseconds(350))
+            let second = SigningKey(kid: "k2")
+            server.document.withLock { $0 = #"{"keys":[\#(first.jwk),\#(second.jwk)]}"# }
+            let token = try await second.sign(exp: now + 300)
+            let accepted = try await withThrowingTaskGroup(of: Bool.self) { group in
+                for authenticator in authenticators { group.addTask { try await authenticator.authenticate(bearer(token)) != nil } }
+                return try await group.reduce(0) { $0 + ($1 ? 1 : 0) }
+            }
+            #expect(accepted == 3)
+            #expect(server.requests.withLock { $0 } == 2)
+
+            // Made-up kids on every replica, once the interval has passed: one request for the cluster.
+            try await Task.sleep(for: .milliseconds(350))
+            let forged = try await SigningKey(kid: "made-up").sign(exp: now + 300)
+            for authenticator in authenticators {
+                for _ in 0..<3 {
+                    do {
+                        _ = try await authenticator.authenticate(bearer(forged))
+                        Issue.record("an unknown kid must not verify")
+                    } catch {
+                        #expect((error as? AuthError)?.reason == .invalidCredentials)
+                    }
+                }
+            }
+            #expect(server.requests.withLock { $0 } == 3)
+        }
+    }
 }

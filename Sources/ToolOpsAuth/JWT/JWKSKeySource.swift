@@ -54,26 +54,48 @@ public final class JWKSKeySource: Service {
 
     struct State {
         var keys: JWTAuthenticator.Keys?
+        /// When the set in hand was fetched: locally (for its age) and on the wall clock (to
+        /// compare with documents other replicas published).
         var fetchedAt: ContinuousClock.Instant?
+        var fetchedAtWall: ClockInstant?
         var lastAttempt: ContinuousClock.Instant?
-        /// The fetch in progress, shared by every caller that needs it.
-        var inFlight: Task<JWTAuthenticator.Keys, any Error>?
+        /// Whether the last attempt to renew the set failed (an unknown `kid` is then undecidable).
+        var lastAttemptFailed = false
+        /// The refresh in progress, shared by every caller that needs it.
+        var inFlight: Task<Renewal, any Error>?
+    }
+
+    /// What a refresh brought: a set (fetched here or published by another replica), or nothing
+    /// new because another replica holds the right to fetch and published nothing in time.
+    enum Renewal: Sendable {
+        case renewed(JWTAuthenticator.Keys, fetchedAt: ClockInstant)
+        case unchanged
     }
 
     public let configuration: Configuration
     private let state = Mutex(State())
     let fetchDocument: @Sendable (Configuration) async throws -> [UInt8]
+    let shared: (any JWKSDocumentStore)?
+    let wallClock: any ToolOpsClock
 
-    /// - Parameter fetch: how the document is fetched; defaults to an HTTP GET with
-    ///   AsyncHTTPClient's shared client (tests may pass their own).
-    public init(_ configuration: Configuration, fetch: (@Sendable (Configuration) async throws -> [UInt8])? = nil) {
+    /// - Parameters:
+    ///   - shared: where the replicas share fetched documents and the right to fetch
+    ///     (`RedisBackend.makeJWKSDocumentStore()`); `nil` fetches on this replica's own budget.
+    ///   - fetch: how the document is fetched; defaults to an HTTP GET with AsyncHTTPClient's
+    ///     shared client (tests may pass their own).
+    public init(
+        _ configuration: Configuration, shared: (any JWKSDocumentStore)? = nil, wallClock: any ToolOpsClock = WallClock(),
+        fetch: (@Sendable (Configuration) async throws -> [UInt8])? = nil
+    ) {
         self.configuration = configuration
+        self.shared = shared
+        self.wallClock = wallClock
         self.fetchDocument = fetch ?? Self.httpGet
     }
 
     /// Fetches the set now (at start-up, so the first token does not wait); failures are thrown.
     public func prefetch() async throws(AuthError) {
-        _ = try await refresh()
+        _ = try await refresh(for: nil)
     }
 
     /// Refreshes the set every ``Configuration/refreshInterval`` (a failed refresh is retried at
@@ -83,7 +105,7 @@ public final class JWKSKeySource: Service {
         let interval = max(configuration.refreshInterval, .milliseconds(10))
         await cancelWhenGracefulShutdown {
             while !Task.isCancelled {
-                _ = try? await self.refresh()
+                _ = try? await self.refresh(for: nil)
                 do { try await Task.sleep(for: interval) } catch { return }
             }
         }
@@ -92,46 +114,122 @@ public final class JWKSKeySource: Service {
     /// The keys to verify a token with `kid`.
     func keys(for kid: String?) async throws(AuthError) -> JWTAuthenticator.Keys {
         let now = ContinuousClock.now
-        let (current, fetchedAt, lastAttempt) = state.withLock { ($0.keys, $0.fetchedAt, $0.lastAttempt) }
+        let (current, fetchedAt, lastAttempt, lastFailed) = state.withLock { ($0.keys, $0.fetchedAt, $0.lastAttempt, $0.lastAttemptFailed) }
         let fresh = fetchedAt.map { now - $0 < configuration.refreshInterval } ?? false
         let known = kid.map { current?.ids.contains($0) ?? false } ?? (current?.hasAnonymousKey ?? false)
         if let current, fresh, known { return current }
+        let withinStaleness = fetchedAt.map { now - $0 < configuration.maximumStaleness } ?? false
         let mayRefetch = lastAttempt.map { now - $0 >= configuration.minimumRefetchInterval } ?? true
-        if let current, fresh, !mayRefetch { return current }  // unknown kid, refetched lately: refused by the caller
+        if let current, !mayRefetch, withinStaleness {
+            // Renewed (or tried) lately: no new request until the interval has passed.
+            if !known, lastFailed { throw AuthError(.providerUnavailable, "token key id unknown and the JWKS endpoint cannot be reached") }
+            return current  // an unknown kid is refused by the caller
+        }
         do {
-            return try await refresh()
+            return try await refresh(for: kid)
         } catch {
-            guard let current, let fetchedAt, now - fetchedAt < configuration.maximumStaleness else { throw error }
+            guard let current, withinStaleness else { throw error }
             if !known { throw AuthError(.providerUnavailable, "token key id unknown and the JWKS endpoint cannot be reached") }
             return current
         }
     }
 
-    /// One fetch shared by every caller waiting for it.
-    private func refresh() async throws(AuthError) -> JWTAuthenticator.Keys {
-        let task = state.withLock { state -> Task<JWTAuthenticator.Keys, any Error> in
+    /// One refresh shared by every caller waiting for it.
+    private func refresh(for kid: String?) async throws(AuthError) -> JWTAuthenticator.Keys {
+        let task = state.withLock { state -> Task<Renewal, any Error> in
             if let running = state.inFlight { return running }
             state.lastAttempt = .now
-            let configuration = configuration
-            let fetch = fetchDocument
-            // Awaited by every caller below; it ends with the fetch's own timeout.
-            let running = Task { try await Self.load(try await fetch(configuration), maximumBytes: configuration.maximumBytes) }
+            let since = state.fetchedAtWall
+            // Awaited by every caller below; it ends within the fetch's own timeout (twice
+            // that when it waits for another replica's fetch first).
+            let running = Task { try await self.renew(for: kid, newerThan: since) }
             state.inFlight = running
             return running
         }
         let result = await task.result
-        state.withLock { state in
+        let keys = state.withLock { state -> JWTAuthenticator.Keys? in
             if state.inFlight == task { state.inFlight = nil }
-            if case .success(let keys) = result {
+            switch result {
+            case .success(.renewed(let keys, let fetchedAt)):
                 state.keys = keys
-                state.fetchedAt = .now
+                state.fetchedAtWall = fetchedAt
+                // The local age of the set: as old as the document, not as old as our copy.
+                state.fetchedAt = .now - max(.zero, wallClock.now - fetchedAt)
+                state.lastAttemptFailed = false
+                return keys
+            case .success(.unchanged):
+                return state.keys
+            case .failure:
+                state.lastAttemptFailed = true
+                return nil
             }
         }
         switch result {
-        case .success(let keys): return keys
+        case .success:
+            guard let keys else { throw AuthError(.providerUnavailable, "another replica is fetching the JWKS document") }
+            return keys
         case .failure(let error as AuthError): throw error
         case .failure(let error): throw AuthError(.providerUnavailable, "the JWKS endpoint could not be read: \(error)")
         }
+    }
+
+    /// The cluster's document when it is newer than ours and serves (`kid` known; for a
+    /// scheduled refresh, younger than the refresh interval); else a fetch — by this replica
+    /// only if it wins the right to fetch, or else the document of the replica that won (read
+    /// at once when it is already published, waited for up to the fetch timeout when not).
+    /// A shared store that fails is passed by: the fetch is then this replica's own, within its
+    /// local budget.
+    private func renew(for kid: String?, newerThan since: ClockInstant?) async throws -> Renewal {
+        guard let shared else { return try await fetch().renewal }
+        let url = configuration.url
+        var candidate: Renewal?
+        do {
+            let published = try await shared.latest(url: url)
+            if let published, since.map({ published.fetchedAt > $0 }) ?? true,
+                let keys = try? await Self.load(published.bytes, maximumBytes: configuration.maximumBytes)
+            {
+                let age = wallClock.now - published.fetchedAt
+                if let kid, keys.ids.contains(kid) { return .renewed(keys, fetchedAt: published.fetchedAt) }
+                if kid == nil, age < configuration.refreshInterval { return .renewed(keys, fetchedAt: published.fetchedAt) }
+                // Fetched within the refetch interval: what the holder of the right to fetch found.
+                if age < configuration.minimumRefetchInterval { candidate = .renewed(keys, fetchedAt: published.fetchedAt) }
+            }
+            guard try await shared.claimFetch(url: url, for: max(configuration.minimumRefetchInterval, .milliseconds(1))) else {
+                if let candidate { return candidate }
+                return try await awaitPublication(after: published?.fetchedAt ?? since, from: shared)
+            }
+        } catch let error as AuthError {
+            throw error
+        } catch is CancellationError {
+            throw CancellationError()
+        } catch {
+            return try await fetch().renewal  // the store is down: this replica's own fetch
+        }
+        let fetched = try await fetch()
+        // Shared on a best-effort basis: the others fetch for themselves if it does not arrive.
+        try? await shared.publish(fetched.document, url: url, keepFor: configuration.maximumStaleness)
+        return fetched.renewal
+    }
+
+    /// Polls the shared store for the document of the replica that holds the right to fetch.
+    private func awaitPublication(after seen: ClockInstant?, from shared: any JWKSDocumentStore) async throws -> Renewal {
+        let deadline = ContinuousClock.now + configuration.timeout
+        while ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(20))
+            if let published = try await shared.latest(url: configuration.url), seen.map({ published.fetchedAt > $0 }) ?? true {
+                let keys = try await Self.load(published.bytes, maximumBytes: configuration.maximumBytes)
+                return .renewed(keys, fetchedAt: published.fetchedAt)
+            }
+        }
+        return .unchanged
+    }
+
+    /// A fetch from the endpoint: the keys, and the document to share.
+    private func fetch() async throws -> (renewal: Renewal, document: JWKSDocument) {
+        let bytes = try await fetchDocument(configuration)
+        let keys = try await Self.load(bytes, maximumBytes: configuration.maximumBytes)
+        let document = JWKSDocument(bytes: bytes, fetchedAt: wallClock.now)
+        return (.renewed(keys, fetchedAt: document.fetchedAt), document)
     }
 
     /// The usable keys of a document.

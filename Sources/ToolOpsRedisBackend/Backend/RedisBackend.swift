@@ -120,6 +120,14 @@ public final class RedisBackend: Service, Sendable {
         return store
     }
 
+    /// JWKS documents and the right to fetch them, shared by the replicas: pass it to
+    /// `JWKSKeySource(_:shared:)` so the cluster fetches an endpoint once per interval.
+    public func makeJWKSDocumentStore() -> RedisJWKSDocumentStore { RedisJWKSDocumentStore(client: client, keys: keys) }
+
+    /// Token introspection verdicts shared by the replicas: pass it to
+    /// `IntrospectionAuthenticator(_:cache:)`.
+    public func makeIntrospectionCache() -> RedisIntrospectionCache { RedisIntrospectionCache(client: client, keys: keys) }
+
     // MARK: fallback stores
 
     /// A Redis rate-limit store that falls back to `fallback` (or fails open or closed) while
