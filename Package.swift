@@ -53,6 +53,7 @@ let package = Package(
         // Only ToolOpsHTTP, ToolOpsServer and the executables depend on Hummingbird; the concern modules stay light.
         .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1", traits: []),
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-http-types.git", from: "1.8.0"),
     ],
     targets: [
         // MARK: system libraries
@@ -105,13 +106,16 @@ let package = Package(
 
         .target(
             name: "ToolOpsHTTP",
-            dependencies: ["ToolOpsCore", "ToolOpsHealth", hummingbird, .product(name: "NIOCore", package: "swift-nio"), log, prometheus],
+            dependencies: [
+                "ToolOpsCore", "ToolOpsHealth", "ToolOpsAuth", "ToolOpsResilience", hummingbird, .product(name: "NIOCore", package: "swift-nio"), log,
+                prometheus, tracing, serviceContext, .product(name: "HTTPTypes", package: "swift-http-types"),
+            ],
             swiftSettings: strict),
         .target(
             name: "ToolOpsServer",
             dependencies: [
-                "ToolOpsCore", "ToolOpsHealth", "ToolOpsRedis", "ToolOpsRedisBackend", "ToolOpsHTTP", "ToolOpsTelemetry", hummingbird, lifecycle,
-                log,
+                "ToolOpsCore", "ToolOpsHealth", "ToolOpsRedis", "ToolOpsRedisBackend", "ToolOpsHTTP", "ToolOpsTelemetry", "ToolOpsAuth",
+                "ToolOpsResilience", "ToolOpsCache", "ToolOpsObserve", hummingbird, lifecycle, log, metrics,
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
             ],
             swiftSettings: strict),
@@ -215,7 +219,7 @@ let package = Package(
             name: "ToolOpsServerTests",
             dependencies: [
                 "ToolOpsServer", "ToolOpsRedisBackend", "ToolOpsRedis", "ToolOpsHealth", "ToolOpsCore", "ToolOpsTesting",
-                "ToolOpsTestSupport", "toolops", lifecycle, log,
+                "ToolOpsTestSupport", "ToolOpsAuth", "toolops", lifecycle, log, .product(name: "Crypto", package: "swift-crypto"),
             ],
             swiftSettings: strict),
     ],

@@ -10,7 +10,8 @@
 public struct ToolOpsError: Error, Sendable, CustomStringConvertible {
     /// What went wrong, as an extensible set of codes.
     public struct Code: Hashable, Sendable, CustomStringConvertible {
-        let name: String
+        let rawName: String
+        init(name: String) { self.rawName = name }
         /// Arguments, tool id or configuration were malformed.
         public static let invalidInput = Code(name: "invalid_input")
         /// A rate limit refused the call; ``ToolOpsError/retryAfter`` says when to try again.
@@ -37,6 +38,13 @@ public struct ToolOpsError: Error, Sendable, CustomStringConvertible {
         /// Whoever vouches for credentials (a key store, a JWKS or introspection endpoint) could
         /// not be asked: the credentials were neither accepted nor refused (HTTP 503).
         public static let authenticationUnavailable = Code(name: "authentication_unavailable")
+        /// No tool is registered under the id (HTTP 404).
+        public static let toolNotFound = Code(name: "tool_not_found")
+        /// The tool itself failed (its error is ``ToolOpsError/underlying``; HTTP 502).
+        public static let toolFailed = Code(name: "tool_failed")
+        /// The code's name, stable across releases (`rate_limited`, `circuit_open`, …): what
+        /// clients match on.
+        public var name: String { rawName }
         public var description: String { name }
     }
 

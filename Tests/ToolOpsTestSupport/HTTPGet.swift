@@ -6,6 +6,15 @@ import Glibc
 /// A minimal HTTP/1.1 GET against 127.0.0.1 (`Connection: close`, read to EOF, chunked bodies
 /// decoded): enough to ask our own server or a local Prometheus without an HTTP client.
 public func httpGet(port: Int, _ path: String) throws -> (status: Int, body: String) {
+    let response = try httpRequest(port: port, "GET", path)
+    return (response.status, response.body)
+}
+
+/// One HTTP/1.1 request over a fresh loopback connection (blocking, 5 s receive timeout);
+/// header names in the answer are lower-cased.
+public func httpRequest(
+    port: Int, _ method: String, _ path: String, headers: [String: String] = [:], body: String? = nil
+) throws -> (status: Int, headers: [String: String], body: String) {
     let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
     guard fd >= 0 else { throw TestFailure("socket failed") }
     defer { close(fd) }
@@ -19,8 +28,17 @@ public func httpGet(port: Int, _ path: String) throws -> (status: Int, body: Str
         $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
     }
     guard connected == 0 else { throw TestFailure("cannot connect to port \(port)") }
-    let request = Array("GET \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".utf8)
-    guard send(fd, request, request.count, 0) == request.count else { throw TestFailure("send failed") }
+    var head = "\(method) \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+    for (name, value) in headers { head += "\(name): \(value)\r\n" }
+    let payload = Array((body ?? "").utf8)
+    if body != nil { head += "Content-Length: \(payload.count)\r\n" }
+    let request = Array((head + "\r\n").utf8) + payload
+    var sent = 0
+    while sent < request.count {
+        let count = request[sent...].withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+        if count <= 0 { break }  // the server may answer (413) and close before reading it all
+        sent += count
+    }
     var response: [UInt8] = []
     var buffer = [UInt8](repeating: 0, count: 16 * 1024)
     while true {
@@ -32,10 +50,14 @@ public func httpGet(port: Int, _ path: String) throws -> (status: Int, body: Str
     guard let headerEnd = text.range(of: "\r\n\r\n"), let status = Int(text.split(separator: " ").dropFirst().first ?? "") else {
         throw TestFailure("malformed HTTP response: \(text)")
     }
-    let headers = text[..<headerEnd.lowerBound].lowercased()
-    var body = String(text[headerEnd.upperBound...])
-    if headers.contains("transfer-encoding: chunked") { body = try dechunked(body) }
-    return (status, body)
+    var fields: [String: String] = [:]
+    for line in text[..<headerEnd.lowerBound].split(separator: "\r\n").dropFirst() {
+        guard let colon = line.firstIndex(of: ":") else { continue }
+        fields[line[..<colon].lowercased()] = line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces)
+    }
+    var responseBody = String(text[headerEnd.upperBound...])
+    if fields["transfer-encoding"]?.lowercased() == "chunked" { responseBody = try dechunked(responseBody) }
+    return (status, fields, responseBody)
 }
 
 /// The body of a chunked transfer encoding.
@@ -53,4 +75,17 @@ private func dechunked(_ text: String) throws -> String {
         bytes = bytes.dropFirst(size + 2)
     }
     return String(decoding: out, as: UTF8.self)
+}
+
+/// ``httpRequest(port:_:_:headers:body:)`` on a thread of its own, so a test waiting for the
+/// answer does not hold one of the few cooperative threads the server under test needs.
+public func http(
+    port: Int, _ method: String, _ path: String, headers: [String: String] = [:], body: String? = nil
+) async throws -> (status: Int, headers: [String: String], body: String) {
+    try await withCheckedThrowingContinuation { continuation in
+        let thread = Thread {
+            continuation.resume(with: Result { try httpRequest(port: port, method, path, headers: headers, body: body) })
+        }
+        thread.start()
+    }
 }

@@ -120,10 +120,13 @@ public final class JWKSKeySource: Service {
         if let current, fresh, known { return current }
         let withinStaleness = fetchedAt.map { now - $0 < configuration.maximumStaleness } ?? false
         let mayRefetch = lastAttempt.map { now - $0 >= configuration.minimumRefetchInterval } ?? true
-        if let current, !mayRefetch, withinStaleness {
+        if !mayRefetch {
             // Renewed (or tried) lately: no new request until the interval has passed.
-            if !known, lastFailed { throw AuthError(.providerUnavailable, "token key id unknown and the JWKS endpoint cannot be reached") }
-            return current  // an unknown kid is refused by the caller
+            if let current, withinStaleness {
+                if !known, lastFailed { throw AuthError(.providerUnavailable, "token key id unknown and the JWKS endpoint cannot be reached") }
+                return current  // an unknown kid is refused by the caller
+            }
+            if current == nil, lastFailed { throw AuthError(.providerUnavailable, "the JWKS endpoint could not be read lately") }
         }
         do {
             return try await refresh(for: kid)

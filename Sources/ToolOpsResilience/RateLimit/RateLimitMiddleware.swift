@@ -199,7 +199,17 @@ public struct RateLimitMiddleware: ToolMiddleware {
     func refuse(_ call: ToolCall, _ request: RateLimitRequest, _ decision: RateLimitDecision, shadow: Bool) throws {
         configuration.observer?(.rateLimited(tool: call.tool, key: request.key, decision: decision, shadow: shadow))
         if !shadow {
-            throw ToolOpsError(.rateLimited, "rate limit \(request.limit) exceeded for \(request.key)", retryAfter: decision.retryAfter)
+            throw ToolOpsError(
+                .rateLimited, "rate limit \(request.limit) exceeded for \(request.key)", retryAfter: decision.retryAfter,
+                underlying: RateLimitRefusal(limit: request.limit, decision: decision))
         }
     }
+}
+
+/// What a refused call is told about the limit that refused it: the
+/// ``ToolOpsError/underlying`` of a ``ToolOpsError/Code/rateLimited`` error, from which the HTTP
+/// layer writes `RateLimit-Limit`, `RateLimit-Remaining` and `RateLimit-Reset`.
+public struct RateLimitRefusal: Error, Sendable, Hashable {
+    public var limit: RateLimit
+    public var decision: RateLimitDecision
 }
