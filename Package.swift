@@ -219,7 +219,7 @@ let package = Package(
             name: "ToolOpsServerTests",
             dependencies: [
                 "ToolOpsServer", "ToolOpsRedisBackend", "ToolOpsRedis", "ToolOpsHealth", "ToolOpsCore", "ToolOpsTesting",
-                "ToolOpsTestSupport", "ToolOpsAuth", "toolops", lifecycle, log, .product(name: "Crypto", package: "swift-crypto"),
+                "ToolOpsTestSupport", "ToolOpsAuth", "ToolOpsResilience", "toolops", lifecycle, log, .product(name: "Crypto", package: "swift-crypto"),
             ],
             swiftSettings: strict),
     ],

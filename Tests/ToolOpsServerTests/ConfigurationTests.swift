@@ -73,6 +73,7 @@ struct ConfigurationTests {
             (#"{"server":{"port":"eighty"}}"#, [:], [], ["server.port", "expected an integer"]),
             (nil, ["TOOLOPS_SERVER_PORT": "70000"], [], ["server.port", "TOOLOPS_SERVER_PORT", "0…65535"]),
             (#"{"policies":{"timeout":"soon"}}"#, [:], [], ["policies.timeout", "duration"]),
+            (#"{"state":{"backend":"redis","redis":{"url":"redis://h:1"}},"policies":{"circuitBreaker":{"window":50}}}"#, [:], [], ["window must be a duration with the Redis backend"]),
             (#"{"state":{"backend":"mongo"}}"#, [:], [], ["state.backend", "memory, file, redis"]),
             (#"{"state":{"backend":"redis"}}"#, [:], [], ["state.redis.url is required"]),
             (#"{"state":{"backend":"redis","redis":{"url":"http://x"}}}"#, [:], [], ["state.redis.url"]),

@@ -4,6 +4,7 @@ import Logging
 import ServiceLifecycle
 import Testing
 import ToolOpsCore
+import ToolOpsResilience
 import ToolOpsServer
 import ToolOpsTestSupport
 import ToolOpsTesting
@@ -96,7 +97,7 @@ struct ToolEndpointTests {
             configuration.policies.rateLimitRules = [.init(tools: "demo:echo", rate: 2, per: .seconds(10), burst: 2)]
             configuration.policies.breakerEnabled = true
             configuration.policies.breakerMinimumCalls = 3
-            configuration.policies.breakerWindow = 10
+            configuration.policies.breakerWindow = .count(10)
             configuration.policies.breakerOpenDuration = .seconds(30)
             configuration.policies.timeout = .milliseconds(200)
         }) { port, _ in

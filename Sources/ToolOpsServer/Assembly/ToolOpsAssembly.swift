@@ -198,8 +198,8 @@ public struct ToolOpsAssembly: Sendable {
         // Circuit breaker.
         if policies.breakerEnabled {
             let policy = try CircuitBreakerPolicy(
-                window: .count(policies.breakerWindow), failureRateThreshold: policies.breakerFailureRate,
-                minimumCalls: min(policies.breakerMinimumCalls, policies.breakerWindow), openDuration: policies.breakerOpenDuration)
+                window: policies.breakerWindow, failureRateThreshold: policies.breakerFailureRate,
+                minimumCalls: min(policies.breakerMinimumCalls, policies.breakerWindow.count ?? Int.max), openDuration: policies.breakerOpenDuration)
             let store: any CircuitBreakerStore
             switch configuration.backend {
             case .memory:

@@ -4,6 +4,7 @@ import ToolOpsAuth
 import ToolOpsCore
 import ToolOpsHealth
 import ToolOpsRedis
+import ToolOpsResilience
 
 extension ToolOpsConfiguration {
     /// Reads and checks every key; unknown keys are errors.
@@ -120,7 +121,20 @@ extension ToolOpsConfiguration {
             policies.breakerEnabled = try breaker.bool("enabled", default: true)
             policies.breakerFailureRate = try breaker.double("failureRate", in: 0.01...1, default: policies.breakerFailureRate)
             policies.breakerMinimumCalls = try breaker.int("minimumCalls", in: 1...1_000_000, default: policies.breakerMinimumCalls)
-            policies.breakerWindow = try breaker.int("window", in: 1...100_000, default: policies.breakerWindow)
+            if let (value, origin) = breaker.raw("window") {
+                switch value {
+                case .integer(let calls) where (1...100_000).contains(calls): policies.breakerWindow = .count(Int(calls))
+                case .string(let text):
+                    guard let duration = ConfigurationNode.parseDuration(text), duration >= .milliseconds(100) else {
+                        throw breaker.fail("window", origin, "expected a duration of at least 100ms (or a number of calls)")
+                    }
+                    policies.breakerWindow = .time(duration)
+                default: throw breaker.fail("window", origin, "expected a duration (10s) or a number of calls (1…100000)")
+                }
+            }
+            if case .redis = backend, policies.breakerWindow.count != nil {
+                throw ToolOpsError(.invalidConfiguration, "policies.circuitBreaker.window must be a duration with the Redis backend (its counts are time-bucketed)")
+            }
             policies.breakerOpenDuration = try breaker.duration("openDuration", atLeast: .milliseconds(1), default: policies.breakerOpenDuration)
         }
         if let bulkhead = try node.object("bulkhead") {

@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import ToolOpsCore
 import ToolOpsRedis
+import ToolOpsResilience
 
 /// Everything a ToolOps server runs with, loaded from one file, the environment and flags (see
 /// ``ConfigurationSource``), validated before anything starts. Every key, its default and its
@@ -101,11 +102,13 @@ public struct ToolOpsConfiguration: Sendable {
         public var retryMaxAttempts = 1
         public var retryInitialDelay: Duration = .milliseconds(100)
         public var retryMaxDelay: Duration = .seconds(2)
-        /// `policies.circuitBreaker.enabled`, `.failureRate` (0.5), `.minimumCalls` (10), `.window` (calls, 100), `.openDuration` (30 s).
+        /// `policies.circuitBreaker.enabled`, `.failureRate` (0.5), `.minimumCalls` (10), `.window` (a
+        /// duration such as `"10s"` — the default, and what the Redis store needs — or a number of
+        /// calls), `.openDuration` (30 s).
         public var breakerEnabled = false
         public var breakerFailureRate = 0.5
         public var breakerMinimumCalls = 10
-        public var breakerWindow = 100
+        public var breakerWindow: CircuitBreakerPolicy.Window = .time(.seconds(10))
         public var breakerOpenDuration: Duration = .seconds(30)
         /// `policies.bulkhead.maxConcurrent` (0: off), `.maxWait` (0).
         public var bulkheadMaxConcurrent = 0
