@@ -121,7 +121,7 @@ let package = Package(
             swiftSettings: strict),
         .executableTarget(
             name: "toolops",
-            dependencies: ["ToolOpsServer", "ToolOpsTelemetry", "ToolOpsCore", "ToolOpsRedis", "ToolOpsRedisBackend", argumentParser, log],
+            dependencies: ["ToolOpsServer", "ToolOpsHealth", "ToolOpsTelemetry", "ToolOpsCore", "ToolOpsRedis", "ToolOpsRedisBackend", argumentParser, log],
             swiftSettings: strict),
         .executableTarget(
             name: "toolops-bench",

@@ -70,6 +70,10 @@ public struct RedisKeySchema: Sendable, Hashable {
     /// The cluster's audit trail: a stream of authentication and authorization decisions.
     public var audit: String { "\(prefix):audit" }
 
+    /// One replica's call totals per tool and outcome (canonical JSON), refreshed every second
+    /// by its statistics publisher, expiring 10 s after the last: for dashboards and `toolops status`.
+    public func replicaStatistics(_ replicaID: String) -> String { "\(prefix):stats:{\(replicaID)}" }
+
     /// The live replicas: a sorted set of replica ids scored by registration expiry (ms, Redis time).
     public var membersIndex: String { "\(prefix):members:{replicas}" }
 

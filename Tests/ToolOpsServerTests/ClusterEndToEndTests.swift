@@ -101,6 +101,24 @@ struct ClusterEndToEndTests {
             // Both asked (one HTTP round trip each) and refused within 100 ms of the first refusal.
             #expect(ContinuousClock.now - tripped < .milliseconds(100))
 
+            // `toolops status` lists the three replicas, the open breaker, the traffic per tool.
+            let binary = try #require(toolopsBinary())
+            let published = await waitFor(seconds: 5) {
+                let json = (try? run(binary, ["status", "--redis", server.url, "--json"])).flatMap { try? JSONValue(parsing: $0) }
+                return json?["tools"]?["demo:compute"]?["cached"] == 2
+            }
+            #expect(published != nil, "every replica's statistics reach Redis")
+            let status = try JSONValue(parsing: try run(binary, ["status", "--redis", server.url, "--json"]))
+            guard case .array(let replicas)? = status["replicas"], case .array(let breakers)? = status["breakers"] else {
+                throw TestFailure("unexpected status \(status)")
+            }
+            #expect(replicas.compactMap { $0["id"]?.stringValue } == ["replica-0", "replica-1", "replica-2"])
+            #expect(breakers.contains { $0["name"]?.stringValue?.contains("demo:flaky") == true && $0["state"] == "open" })
+            #expect(status["cache"]?["entries"] == 1)
+            #expect((status["tools"]?["demo:echo"]?["ok"]?.int64Value ?? 0) >= 20)
+            let table = try run(binary, ["status", "--redis", server.url])
+            #expect(table.contains("REPLICAS (3)") && table.contains("replica-1") && table.contains("demo:flaky"), "\(table)")
+
             // Redis killed: each policy's declared degraded mode, and no 5xx beyond it.
             server.kill()
             for replica in 0..<3 {
@@ -138,4 +156,19 @@ struct ClusterEndToEndTests {
             #expect(try await cluster.post(0, "demo:counter").status == 200)
         }
     }
+}
+
+/// Runs `binary` with `arguments` and returns its standard output (throws on a non-zero exit).
+func run(_ binary: String, _ arguments: [String]) throws -> String {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: binary)
+    process.arguments = arguments
+    let output = Pipe()
+    process.standardOutput = output
+    process.standardError = FileHandle.nullDevice
+    try process.run()
+    let data = output.fileHandleForReading.readDataToEndOfFile()
+    process.waitUntilExit()
+    guard process.terminationStatus == 0 else { throw TestFailure("\(arguments) exited with \(process.terminationStatus)") }
+    return String(decoding: data, as: UTF8.self)
 }

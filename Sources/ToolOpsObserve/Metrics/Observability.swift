@@ -56,12 +56,15 @@ public final class Observability: Sendable {
         public var logArguments: Bool
         /// The keys hidden in logged arguments. Defaults to ``Redaction/defaultKeys``.
         public var redaction: Redaction
+        /// Running totals per tool and outcome (for a dashboard); `nil` (the default) keeps none.
+        public var statistics: ToolStatistics?
 
         public init(
             tools: ToolLabels = .firstSeen(), maximumPolicyLabels: Int = 256, tracer: (any Tracer)? = nil,
             logger: Logger? = Logger(label: "toolops.calls"), completedCallLevel: Logger.Level = .info, logArguments: Bool = false,
-            redaction: Redaction = Redaction()
+            redaction: Redaction = Redaction(), statistics: ToolStatistics? = nil
         ) {
+            self.statistics = statistics
             self.tools = tools
             self.maximumPolicyLabels = maximumPolicyLabels
             self.tracer = tracer

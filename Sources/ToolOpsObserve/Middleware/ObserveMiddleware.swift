@@ -87,6 +87,7 @@ public struct ObserveMiddleware: ToolMiddleware {
     ) {
         let elapsed = ContinuousClock.now - start
         series.calls(outcome)?.increment()
+        observability.configuration.statistics?.record(label: series.label, outcome: outcome)
         series.duration.recordNanoseconds(elapsed.nanosecondsClamped)
         if let span, span.isRecording {
             describe(call, outcome: outcome, on: span)

@@ -38,6 +38,10 @@ public struct ToolOpsAssembly: Sendable {
     public let healthChecks: [(name: String, check: any HealthCheck, critical: Bool)]
     /// The demo tools, when served.
     public let demo: DemoTools?
+    /// Call totals per tool and outcome on this replica.
+    public let statistics: ToolStatistics
+    /// The circuit breakers as a health check (also lists the breakers that are not closed).
+    public let breakers: CircuitBreakerHealthCheck?
 
     /// - Parameters:
     ///   - tools: tools served besides (or instead of) the demo tools.
@@ -77,8 +81,12 @@ public struct ToolOpsAssembly: Sendable {
             return policy == "cache" ? .failOpen : .local()
         }
 
+        let statistics = ToolStatistics()
         let observability = Observability(
-            .init(tools: .registered(registry.definitions.keys), logger: logger), metricsFactory: metricsFactory)
+            .init(tools: .registered(registry.definitions.keys), logger: logger, statistics: statistics), metricsFactory: metricsFactory)
+        if let backend {
+            services.append(StatisticsPublisher(statistics: statistics, client: backend.client, keys: backend.keys, replicaID: replicaID, logger: logger))
+        }
         let breakerCheck = CircuitBreakerHealthCheck()
         let resilienceObserver: ResilienceObserver = { [observability, breakerCheck] event in
             observability.resilience(event)
@@ -264,6 +272,8 @@ public struct ToolOpsAssembly: Sendable {
         self.services = services
         self.healthChecks = checks
         self.demo = demo
+        self.statistics = statistics
+        self.breakers = policies.breakerEnabled ? breakerCheck : nil
     }
 
     /// What a breaker counts as a failure: the tool's own failures and timeouts, not the
