@@ -1,9 +1,12 @@
 SHELL := /bin/bash
 # ToolOps — the two set-up commands on a fresh Debian 12 machine are `make run` and `make test`.
-.PHONY: deps run test bench build fuzz
+.PHONY: deps test-deps run test bench build fuzz cluster
 
 deps:
 	@bash scripts/install-deps.sh
+
+test-deps:
+	@bash scripts/install-deps.sh test
 
 build: deps
 	swift build
@@ -17,7 +20,7 @@ run: deps
 # (or set TOOLOPS_TEST_REDIS_URL to use an existing server for the plain ones).
 # The fuzzers run first (a fixed seed and input count: reproducible), so the test runner's
 # summary stays the last line.
-test: deps
+test: test-deps
 	@FUZZ_RUNS=250000 bash scripts/fuzz.sh
 	timeout 1800 swift test --no-parallel 2>&1 | grep -v "prohibited flag"; exit $${PIPESTATUS[0]}
 

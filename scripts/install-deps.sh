@@ -1,8 +1,15 @@
 #!/usr/bin/env bash
-# Installs the system packages ToolOps builds and tests against (Debian/Ubuntu), if missing.
+# Installs the system packages ToolOps needs (Debian/Ubuntu), if missing.
+#   install-deps.sh        what building and running need (make run)
+#   install-deps.sh test   plus what the tests drive as real parts (make test): Prometheus
+#                          scraping /metrics, HAProxy in front of a local cluster, a headless
+#                          chromium for the dashboard, wrk, docker-compose to validate the
+#                          compose file
 set -euo pipefail
-# prometheus: the telemetry tests have a real Prometheus scrape /metrics.
-packages=(libhiredis-dev libssl-dev redis-server redis-tools pkg-config openssl prometheus)
+packages=(libhiredis-dev libssl-dev redis-server redis-tools pkg-config openssl)
+if [ "${1:-}" = "test" ]; then
+    packages+=(prometheus haproxy chromium chromium-driver wrk docker-compose)
+fi
 missing=()
 for package in "${packages[@]}"; do
     # "deinstall ok config-files" (removed, not purged) also exits 0: require "install ok installed".
@@ -14,7 +21,7 @@ SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
-# Without recommends: prometheus would pull in node-exporter and a container engine.
+# Without recommends: prometheus would pull in node-exporter, docker-compose a container engine.
 $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-# The Debian packages start a system redis on 6379 (and prometheus on 9090, under systemd);
-# tests start their own servers on free ports.
+# The Debian packages may start a system redis on 6379 (and prometheus on 9090, haproxy, under
+# systemd); tests start their own servers on free ports.

@@ -37,6 +37,14 @@ public enum HTTPErrorMapping {
         public var headers: HTTPFields
         public var retryAfter: Duration?
 
+        public init(status: HTTPResponse.Status, code: String, message: String, headers: HTTPFields = [:], retryAfter: Duration? = nil) {
+            self.status = status
+            self.code = code
+            self.message = message
+            self.headers = headers
+            self.retryAfter = retryAfter
+        }
+
         /// The JSON error response.
         public func response(callID: String?) -> Response {
             var error: [String: JSONValue] = ["code": .string(code), "message": .string(message)]

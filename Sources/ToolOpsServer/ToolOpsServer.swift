@@ -69,6 +69,7 @@ public struct ToolOpsServer: Sendable {
         HealthRoutes(health: health, membership: assembly.membership, replicaID: replica.id).register(on: router)
         if let telemetry { MetricsRoutes(registry: telemetry.registry).register(on: router) }
         assembly.routes.register(on: router)
+        DashboardRoutes(assembly: assembly, replicaID: replicaID).register(on: router)
         let app = Application(
             router: router, configuration: .init(address: .hostname(configuration.server.host, port: configuration.server.port)), logger: logger)
         services.append(app)

@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import Testing
 import ToolOpsCore
 import ToolOpsRedis
@@ -119,6 +120,17 @@ struct ClusterEndToEndTests {
             let table = try run(binary, ["status", "--redis", server.url])
             #expect(table.contains("REPLICAS (3)") && table.contains("replica-1") && table.contains("demo:flaky"), "\(table)")
 
+            // The dashboard, in a real headless browser, on another replica: the three replicas and
+            // the breaker tripped through replica 0, without a console error.
+            let page = try Browser.render("http://127.0.0.1:\(cluster.ports[1])/dashboard")
+            #expect(page.consoleMessages.isEmpty, "\(page.consoleMessages)")
+            #expect(page.dom.contains("data-ready=\"1\""), "the page rendered its data")
+            let replicaRows = page.section(between: "id=\"replicas\"", and: "</tbody>")
+            #expect(["replica-0", "replica-1", "replica-2"].allSatisfy(replicaRows.contains), "\(replicaRows)")
+            let breakerRows = page.section(between: "id=\"breakers\"", and: "</tbody>")
+            #expect(breakerRows.contains("demo:flaky") && breakerRows.contains(">open<"), "\(breakerRows)")
+            #expect(page.section(between: "id=\"tools\"", and: "</tbody>").contains("demo:compute"))
+
             // Redis killed: each policy's declared degraded mode, and no 5xx beyond it.
             server.kill()
             for replica in 0..<3 {
@@ -171,4 +183,55 @@ func run(_ binary: String, _ arguments: [String]) throws -> String {
     process.waitUntilExit()
     guard process.terminationStatus == 0 else { throw TestFailure("\(arguments) exited with \(process.terminationStatus)") }
     return String(decoding: data, as: UTF8.self)
+}
+
+/// A headless chromium (Debian's package) loading a page, running its scripts (for up to 4 s of
+/// virtual time, network waits included) and dumping the resulting DOM; console messages —
+/// errors and uncaught exceptions included — come from its log.
+struct Browser {
+    let dom: String
+    let consoleMessages: [String]
+
+    static func render(_ url: String) throws -> Browser {
+        let binary = try #require(["/usr/bin/chromium", "/usr/bin/chromium-browser"].first { FileManager.default.isExecutableFile(atPath: $0) },
+            "chromium must be installed (make test installs it)")
+        let profile = NSTemporaryDirectory() + "toolops-chromium-\(UUID().uuidString)"
+        defer { try? FileManager.default.removeItem(atPath: profile) }
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: binary)
+        process.arguments = [
+            "--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", "--user-data-dir=\(profile)",
+            "--virtual-time-budget=4000", "--enable-logging=stderr", "--v=0", "--dump-dom", url,
+        ]
+        let output = Pipe()
+        let errors = Pipe()
+        process.standardOutput = output
+        process.standardError = errors
+        try process.run()
+        // Read both pipes while it runs (a full pipe would stall it).
+        let errorData = Mutex(Data())
+        let reader = Thread { errorData.withLock { $0 = errors.fileHandleForReading.readDataToEndOfFile() } }
+        reader.start()
+        let dom = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        while reader.isExecuting { usleep(1000) }
+        let log = String(decoding: errorData.withLock { $0 }, as: UTF8.self)
+        return Browser(dom: dom, consoleMessages: log.split(separator: "\n").filter { $0.contains(":CONSOLE") }.map(String.init))
+    }
+
+    /// The text between the first `start` and the next `end` after it.
+    func section(between start: String, and end: String) -> String {
+        guard let from = dom.range(of: start), let to = dom.range(of: end, range: from.upperBound..<dom.endIndex) else { return "" }
+        return String(dom[from.upperBound..<to.lowerBound])
+    }
+}
+
+@Suite("The headless browser check")
+struct BrowserCheckTests {
+    /// The console check above is only worth something if it sees errors: here is one.
+    @Test func aScriptErrorIsSeenInTheConsole() throws {
+        let page = try Browser.render("data:text/html,<body><script>console.error('broken on purpose');undefinedFunction();</script></body>")
+        #expect(page.consoleMessages.contains { $0.contains("broken on purpose") })
+        #expect(page.consoleMessages.contains { $0.contains("undefinedFunction") })
+    }
 }
