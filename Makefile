@@ -15,6 +15,10 @@ build: deps
 run: deps
 	@bash scripts/run.sh
 
+# A local cluster: redis-server, three replicas, HAProxy and Prometheus as processes (Ctrl-C stops it).
+cluster: test-deps
+	@bash scripts/cluster.sh
+
 # All tests, one at a time (timing assertions stay meaningful on a 2-core machine).
 # Each Redis test starts its own redis-server on a free loopback port
 # (or set TOOLOPS_TEST_REDIS_URL to use an existing server for the plain ones).
@@ -31,7 +35,7 @@ fuzz: deps
 	@bash scripts/fuzz.sh
 
 # Benchmarks (their own executable, not shipped), side by side with their references in the same run.
-bench: deps
+bench: test-deps
 	swift build -c release --product toolops-bench 2>&1 | grep -v "prohibited flag" | tail -n 3
 	.build/release/toolops-bench redis
 	.build/release/toolops-bench decode
