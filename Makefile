@@ -45,3 +45,4 @@ bench: test-deps
 	.build/release/toolops-bench cache
 	.build/release/toolops-bench observe
 	.build/release/toolops-bench auth
+	.build/release/toolops-bench http

@@ -127,8 +127,8 @@ let package = Package(
             name: "toolops-bench",
             dependencies: [
                 "ToolOpsCore", "ToolOpsRedis", "ToolOpsResilience", "ToolOpsCache", "ToolOpsRedisBackend", "ToolOpsTesting",
-                "ToolOpsObserve", "ToolOpsAuth", "CHiredis", argumentParser, log, tracing, prometheus, lifecycle,
-                .product(name: "JWTKit", package: "jwt-kit"),
+                "ToolOpsObserve", "ToolOpsAuth", "ToolOpsHTTP", "ToolOpsServer", "CHiredis", argumentParser, log, tracing, prometheus, lifecycle,
+                hummingbird, .product(name: "NIOCore", package: "swift-nio"), .product(name: "JWTKit", package: "jwt-kit"),
                 .product(name: "OTel", package: "swift-otel"),
             ],
             path: "Benchmarks/toolops-bench",
