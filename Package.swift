@@ -219,7 +219,8 @@ let package = Package(
             name: "ToolOpsServerTests",
             dependencies: [
                 "ToolOpsServer", "ToolOpsRedisBackend", "ToolOpsRedis", "ToolOpsHealth", "ToolOpsCore", "ToolOpsTesting",
-                "ToolOpsTestSupport", "ToolOpsAuth", "ToolOpsResilience", "toolops", lifecycle, log, .product(name: "Crypto", package: "swift-crypto"),
+                "ToolOpsTestSupport", "ToolOpsAuth", "ToolOpsResilience", "ToolOpsHTTP", "toolops", lifecycle, log, hummingbird, tracing, serviceContext,
+                .product(name: "Crypto", package: "swift-crypto"),
             ],
             swiftSettings: strict),
     ],

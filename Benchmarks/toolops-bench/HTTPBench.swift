@@ -46,6 +46,9 @@ struct HTTPBench: AsyncParsableCommand {
         }
         let memory = try ToolOpsAssembly(configuration(.memory), replicaID: "bench", metricsFactory: metrics, logger: logger)
         let onRedis = try ToolOpsAssembly(configuration(.redis(.init(url: redis.url))), replicaID: "bench", metricsFactory: metrics, logger: logger)
+        var withoutBulkhead = configuration(.redis(.init(url: redis.url)))
+        withoutBulkhead.policies.bulkheadMaxConcurrent = 0
+        let onRedisLight = try ToolOpsAssembly(withoutBulkhead, replicaID: "bench", metricsFactory: metrics, logger: logger)
         let bare = try ToolOpsAssembly({ var c = ToolOpsConfiguration(); c.policies.timeout = .zero; return c }(), replicaID: "bench", logger: logger)
 
         let router = Router()
@@ -57,9 +60,10 @@ struct HTTPBench: AsyncParsableCommand {
         ToolRoutes(registry: bare.registry, pipeline: bare.registry).register(on: router.group("plain"))
         memory.routes.register(on: router.group("memory"))
         onRedis.routes.register(on: router.group("redis"))
+        onRedisLight.routes.register(on: router.group("redis-light"))
         let port = try RedisServer.freePort()
         let app = Application(router: router, configuration: .init(address: .hostname("127.0.0.1", port: port)), logger: logger)
-        let group = ServiceGroup(services: onRedis.services + memory.services + [app], gracefulShutdownSignals: [], logger: logger)
+        let group = ServiceGroup(services: onRedis.services + onRedisLight.services + memory.services + [app], gracefulShutdownSignals: [], logger: logger)
         let script = NSTemporaryDirectory() + "toolops-bench-post.lua"
         try #"wrk.method = "POST"; wrk.body = '{"hello":"world"}'; wrk.headers["Content-Type"] = "application/json""#
             .write(toFile: script, atomically: true, encoding: .utf8)
@@ -76,6 +80,7 @@ struct HTTPBench: AsyncParsableCommand {
                 ("tool endpoint, no policies", "/plain/v1/tools/demo/echo"),
                 ("full pipeline, memory stores", "/memory/v1/tools/demo/echo"),
                 ("full pipeline, Redis stores", "/redis/v1/tools/demo/echo"),
+                ("  the same without the bulkhead", "/redis-light/v1/tools/demo/echo"),
             ]
             print("toolops-bench http — wrk \(seconds) s per cell, server and wrk on the same machine")
             print(pad("", 38) + levels.map { pad("c=\($0): req/s   p99", 28) }.joined())

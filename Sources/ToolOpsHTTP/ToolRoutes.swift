@@ -34,11 +34,15 @@ public struct ToolRoutes: Sendable {
         public var credentialHeaders: [String]
         /// The `WWW-Authenticate` challenge of a 401. Defaults to `Bearer realm="toolops"`.
         public var authenticationChallenge: String
+        /// What reads propagated context (W3C `traceparent`) from request headers; `nil` (the
+        /// default) uses the instrument bootstrapped in `InstrumentationSystem` at each request.
+        public var instrument: (any Instrument)?
 
         public init(
             maximumBodyBytes: Int = 1 << 20, maximumJSONDepth: Int = 64, tenantHeader: String? = "X-Tenant-ID", credentialHeaders: [String] = [],
-            authenticationChallenge: String = #"Bearer realm="toolops""#
+            authenticationChallenge: String = #"Bearer realm="toolops""#, instrument: (any Instrument)? = nil
         ) {
+            self.instrument = instrument
             self.maximumBodyBytes = maximumBodyBytes
             self.maximumJSONDepth = maximumJSONDepth
             self.tenantHeader = tenantHeader
@@ -95,7 +99,7 @@ public struct ToolRoutes: Sendable {
             guard registry.definition(for: tool) != nil else { throw ToolOpsError(.toolNotFound, "no tool \(tool)") }
             let arguments = try await Self.arguments(of: request, configuration: configuration)
             var context = ServiceContext.topLevel
-            InstrumentationSystem.instrument.extract(request.headers, into: &context, using: HTTPFieldsExtractor())
+            (configuration.instrument ?? InstrumentationSystem.instrument).extract(request.headers, into: &context, using: HTTPFieldsExtractor())
             if let tenantField, let tenant = request.headers[tenantField] {
                 guard Self.isAcceptableTenant(tenant) else {
                     throw ToolOpsError(.invalidInput, "the \(configuration.tenantHeader ?? "tenant") header must be 1…128 visible ASCII characters")

@@ -1,5 +1,11 @@
 import Crypto
 import Foundation
+import Hummingbird
+import ServiceContextModule
+import Synchronization
+import ToolOpsAuth
+import ToolOpsHTTP
+import Tracing
 import Logging
 import ServiceLifecycle
 import Testing
@@ -213,5 +219,52 @@ extension Sequence {
         var out: [T] = []
         for element in self { out.append(try await transform(element)) }
         return out
+    }
+}
+
+/// A propagator that keeps the `traceparent` header it is given (the W3C parsing itself is
+/// swift-otel's, bootstrapped by `toolops serve`).
+struct TraceparentKeeper: Instrument {
+    enum Key: ServiceContextKey { typealias Value = String }
+    func extract<Carrier, Extract: Extractor>(_ carrier: Carrier, into context: inout ServiceContext, using extractor: Extract)
+    where Extract.Carrier == Carrier {
+        if let value = extractor.extract(key: "traceparent", from: carrier) { context[Key.self] = value }
+    }
+    func inject<Carrier, Inject: Injector>(_ context: ServiceContext, into carrier: inout Carrier, using injector: Inject)
+    where Inject.Carrier == Carrier {}
+}
+
+@Suite("The tool endpoint's context")
+struct ToolEndpointContextTests {
+    @Test func theCallersTraceTenantAndCredentialsReachThePipelineAndNoFurther() async throws {
+        let seen = Mutex<[ServiceContext]>([])
+        let registry = try ToolRegistry([
+            ToolDefinition(try ToolID("t:probe"), description: "records its context") { call in
+                seen.withLock { $0.append(call.context) }
+                return ToolResult(.object([:]))
+            }
+        ])
+        let routes = ToolRoutes(
+            registry: registry, pipeline: registry,
+            configuration: .init(tenantHeader: "X-Tenant-ID", credentialHeaders: ["X-API-Key"], instrument: TraceparentKeeper()))
+        let router = Router()
+        routes.register(on: router)
+        let port = try RedisServer.freePort()
+        let app = Application(router: router, configuration: .init(address: .hostname("127.0.0.1", port: port)), logger: quietLogger)
+        let group = ServiceGroup(services: [app], gracefulShutdownSignals: [], logger: quietLogger)
+        try await withThrowingTaskGroup(of: Void.self) { tasks in
+            tasks.addTask { try await group.run() }
+            #expect(await waitFor(seconds: 10) { (try? await http(port: port, "GET", "/v1/tools"))?.status == 200 } != nil)
+            let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+            let response = try await http(
+                port: port, "POST", "/v1/tools/t/probe", headers: ["traceparent": traceparent, "x-tenant-id": "acme", "X-API-Key": "k-123"], body: "{}")
+            #expect(response.status == 200)
+            let context = try #require(seen.withLock { $0.first })
+            #expect(context[TraceparentKeeper.Key.self] == traceparent)
+            #expect(context.toolTenant == "acme")
+            #expect(context.authCredentials?["x-api-key"] == "k-123")  // for the auth middleware (which removes it)
+            await group.triggerGracefulShutdown()
+            try await tasks.waitForAll()
+        }
     }
 }

@@ -138,10 +138,14 @@ public final class RedisBulkheadStore: BulkheadStore {
     }
 
     public func release(_ permit: BulkheadPermit) async {
-        // Not cancelled with the caller (a cancelled call is the usual reason to release early):
-        // the slot must come back now, not after a whole lease. If Redis is unreachable the
-        // lease simply expires.
-        _ = try? await client.sendIgnoringCancellation(RedisCommand("ZREM", keys.bulkheadLeases(permit.key), String(permit.token)))
+        // Written at once and not waited for: the caller's answer does not depend on it (one
+        // round trip less per call), and nothing cancels it with the caller (a cancelled call is
+        // the usual reason to release early): the slot comes back now, not after a whole lease.
+        // With no connection to queue it on, it is sent the ordinary way; if Redis is
+        // unreachable the lease simply expires.
+        let command = RedisCommand("ZREM", keys.bulkheadLeases(permit.key), String(permit.token))
+        if client.sendUnawaited([command]) { return }
+        _ = try? await client.sendIgnoringCancellation(command)
     }
 
     /// Takes back a lease the script may have granted after we stopped waiting for its answer,
