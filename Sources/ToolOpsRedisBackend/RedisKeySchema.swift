@@ -79,4 +79,15 @@ public struct RedisKeySchema: Sendable, Hashable {
 
     /// What each replica reported: a hash of replica id → canonical JSON of its ``ReplicaInfo``.
     public var membersInfo: String { "\(prefix):members:{replicas}:info" }
+
+    /// `text` with the glob characters of `SCAN MATCH` (`*`, `?`, `[`, `]`, `\\`) escaped, so a
+    /// prefix matches only itself.
+    public static func globEscaped(_ text: String) -> String {
+        var out = ""
+        for character in text {
+            if "*?[]\\".contains(character) { out.append("\\") }
+            out.append(character)
+        }
+        return out
+    }
 }

@@ -107,15 +107,15 @@ struct FileCacheStoreTests {
         // these, so only an expired-first pass removes it before them.
         for index in 0..<10 {
             try await store.set(try CacheKey("old\(index)"), entry(payload, at: clock.now))
-            usleep(1_000)  // distinct modification times
+            usleep(15_000)  // distinct modification times: the kernel stamps files from a coarse clock (a tick of 4–10 ms)
         }
         let short = try CacheKey("short-lived")
         try await store.set(short, entry(payload, at: clock.now, ttl: .seconds(1)))
-        usleep(1_000)
+        usleep(15_000)
         clock.advance(by: .seconds(2))
         for index in 0..<10 {
             try await store.set(try CacheKey("new\(index)"), entry(payload, at: clock.now))
-            usleep(1_000)
+            usleep(15_000)
         }
         #expect(store.bytes <= 20_000)
         #expect(!FileManager.default.fileExists(atPath: store.file(for: short).file))  // expired: first to go

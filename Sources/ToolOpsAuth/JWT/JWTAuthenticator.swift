@@ -9,8 +9,9 @@ import ToolOpsCore
 /// ``Configuration/algorithms`` (`none` can never be), its `kid` must name a configured key —
 /// an unknown `kid` is refused, never tried against a default key, and a token without `kid`
 /// is accepted only when exactly one key has no id — and the key's own algorithm must be the
-/// token's (an HMAC key never verifies an RS/ES token, whatever the header says). jwt-kit then
-/// checks the signature. The claims are checked here, with ``Configuration/leeway``: `exp`
+/// token's (an HMAC key never verifies an RS/ES token, whatever the header says). The key's
+/// jwt-kit algorithm then checks the signature over the token's signing input (the token is
+/// split and decoded once, here). The claims are checked with ``Configuration/leeway``: `exp`
 /// (required unless ``Configuration/requireExpiry`` is off), `nbf`, `iat` not in the future,
 /// `iss` in ``Configuration/issuers``, `aud` (a string or an array) meeting ``Configuration/audiences``.
 ///
@@ -94,8 +95,14 @@ public final class JWTAuthenticator: Authenticator {
     /// token time cannot overflow.
     let leeway: Int64
     private let cache = Mutex<[SHA256Digest: Cached]>([:])
-    /// Each configured key's algorithm, by key id ("" for the anonymous key).
-    private let keyAlgorithms = Mutex<[String: String]>([:])
+    /// Each key's verifier, asked of the key collection once: by collection (a rotated key set
+    /// may reuse an id) and key id ("" for the anonymous key).
+    private let verifiers = Mutex<[VerifierSlot: any JWTAlgorithm]>([:])
+
+    struct VerifierSlot: Hashable {
+        let collection: ObjectIdentifier
+        let kid: String
+    }
 
     /// - Parameter clock: a wall clock (token times are Unix seconds). Defaults to ``WallClock``.
     public convenience init(keys: Keys, configuration: Configuration = .init(), clock: any ToolOpsClock = WallClock()) throws(ToolOpsError) {
@@ -158,28 +165,37 @@ public final class JWTAuthenticator: Authenticator {
         } else {
             guard keys.hasAnonymousKey else { throw AuthError(.invalidCredentials, "token has no key id") }
         }
-        do {
-            // The key's algorithm, asked of the collection once per key id.
-            // Keyed by the collection too: a rotated key set may reuse an id.
-            let slot = "\(ObjectIdentifier(keys.collection).hashValue)/\(kid ?? "")"
-            var keyAlgorithm = keyAlgorithms.withLock { $0[slot] }
-            if keyAlgorithm == nil {
-                let name = try await keys.collection.getKey(for: kid.map { JWKIdentifier(string: $0) }, alg: algorithm).name
-                keyAlgorithms.withLock { known in
+        // The signature, checked by the key's own jwt-kit algorithm over the signing input
+        // (header.payload as sent). The token was split and decoded once, above; jwt-kit's
+        // parser would split, decode and JSON-decode it all again.
+        guard let signature = Base64URL.decode(parts[2]) else { throw AuthError(.malformed, "bearer token is not a JWT") }
+        let slot = VerifierSlot(collection: ObjectIdentifier(keys.collection), kid: kid ?? "")
+        var verifier = verifiers.withLock { $0[slot] }
+        if verifier == nil {
+            do {
+                let found = try await keys.collection.getKey(for: kid.map { JWKIdentifier(string: $0) }, alg: algorithm)
+                verifiers.withLock { known in
                     if known.count >= 1024 { known.removeAll() }  // rotated sets leave old entries behind
-                    known[slot] = name
+                    known[slot] = found
                 }
-                keyAlgorithm = name
+                verifier = found
+            } catch {
+                throw AuthError(.invalidCredentials, "token signed with an unknown key")
             }
-            guard keyAlgorithm == algorithm else {
-                throw AuthError(.invalidCredentials, "token algorithm \(algorithm) does not match its key's (\(keyAlgorithm ?? "?"))")
-            }
-            _ = try await keys.collection.verify(token, as: SignatureOnly.self)
-        } catch let error as AuthError {
-            throw error
-        } catch {
-            throw AuthError(.invalidCredentials, "token signature not valid")
         }
+        guard let verifier else { throw AuthError(.invalidCredentials, "token signed with an unknown key") }
+        // The key's own algorithm must be the token's: an HMAC key never verifies an RS/ES token.
+        guard verifier.name == algorithm else {
+            throw AuthError(.invalidCredentials, "token algorithm \(algorithm) does not match its key's (\(verifier.name))")
+        }
+        let signingInput = Array(token.utf8.prefix(parts[0].utf8.count + 1 + parts[1].utf8.count))
+        let valid: Bool
+        do {
+            valid = try verifier.verify(signature, signs: signingInput)
+        } catch {
+            valid = false
+        }
+        guard valid else { throw AuthError(.invalidCredentials, "token signature not valid") }
         let identity = try check(claims, now: now)
         let expiry = claims["exp"].flatMap(Self.seconds).map { $0 &* 1_000_000_000 }
         let maximum = configuration.maximumCachedTokens
@@ -252,13 +268,6 @@ public final class JWTAuthenticator: Authenticator {
 
     /// Verified tokens cached now.
     public var cachedTokens: Int { cache.withLock { $0.count } }
-}
-
-/// A payload jwt-kit decodes without checking anything: the signature is all it is asked for.
-struct SignatureOnly: JWTPayload {
-    init(from decoder: any Decoder) throws {}
-    func encode(to encoder: any Encoder) throws {}
-    func verify(using algorithm: some JWTAlgorithm) throws {}
 }
 
 /// Base64url without padding (RFC 7515), decoded strictly.

@@ -103,16 +103,6 @@ public final class RedisCacheStore: CacheStore, CacheFillCoordinator, Service {
     /// The largest ``Configuration/invalidationBatch`` (Lua's `unpack` limit is about 8,000).
     public static let maximumInvalidationBatch = 5_000
 
-    /// `text` with the glob characters of `SCAN MATCH` (`*`, `?`, `[`, `]`, `\\`) escaped.
-    static func globEscaped(_ text: String) -> String {
-        var out = ""
-        for character in text {
-            if "*?[]\\".contains(character) { out.append("\\") }
-            out.append(character)
-        }
-        return out
-    }
-
     // MARK: Scripts
 
     /// KEYS[1]: the entry; KEYS[2…]: its tool and tag sets. ARGV: bytes, TTL (ms), set
@@ -339,7 +329,7 @@ public final class RedisCacheStore: CacheStore, CacheFillCoordinator, Service {
             let current = cursor
             let reply = try await redis("scan") {
                 // The prefix is escaped: a prefix with glob characters must not match other deployments' keys.
-                try await self.client.send("SCAN", current, "MATCH", "\(Self.globEscaped(self.keys.prefix)):cache:*", "COUNT", 1000)
+                try await self.client.send("SCAN", current, "MATCH", "\(RedisKeySchema.globEscaped(self.keys.prefix)):cache:*", "COUNT", 1000)
             }
             guard let parts = reply.array, parts.count == 2, let next = parts[0].string else { break }
             cursor = next

@@ -76,6 +76,23 @@ public struct ToolOpsAssembly: Sendable {
             backend = nil
             membership = MemoryMembershipStore()
         }
+        /// One policy's store on the configured backend; memory and file stores join the sweeper.
+        func store<Store>(
+            memory: () -> (Store, any SweepableStore), file: (String) throws -> (Store, any SweepableStore), redis: (RedisBackend) throws -> Store
+        ) throws -> Store {
+            switch configuration.backend {
+            case .memory:
+                let (store, sweeper) = memory()
+                sweepable.append(sweeper)
+                return store
+            case .file(let directory):
+                let (store, sweeper) = try file(directory)
+                sweepable.append(sweeper)
+                return store
+            case .redis:
+                return try redis(try backend.unsafelyUnwrappedBackend())
+            }
+        }
         func degraded(_ policy: String) -> DegradedMode {
             if case .redis(let settings) = configuration.backend, let mode = settings.degraded[policy] { return mode }
             return policy == "cache" ? .failOpen : .local()
@@ -163,19 +180,10 @@ public struct ToolOpsAssembly: Sendable {
                 rules.append(
                     RateLimitRule(try ToolPattern(settings.tools), limit: try RateLimit(rate: settings.rate, per: settings.per, burst: settings.burst), key: key))
             }
-            let store: any RateLimitStore
-            switch configuration.backend {
-            case .memory:
-                let memory = MemoryRateLimitStore()
-                sweepable.append(memory)
-                store = memory
-            case .file(let directory):
-                let file = try FileRateLimitStore(directory: directory + "/ratelimit")
-                sweepable.append(file)
-                store = file
-            case .redis:
-                store = try backend.unsafelyUnwrappedBackend().makeFallbackRateLimitStore(mode: degraded("rateLimit"), observer: resilienceObserver)
-            }
+            let store: any RateLimitStore = try store(
+                memory: { let store = MemoryRateLimitStore(); return (store, store) },
+                file: { let store = try FileRateLimitStore(directory: $0 + "/ratelimit"); return (store, store) },
+                redis: { try $0.makeFallbackRateLimitStore(mode: degraded("rateLimit"), observer: resilienceObserver) })
             middlewares.append(
                 try RateLimitMiddleware(.init(rules: rules, maxWait: policies.rateLimitMaxWait, observer: resilienceObserver), store: store))
         }
@@ -208,19 +216,10 @@ public struct ToolOpsAssembly: Sendable {
             let policy = try CircuitBreakerPolicy(
                 window: policies.breakerWindow, failureRateThreshold: policies.breakerFailureRate,
                 minimumCalls: min(policies.breakerMinimumCalls, policies.breakerWindow.count ?? Int.max), openDuration: policies.breakerOpenDuration)
-            let store: any CircuitBreakerStore
-            switch configuration.backend {
-            case .memory:
-                let memory = MemoryCircuitBreakerStore()
-                sweepable.append(memory)
-                store = memory
-            case .file(let directory):
-                let file = try FileCircuitBreakerStore(directory: directory + "/breakers")
-                sweepable.append(file)
-                store = file
-            case .redis:
-                store = try backend.unsafelyUnwrappedBackend().makeFallbackCircuitBreakerStore(mode: degraded("circuitBreaker"), observer: resilienceObserver)
-            }
+            let store: any CircuitBreakerStore = try store(
+                memory: { let store = MemoryCircuitBreakerStore(); return (store, store) },
+                file: { let store = try FileCircuitBreakerStore(directory: $0 + "/breakers"); return (store, store) },
+                redis: { try $0.makeFallbackCircuitBreakerStore(mode: degraded("circuitBreaker"), observer: resilienceObserver) })
             let breaker = CircuitBreakerMiddleware(
                 .init(policy: policy, isFailure: Self.countsAgainstTheBreaker, observer: resilienceObserver), store: store)
             breakerCheck.watch(breaker)
@@ -230,19 +229,10 @@ public struct ToolOpsAssembly: Sendable {
 
         // Bulkhead.
         if policies.bulkheadMaxConcurrent > 0 {
-            let store: any BulkheadStore
-            switch configuration.backend {
-            case .memory:
-                let memory = MemoryBulkheadStore()
-                sweepable.append(memory)
-                store = memory
-            case .file(let directory):
-                let file = try FileBulkheadStore(directory: directory + "/bulkheads")
-                sweepable.append(file)
-                store = file
-            case .redis:
-                store = try backend.unsafelyUnwrappedBackend().makeFallbackBulkheadStore(mode: degraded("bulkhead"), observer: resilienceObserver)
-            }
+            let store: any BulkheadStore = try store(
+                memory: { let store = MemoryBulkheadStore(); return (store, store) },
+                file: { let store = try FileBulkheadStore(directory: $0 + "/bulkheads"); return (store, store) },
+                redis: { try $0.makeFallbackBulkheadStore(mode: degraded("bulkhead"), observer: resilienceObserver) })
             middlewares.append(
                 try BulkheadMiddleware(
                     .init(maxConcurrent: policies.bulkheadMaxConcurrent, maxWait: policies.bulkheadMaxWait, observer: resilienceObserver), store: store))

@@ -65,7 +65,7 @@ public final class DashboardRoutes: Sendable {
         let replicas = try await assembly.membership.members()
         var breakers: [ClusterStatus.Breaker] = []
         if let check = assembly.breakers, let result = try? await check.check() {
-            for (name, state) in result.details ?? [:] { breakers.append(.init(name: name, state: state.stringValue ?? "open")) }
+            for (name, state) in result.details { breakers.append(.init(name: name, state: state.stringValue ?? "open")) }
         }
         var degraded: [String: [String: String]] = [:]
         for replica in replicas where !replica.checks.isEmpty { degraded[replica.id] = replica.checks.mapValues(\.rawValue) }

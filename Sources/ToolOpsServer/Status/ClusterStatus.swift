@@ -45,7 +45,7 @@ public struct ClusterStatus: Sendable {
     /// Reads the status of the deployment under `keys.prefix`.
     public static func read(client: RedisClient, keys: RedisKeySchema = .init(), limits: Limits = .init()) async throws -> ClusterStatus {
         let replicas = try await RedisMembershipStore(client: client, keys: keys).members()
-        let prefix = globEscaped(keys.prefix)
+        let prefix = RedisKeySchema.globEscaped(keys.prefix)
 
         var breakers: [Breaker] = []
         let (breakerKeys, breakersPartial) = try await scan(client, "\(prefix):cb:{*", limit: limits.maximumScannedKeys)
@@ -144,15 +144,6 @@ public struct ClusterStatus: Sendable {
     static func braced(_ key: String) -> String {
         guard let open = key.firstIndex(of: "{"), let close = key.lastIndex(of: "}"), open < close else { return key }
         return String(key[key.index(after: open)..<close])
-    }
-
-    static func globEscaped(_ text: String) -> String {
-        var out = ""
-        for character in text {
-            if "*?[]\\".contains(character) { out.append("\\") }
-            out.append(character)
-        }
-        return out
     }
 }
 
