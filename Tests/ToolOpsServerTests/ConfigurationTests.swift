@@ -80,6 +80,8 @@ struct ConfigurationTests {
             (#"{"policies":{"rateLimit":{"rules":[{"tools":"bad tool","rate":1}]}}}"#, [:], [], ["rules[0].tools"]),
             (#"{"replica":{"heartbeatInterval":"10s","registrationTTL":"5s"}}"#, [:], [], ["registrationTTL"]),
             ("[1,2]", [:], [], ["JSON object"]),
+            (#"{"auth":{"jwt":{"jwksURL":"https://idp/jwks"},"introspection":{"url":"https://idp/introspect","clientID":"c"}}}"#, [:], [], ["configure one of them"]),
+            (#"{"auth":{"enabled":true}}"#, [:], [], ["every call would be refused"]),
             ("{not json", [:], [], ["not valid JSON"]),
         ]
         for item in cases {

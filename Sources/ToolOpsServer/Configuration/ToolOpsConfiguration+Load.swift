@@ -193,6 +193,17 @@ extension ToolOpsConfiguration {
             }
             auth.defaultRole = try rbac.string("defaultRole")
         }
+        if auth.enabled {
+            // A JWT authenticator refuses an opaque token as malformed (and the composite stops
+            // at a refusal), so one bearer-token provider at a time.
+            if auth.jwksURL != nil, auth.introspectionURL != nil {
+                throw ToolOpsError(.invalidConfiguration, "auth.jwt and auth.introspection both read bearer tokens: configure one of them")
+            }
+            if auth.apiKeys.isEmpty, auth.jwksURL == nil, auth.introspectionURL == nil, !auth.allowAnonymous {
+                throw ToolOpsError(
+                    .invalidConfiguration, "auth is enabled without auth.apiKeys.keys, auth.jwt or auth.introspection: every call would be refused")
+            }
+        }
     }
 
     /// A secret given inline (`key`) or in a file (`fileKey`; trailing newline dropped); never echoed.

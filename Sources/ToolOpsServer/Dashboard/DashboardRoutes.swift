@@ -52,7 +52,10 @@ public final class DashboardRoutes: Sendable {
         if let cached = cached.withLock({ $0 }), ContinuousClock.now - cached.at < .seconds(1) { return cached.status }
         let status: ClusterStatus
         if let backend = assembly.backend {
-            status = try await ClusterStatus.read(client: backend.client, keys: backend.keys)
+            // Polled every couple of seconds by every open dashboard: a lighter scan than `toolops status`.
+            var limits = ClusterStatus.Limits()
+            limits.maximumScannedKeys = 2_000
+            status = try await ClusterStatus.read(client: backend.client, keys: backend.keys, limits: limits)
         } else {
             status = try await localStatus()
         }
