@@ -62,6 +62,12 @@ struct ConfigurationTests {
             ConfigurationSource(environment: ["TOOLOPS_STATE_BACKEND": "redis", "TOOLOPS_STATE_REDIS_URL": "redis://10.0.0.1:6380"]))
         guard case .redis(let settings) = redis.backend else { throw TestFailure("expected Redis") }
         #expect(settings.url == "redis://10.0.0.1:6380")
+        let tuned = try ToolOpsConfiguration.load(
+            ConfigurationSource(
+                environment: ["TOOLOPS_STATE_BACKEND": "redis", "TOOLOPS_STATE_REDIS_URL": "redis://h:1", "TOOLOPS_STATE_REDIS_POOL_SIZE": "4"],
+                overrides: ["state.redis.busyPoll=200us", "state.redis.commandTimeout=750ms"]))
+        guard case .redis(let tunedRedis) = tuned.backend else { throw TestFailure("expected Redis") }
+        #expect(tunedRedis.poolSize == 4 && tunedRedis.busyPoll == .microseconds(200) && tunedRedis.commandTimeout == .milliseconds(750))
     }
 
     @Test func unknownKeysAndBadValuesAreErrorsNamingTheKey() throws {

@@ -67,6 +67,10 @@ public struct ToolOpsAssembly: Sendable {
             if let certificate = settings.certificateFile { redis.tls.certificateFile = certificate }
             if let key = settings.privateKeyFile { redis.tls.privateKeyFile = key }
             if let serverName = settings.serverName { redis.tls.serverName = serverName }
+            if let timeout = settings.connectTimeout { redis.connectTimeout = timeout }
+            if let timeout = settings.commandTimeout { redis.commandTimeout = timeout }
+            if let size = settings.poolSize { redis.poolSize = size }
+            if let busyPoll = settings.busyPoll { redis.busyPoll = busyPoll }
             let client = try RedisClient(configuration: redis, logger: logger, metricsFactory: metricsFactory)
             let made = RedisBackend(client: client, configuration: .init(keys: RedisKeySchema(prefix: settings.keyPrefix)), logger: logger)
             services.append(made)

@@ -73,6 +73,13 @@ extension ToolOpsConfiguration {
                     throw ToolOpsError(.invalidConfiguration, "state.redis.tls.certFile and state.redis.tls.keyFile go together")
                 }
             }
+            redis.connectTimeout = try redisNode.duration("connectTimeout", atLeast: .milliseconds(10))
+            redis.commandTimeout = try redisNode.duration("commandTimeout", atLeast: .milliseconds(10))
+            redis.poolSize = try redisNode.int("poolSize", in: 1...64)
+            redis.busyPoll = try redisNode.duration("busyPoll")
+            if let busyPoll = redis.busyPoll, busyPoll > .milliseconds(10) {
+                throw ToolOpsError(.invalidConfiguration, "state.redis.busyPoll above 10ms keeps a core busy for nothing; use 0 to 1ms")
+            }
             if let degraded = try redisNode.object("degraded") {
                 for (policy, fallback) in [("rateLimit", "local"), ("circuitBreaker", "local"), ("bulkhead", "local"), ("cache", "failOpen")] {
                     let mode = try degraded.choice(policy, ["local", "failOpen", "failClosed"], default: fallback)

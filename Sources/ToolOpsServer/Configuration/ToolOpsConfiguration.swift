@@ -63,6 +63,12 @@ public struct ToolOpsConfiguration: Sendable {
         /// while Redis is unreachable — `local` (this replica's own memory), `failOpen`,
         /// `failClosed`. Defaults: `local` for the first three, `failOpen` for the cache.
         public var degraded: [String: DegradedMode] = [:]
+        /// `state.redis.connectTimeout` (5 s), `.commandTimeout` (5 s), `.poolSize` (2),
+        /// `.busyPoll` (0: off; see `RedisConfiguration.busyPoll` — latency for CPU).
+        public var connectTimeout: Duration?
+        public var commandTimeout: Duration?
+        public var poolSize: Int?
+        public var busyPoll: Duration?
 
         public init(url: String) { self.url = url }
 
