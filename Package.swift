@@ -54,6 +54,8 @@ let package = Package(
         .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1", traits: []),
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
         .package(url: "https://github.com/apple/swift-http-types.git", from: "1.8.0"),
+        // YAML configuration files (the server only).
+        .package(url: "https://github.com/jpsim/Yams.git", from: "5.0.1"),
     ],
     targets: [
         // MARK: system libraries
@@ -115,7 +117,7 @@ let package = Package(
             name: "ToolOpsServer",
             dependencies: [
                 "ToolOpsCore", "ToolOpsHealth", "ToolOpsRedis", "ToolOpsRedisBackend", "ToolOpsHTTP", "ToolOpsTelemetry", "ToolOpsAuth",
-                "ToolOpsResilience", "ToolOpsCache", "ToolOpsObserve", hummingbird, lifecycle, log, metrics,
+                "ToolOpsResilience", "ToolOpsCache", "ToolOpsObserve", hummingbird, lifecycle, log, metrics, .product(name: "Yams", package: "Yams"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
             ],
             swiftSettings: strict),

@@ -26,13 +26,14 @@ struct ConfigurationTests {
     }
 
     @Test func everyExampleLoadsAndBuildsAPipeline() throws {
-        let files = try FileManager.default.contentsOfDirectory(atPath: Self.examples.path).filter { $0.hasSuffix(".json") }.sorted()
-        #expect(files == ["compose.json", "single-replica.json", "three-replicas-redis.json"])
+        let files = try FileManager.default.contentsOfDirectory(atPath: Self.examples.path).filter { $0.hasSuffix(".json") || $0.hasSuffix(".yaml") }
+            .sorted()
+        #expect(files == ["compose.json", "single-replica.json", "single-replica.yaml", "three-replicas-redis.json"])
         for file in files {
             let configuration = try ToolOpsConfiguration.load(ConfigurationSource(file: Self.examples.appendingPathComponent(file).path, environment: [:]))
             #expect(configuration.policies.rateLimitRules.isEmpty == false, "\(file)")
             #expect(configuration.policies.cacheEnabled, "\(file)")
-            if file != "single-replica.json" {
+            if !file.hasPrefix("single-replica") {
                 guard case .redis(let redis) = configuration.backend else {
                     Issue.record("\(file) should use Redis")
                     continue
@@ -114,6 +115,31 @@ struct ConfigurationTests {
         let message = loadError(environment: ["TOOLOPS_STATE_BACKEND": "redis", "TOOLOPS_STATE_REDIS_URL": "redis://:hunter2@127.0.0.1:notaport"])
         #expect(message != nil)
         #expect(message?.contains("hunter2") == false, "\(message ?? "")")
+    }
+
+    @Test func yamlFilesReadLikeJSONFilesWithinBounds() throws {
+        let json = try ToolOpsConfiguration.load(ConfigurationSource(file: Self.examples.appendingPathComponent("single-replica.json").path, environment: [:]))
+        let yaml = try ToolOpsConfiguration.load(ConfigurationSource(file: Self.examples.appendingPathComponent("single-replica.yaml").path, environment: [:]))
+        #expect(yaml.policies.rateLimitRules.map(\.rate) == json.policies.rateLimitRules.map(\.rate))
+        #expect(yaml.policies.rateLimitRules.map(\.key) == json.policies.rateLimitRules.map(\.key))
+        #expect(yaml.policies.timeout == json.policies.timeout && yaml.policies.breakerWindow == json.policies.breakerWindow)
+        #expect(yaml.policies.cacheTools == json.policies.cacheTools && yaml.server.port == json.server.port)
+
+        func yamlError(_ text: String) throws -> String? {
+            let path = NSTemporaryDirectory() + "toolops-config-\(UUID().uuidString).yaml"
+            try text.write(toFile: path, atomically: true, encoding: .utf8)
+            defer { try? FileManager.default.removeItem(atPath: path) }
+            return loadError(file: path)
+        }
+        // Unknown keys and bad values are errors as in JSON.
+        #expect(try yamlError("server:\n  prot: 1\n")?.contains("server.prot") == true)
+        #expect(try yamlError("server:\n  port: eighty\n")?.contains("expected an integer") == true)
+        #expect(try yamlError("server: [unclosed\n")?.contains("not valid YAML") == true)
+        #expect(try yamlError("server:\n  port: 1\n  port: 2\n") != nil)
+        // Aliases that expand exponentially are refused, not expanded.
+        var laughs = "a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n"
+        for level in 1..<9 { laughs += "a\(level): &a\(level) [" + Array(repeating: "*a\(level - 1)", count: 10).joined(separator: ", ") + "]\n" }
+        #expect(try yamlError(laughs)?.contains("too large") == true)
     }
 
     @Test func environmentNamesFollowTheKeyPath() {

@@ -1,7 +1,8 @@
 import Foundation
 import ToolOpsCore
 
-/// Where configuration values come from, in rising precedence: a JSON file, the environment
+/// Where configuration values come from, in rising precedence: a JSON or YAML file (`.yaml`,
+/// `.yml`), the environment
 /// (`TOOLOPS_` + the key path in upper snake case: `server.maxBodyBytes` →
 /// `TOOLOPS_SERVER_MAX_BODY_BYTES`), and flags (`--set server.port=9090`).
 ///
@@ -33,10 +34,15 @@ public struct ConfigurationSource: Sendable {
             guard let data = FileManager.default.contents(atPath: file) else {
                 throw ToolOpsError(.invalidConfiguration, "configuration file \(file) cannot be read")
             }
-            do {
-                content = try JSONValue(parsing: Array(data), limits: .init(maximumDepth: 16, maximumBytes: 4 << 20))
-            } catch {
-                throw ToolOpsError(.invalidConfiguration, "configuration file \(file) is not valid JSON: \(error.message)")
+            guard data.count <= 4 << 20 else { throw ToolOpsError(.invalidConfiguration, "configuration file \(file) is larger than 4 MiB") }
+            if file.hasSuffix(".yaml") || file.hasSuffix(".yml") {
+                content = try YAMLConfiguration.parse(String(decoding: data, as: UTF8.self), file: file)
+            } else {
+                do {
+                    content = try JSONValue(parsing: Array(data), limits: .init(maximumDepth: 16, maximumBytes: 4 << 20))
+                } catch {
+                    throw ToolOpsError(.invalidConfiguration, "configuration file \(file) is not valid JSON: \(error.message)")
+                }
             }
             guard case .object = content else { throw ToolOpsError(.invalidConfiguration, "configuration file \(file) must hold a JSON object") }
         }
