@@ -123,7 +123,7 @@ let package = Package(
             swiftSettings: strict),
         .executableTarget(
             name: "toolops",
-            dependencies: ["ToolOpsServer", "ToolOpsHealth", "ToolOpsTelemetry", "ToolOpsCore", "ToolOpsRedis", "ToolOpsRedisBackend", argumentParser, log],
+            dependencies: ["ToolOpsServer", "ToolOpsHealth", "ToolOpsAuth", "ToolOpsTelemetry", "ToolOpsCore", "ToolOpsRedis", "ToolOpsRedisBackend", argumentParser, log],
             swiftSettings: strict),
         .executableTarget(
             name: "toolops-bench",

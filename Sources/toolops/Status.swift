@@ -12,44 +12,15 @@ import ToolOpsServer
 struct Status: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Show the cluster: replicas, breakers, busiest limits, cache, calls, degraded stores.")
 
-    @Option(help: "Redis URL (default: state.redis.url from --config, else redis://127.0.0.1:6379).")
-    var redis: String?
-
-    @Option(help: "A configuration file to take the Redis URL, password, TLS files and key prefix from.")
-    var config: String?
-
-    @Option(help: "Key prefix in Redis (default: state.redis.keyPrefix, else toolops).")
-    var keyPrefix: String?
+    @OptionGroup var target: RedisOptions
 
     @Flag(help: "Print JSON instead of a table.")
     var json = false
 
     func run() async throws {
-        var url = redis ?? "redis://127.0.0.1:6379"
-        var prefix = keyPrefix ?? "toolops"
-        var settings: ToolOpsConfiguration.Redis?
-        if let config {
-            let loaded: ToolOpsConfiguration
-            do { loaded = try ToolOpsConfiguration.load(ConfigurationSource(file: config)) } catch { throw ValidationError(error.message) }
-            if case .redis(let fromFile) = loaded.backend {
-                settings = fromFile
-                url = redis ?? fromFile.url
-                prefix = keyPrefix ?? fromFile.keyPrefix
-            }
-        }
-        var configuration = try RedisConfiguration(url: url)
-        configuration.connectTimeout = .seconds(3)
-        configuration.commandTimeout = .seconds(10)
-        if let settings {
-            if let password = settings.password { configuration.password = password }
-            if let file = settings.caFile { configuration.tls.caFile = file }
-            if let file = settings.certificateFile { configuration.tls.certificateFile = file }
-            if let file = settings.privateKeyFile { configuration.tls.privateKeyFile = file }
-            if let name = settings.serverName { configuration.tls.serverName = name }
-        }
-        let client = try RedisClient(configuration: configuration)
+        let (client, keys, _) = try target.connect()
         defer { client.shutdown() }
-        let status = try await ClusterStatus.read(client: client, keys: RedisKeySchema(prefix: prefix))
+        let status = try await ClusterStatus.read(client: client, keys: keys)
         if json {
             print(try status.json.canonicalString())
         } else {

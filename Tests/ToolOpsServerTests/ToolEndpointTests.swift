@@ -5,6 +5,7 @@ import ServiceContextModule
 import Synchronization
 import ToolOpsAuth
 import ToolOpsHTTP
+import ToolOpsRedis
 import Tracing
 import Logging
 import ServiceLifecycle
@@ -265,6 +266,39 @@ struct ToolEndpointContextTests {
             #expect(context.authCredentials?["x-api-key"] == "k-123")  // for the auth middleware (which removes it)
             await group.triggerGracefulShutdown()
             try await tasks.waitForAll()
+        }
+    }
+}
+
+@Suite("API keys managed with toolops keys", .timeLimit(.minutes(1)))
+struct KeysCommandTests {
+    @Test func aKeyCreatedWithTheCommandWorksAtOnceAndARevocationRefusesIt() async throws {
+        let binary = try #require(toolopsBinary())
+        try await withRedisServer { redis in
+            try await withToolServer({ configuration in
+                configuration.backend = .redis(.init(url: redis.url))
+                configuration.auth.enabled = true
+            }) { port, _ in
+                #expect(try await http(port: port, "POST", "/v1/tools/demo/echo", body: "{}").status == 401)
+                let created = try run(binary, ["keys", "create", "--redis", redis.url, "--principal", "ci-bot", "--tenant", "acme", "--id", "ci-1"])
+                let key = try #require(created.split(separator: "\n").first { $0.hasPrefix("key: ") }.map { String($0.dropFirst(5)) })
+                #expect(key.hasPrefix("tk_") && key.count == 35)
+                // Only the digest is in Redis.
+                let client = try RedisClient(url: redis.url, logger: quietLogger)
+                defer { client.shutdown() }
+                for name in try await client.send("KEYS", "*").array ?? [] {
+                    let value = try await client.send("TYPE", name.string ?? "").string == "string" ? try await client.send("GET", name.string ?? "").string ?? "" : ""
+                    #expect(!value.contains(key))
+                }
+                #expect(try await http(port: port, "POST", "/v1/tools/demo/echo", headers: ["X-API-Key": key], body: "{}").status == 200)
+
+                _ = try run(binary, ["keys", "revoke", "--redis", redis.url, "--id", "ci-1"])
+                let refused = await waitFor(seconds: 2) {
+                    (try? await http(port: port, "POST", "/v1/tools/demo/echo", headers: ["X-API-Key": key], body: "{}"))?.status == 401
+                }
+                #expect(refused != nil, "the revoked key is refused")
+                #expect(throws: (any Error).self) { try run(binary, ["keys", "revoke", "--redis", redis.url, "--id", "ci-1"]) }  // gone
+            }
         }
     }
 }

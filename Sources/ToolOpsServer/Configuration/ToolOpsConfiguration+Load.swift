@@ -206,7 +206,9 @@ extension ToolOpsConfiguration {
             if auth.jwksURL != nil, auth.introspectionURL != nil {
                 throw ToolOpsError(.invalidConfiguration, "auth.jwt and auth.introspection both read bearer tokens: configure one of them")
             }
-            if auth.apiKeys.isEmpty, auth.jwksURL == nil, auth.introspectionURL == nil, !auth.allowAnonymous {
+            var redisKeys = false
+            if case .redis = backend { redisKeys = true }  // keys created at run time live in Redis
+            if auth.apiKeys.isEmpty, !redisKeys, auth.jwksURL == nil, auth.introspectionURL == nil, !auth.allowAnonymous {
                 throw ToolOpsError(
                     .invalidConfiguration, "auth is enabled without auth.apiKeys.keys, auth.jwt or auth.introspection: every call would be refused")
             }
