@@ -94,7 +94,7 @@ public struct ToolOpsAssembly: Sendable {
                 sweepable.append(sweeper)
                 return store
             case .redis:
-                return try redis(try backend.unsafelyUnwrappedBackend())
+                return try redis(try backend.requiredBackend())
             }
         }
         func degraded(_ policy: String) -> DegradedMode {
@@ -206,7 +206,7 @@ public struct ToolOpsAssembly: Sendable {
             case .memory: store = MemoryCacheStore(.init(maximumEntries: policies.cacheMaximumEntries))
             case .file(let directory): store = try FileCacheStore(path: directory + "/cache")
             case .redis:
-                store = try backend.unsafelyUnwrappedBackend().makeFallbackCacheStore(
+                store = try backend.requiredBackend().makeFallbackCacheStore(
                     mode: degraded("cache"), fallback: MemoryCacheStore(.init(maximumEntries: policies.cacheMaximumEntries)))
             }
             middlewares.append(try CacheMiddleware(.init(policy: policy, observer: observability.cache), store: store))
@@ -283,7 +283,7 @@ public struct ToolOpsAssembly: Sendable {
 
 extension Optional where Wrapped == RedisBackend {
     /// The backend, which a `.redis` configuration always has.
-    fileprivate func unsafelyUnwrappedBackend() throws(ToolOpsError) -> RedisBackend {
+    fileprivate func requiredBackend() throws(ToolOpsError) -> RedisBackend {
         guard let self else { throw ToolOpsError(.invalidConfiguration, "a Redis store without a Redis backend") }
         return self
     }

@@ -126,7 +126,9 @@ public final class ConfigurationNode {
         ToolOpsError(.invalidConfiguration, "\(dotted(key)) (\(origin)): \(problem)")
     }
 
-    public func string(_ key: String, secret: Bool = false) throws(ToolOpsError) -> String? {
+    /// A string. Errors name the key and where its value came from, never the value (so
+    /// secrets read here never show).
+    public func string(_ key: String) throws(ToolOpsError) -> String? {
         guard let (value, origin) = raw(key) else { return nil }
         guard case .string(let text) = value else { throw fail(key, origin, "expected a string") }
         return text

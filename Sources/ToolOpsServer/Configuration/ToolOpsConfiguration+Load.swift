@@ -158,7 +158,7 @@ extension ToolOpsConfiguration {
             auth.apiKeyHeader = try keys.string("header", default: auth.apiKeyHeader)
             if let pepper = try Self.secret(keys, "pepper", "pepperFile") { auth.apiKeyPepper = Array(pepper.utf8) }
             for entry in try keys.objects("keys") {
-                guard let id = try entry.string("id"), let principal = try entry.string("principal"), let hex = try entry.string("sha256", secret: true),
+                guard let id = try entry.string("id"), let principal = try entry.string("principal"), let hex = try entry.string("sha256"),
                     let digest = Self.unhex(hex), digest.count == 32
                 else {
                     throw ToolOpsError(.invalidConfiguration, "\(entry.dotted("")) needs id, principal and sha256 (64 hex digits of the key's digest)")
@@ -225,7 +225,7 @@ extension ToolOpsConfiguration {
             while text.hasSuffix("\n") || text.hasSuffix("\r") { text.removeLast() }
             return text
         }
-        return try node.string(key, secret: true)
+        return try node.string(key)
     }
 
     static func unhex(_ text: String) -> [UInt8]? {
