@@ -51,14 +51,7 @@ struct JWKSTests {
 
     func withServer(_ body: (JWKSServer, String) async throws -> Void) async throws {
         let server = JWKSServer()
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            let app = server.application()
-            group.addTask { try await app.runService(gracefulShutdownSignals: []) }
-            defer { group.cancelAll() }
-            guard await waitFor(seconds: 5, { server.port.withLock { $0 } != nil }) != nil, let port = server.port.withLock({ $0 }) else {
-                Issue.record("the JWKS server did not start")
-                return
-            }
+        try await withRunningServer(server.application(), port: { server.port.withLock { $0 } }) { port in
             try await body(server, "http://127.0.0.1:\(port)/jwks")
         }
     }

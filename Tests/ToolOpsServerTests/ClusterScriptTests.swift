@@ -24,20 +24,8 @@ struct ClusterScriptTests {
         throw TestFailure("no free port range")
     }
 
-    static func isFree(_ port: Int) -> Bool {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        defer { close(fd) }
-        // Connections closed by the server leave TIME_WAIT entries on its port; only a listener counts.
-        var one: Int32 = 1
-        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_port = UInt16(port).bigEndian
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        return withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-        } == 0
-    }
+    /// Nothing listens on 127.0.0.1:`port`.
+    static func isFree(_ port: Int) -> Bool { !RedisServer.canConnect(port: port) }
 
     @Test func theLoadBalancerSharesOneLimitAndCacheAndLosesNoRequestWhenAReplicaStops() async throws {
         let binary = try #require(toolopsBinary(), "the toolops executable must be built next to the tests")

@@ -38,12 +38,14 @@ extension APIKeyRecord {
             expiresAt: json["expiresAt"]?.int64Value.map(ClockInstant.init(nanoseconds:)), metadata: metadata)
     }
 
-    static func hex(_ bytes: [UInt8]) -> String {
+    /// Lower-case hex of `bytes` (digests, lookup ids, token hashes).
+    package static func hex(_ bytes: [UInt8]) -> String {
         let digits = Array("0123456789abcdef".utf8)
         return String(decoding: bytes.flatMap { [digits[Int($0 >> 4)], digits[Int($0 & 15)]] }, as: UTF8.self)
     }
 
-    static func unhex(_ text: String) -> [UInt8]? {
+    /// The bytes of lower-case hex text; `nil` for anything else.
+    package static func unhex(_ text: String) -> [UInt8]? {
         let bytes = Array(text.utf8)
         guard bytes.count % 2 == 0 else { return nil }
         func value(_ byte: UInt8) -> UInt8? {

@@ -20,9 +20,7 @@ public struct RedisJWKSDocumentStore: JWKSDocumentStore {
 
     /// The key name part of an endpoint: the SHA-256 of its URL (URLs may hold anything).
     static func name(_ url: String) -> String {
-        let digits = Array("0123456789abcdef".utf8)
-        let bytes = SHA256.hash(data: Array(url.utf8)).prefix(16).flatMap { [digits[Int($0 >> 4)], digits[Int($0 & 15)]] }
-        return String(decoding: bytes, as: UTF8.self)
+        APIKeyRecord.hex(Array(SHA256.hash(data: Array(url.utf8)).prefix(16)))
     }
 
     public func latest(url: String) async throws -> JWKSDocument? {

@@ -125,10 +125,7 @@ public struct ToolOpsAssembly: Sendable {
             // (`toolops keys create`), revoked on every replica at once.
             if !auth.apiKeys.isEmpty || backend != nil {
                 let hasher = try auth.apiKeyPepper.map { pepper throws -> APIKeyHasher in try APIKeyHasher.hmacSHA256(pepper: pepper) } ?? .sha256
-                let records = auth.apiKeys.map {
-                    APIKeyRecord(id: $0.id, digest: $0.digest, principal: $0.principal, tenant: $0.tenant, roles: $0.roles, scopes: $0.scopes)
-                }
-                let fixed = MemoryAPIKeyStore(records)
+                let fixed = MemoryAPIKeyStore(auth.apiKeys)
                 let store: any APIKeyStore = backend.map { LayeredAPIKeyStore(fixed: fixed, shared: $0.makeAPIKeyStore()) } ?? fixed
                 authenticators.append(APIKeyAuthenticator(store: store, hasher: hasher, configuration: .init(header: auth.apiKeyHeader)))
                 credentialHeaders.append(auth.apiKeyHeader)

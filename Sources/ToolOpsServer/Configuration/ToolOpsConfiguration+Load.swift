@@ -159,14 +159,13 @@ extension ToolOpsConfiguration {
             if let pepper = try Self.secret(keys, "pepper", "pepperFile") { auth.apiKeyPepper = Array(pepper.utf8) }
             for entry in try keys.objects("keys") {
                 guard let id = try entry.string("id"), let principal = try entry.string("principal"), let hex = try entry.string("sha256"),
-                    let digest = Self.unhex(hex), digest.count == 32
+                    let digest = APIKeyRecord.unhex(hex.lowercased()), digest.count == 32
                 else {
                     throw ToolOpsError(.invalidConfiguration, "\(entry.dotted("")) needs id, principal and sha256 (64 hex digits of the key's digest)")
                 }
-                var key = APIKeyEntry(id: id, digest: digest, principal: principal)
-                key.tenant = try entry.string("tenant")
-                key.roles = try entry.strings("roles") ?? []
-                key.scopes = try entry.strings("scopes") ?? []
+                let key = APIKeyRecord(
+                    id: id, digest: digest, principal: principal, tenant: try entry.string("tenant"), roles: try entry.strings("roles") ?? [],
+                    scopes: try entry.strings("scopes") ?? [])
                 auth.apiKeys.append(key)
             }
         }
@@ -226,16 +225,5 @@ extension ToolOpsConfiguration {
             return text
         }
         return try node.string(key)
-    }
-
-    static func unhex(_ text: String) -> [UInt8]? {
-        let bytes = Array(text.lowercased().utf8)
-        guard bytes.count % 2 == 0 else { return nil }
-        var out: [UInt8] = []
-        for index in stride(from: 0, to: bytes.count, by: 2) {
-            guard let byte = UInt8(String(decoding: bytes[index..<index + 2], as: UTF8.self), radix: 16) else { return nil }
-            out.append(byte)
-        }
-        return out
     }
 }

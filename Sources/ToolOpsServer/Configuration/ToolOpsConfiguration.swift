@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import ToolOpsAuth
 import ToolOpsCore
 import ToolOpsRedis
 import ToolOpsResilience
@@ -124,25 +125,6 @@ public struct ToolOpsConfiguration: Sendable {
         public init() {}
     }
 
-    public struct APIKeyEntry: Sendable {
-        public var id: String
-        /// SHA-256 (or peppered HMAC) of the key, hex.
-        public var digest: [UInt8]
-        public var principal: String
-        public var tenant: String?
-        public var roles: [String] = []
-        public var scopes: [String] = []
-
-        public init(id: String, digest: [UInt8], principal: String, tenant: String? = nil, roles: [String] = [], scopes: [String] = []) {
-            self.id = id
-            self.digest = digest
-            self.principal = principal
-            self.tenant = tenant
-            self.roles = roles
-            self.scopes = scopes
-        }
-    }
-
     public struct Auth: Sendable {
         /// `auth.enabled`: defaults to false (every call anonymous).
         public var enabled = false
@@ -151,7 +133,7 @@ public struct ToolOpsConfiguration: Sendable {
         /// `auth.apiKeys.header` (`X-API-Key`), `.pepperFile`, `.keys` (list of `{id, sha256, principal, tenant, roles, scopes}`).
         public var apiKeyHeader = "X-API-Key"
         public var apiKeyPepper: [UInt8]?
-        public var apiKeys: [APIKeyEntry] = []
+        public var apiKeys: [APIKeyRecord] = []
         /// `auth.jwt.jwksURL`, `.issuers`, `.audiences`, `.algorithms` (RS256, ES256, EdDSA), `.tenantClaim`, `.rolesClaim`.
         public var jwksURL: String?
         public var jwtIssuers: [String] = []

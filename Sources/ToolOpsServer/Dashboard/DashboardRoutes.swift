@@ -70,10 +70,8 @@ public final class DashboardRoutes: Sendable {
         if let check = assembly.breakers, let result = try? await check.check() {
             for (name, state) in result.details { breakers.append(.init(name: name, state: state.stringValue ?? "open")) }
         }
-        var degraded: [String: [String: String]] = [:]
-        for replica in replicas where !replica.checks.isEmpty { degraded[replica.id] = replica.checks.mapValues(\.rawValue) }
         return ClusterStatus(
             replicas: replicas, breakers: breakers.sorted { $0.name < $1.name }, busiestLimits: [], cacheEntries: 0, cacheBytes: 0, partial: false,
-            tools: assembly.statistics.snapshot(), degraded: degraded, readAt: WallClock().now)
+            tools: assembly.statistics.snapshot(), degraded: ClusterStatus.degraded(replicas), readAt: WallClock().now)
     }
 }

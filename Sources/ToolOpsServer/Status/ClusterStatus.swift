@@ -90,14 +90,10 @@ public struct ClusterStatus: Sendable {
                 }
             }
         }
-        var degraded: [String: [String: String]] = [:]
-        for replica in replicas where !replica.checks.isEmpty {
-            degraded[replica.id] = replica.checks.mapValues(\.rawValue)
-        }
         return ClusterStatus(
             replicas: replicas, breakers: breakers.sorted { $0.name < $1.name }, busiestLimits: Array(limitsFound.prefix(limits.busiestLimits)),
             cacheEntries: entries.count, cacheBytes: bytes, partial: breakersPartial || limitsPartial || cachePartial,
-            tools: ToolStatistics.sum(snapshots), degraded: degraded, readAt: WallClock().now)
+            tools: ToolStatistics.sum(snapshots), degraded: degraded(replicas), readAt: WallClock().now)
     }
 
     /// The status as JSON (what `toolops status --json` prints and the dashboard reads).
@@ -121,6 +117,13 @@ public struct ClusterStatus: Sendable {
             "tools": .object(tools.mapValues { .object($0.mapValues(JSONValue.integer)) }),
             "degraded": .object(degraded.mapValues { .object($0.mapValues(JSONValue.string)) }),
         ]
+    }
+
+    /// Replica id → its checks that are not healthy, as each replica last reported them.
+    static func degraded(_ replicas: [ReplicaInfo]) -> [String: [String: String]] {
+        var degraded: [String: [String: String]] = [:]
+        for replica in replicas where !replica.checks.isEmpty { degraded[replica.id] = replica.checks.mapValues(\.rawValue) }
+        return degraded
     }
 
     /// Up to `limit` keys matching `pattern`, and whether there were more.
