@@ -23,6 +23,15 @@ struct HTTPBench: AsyncParsableCommand {
     @Option(help: "Seconds per measurement.")
     var seconds: Int = 3
 
+    @Option(help: "Comma-separated rows to run (bare, plain, memory, redis, redis-light); the bare route is always run first.")
+    var rows: String = "plain,memory,redis,redis-light"
+
+    @Option(help: "Connections per Redis client (the configuration's state.redis.poolSize).")
+    var redisPool: Int = 2
+
+    @Option(help: "Busy polling of the Redis connections, in microseconds (state.redis.busyPoll; 0 = off).")
+    var busyPollMicroseconds: Int = 0
+
     func run() async throws {
         let levels = connections.split(separator: ",").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }
         var logger = Logger(label: "bench")
@@ -34,6 +43,11 @@ struct HTTPBench: AsyncParsableCommand {
         func configuration(_ backend: ToolOpsConfiguration.Backend) -> ToolOpsConfiguration {
             var configuration = ToolOpsConfiguration()
             configuration.backend = backend
+            if case .redis(var redis) = backend {
+                redis.poolSize = redisPool
+                redis.busyPoll = .microseconds(busyPollMicroseconds)
+                configuration.backend = .redis(redis)
+            }
             // Every policy on demo:echo; limits high enough never to refuse (their cost is measured, not their refusals).
             configuration.policies.rateLimitRules = [.init(tools: "*", rate: 1_000_000_000, burst: 1_000_000_000)]
             configuration.policies.cacheEnabled = true
@@ -75,13 +89,14 @@ struct HTTPBench: AsyncParsableCommand {
                 ready = (try? capture("/usr/bin/env", ["curl", "-sf", "-X", "POST", "http://127.0.0.1:\(port)/redis/v1/tools/demo/echo", "-d", "{}"])) != nil
                 if !ready { try await Task.sleep(for: .milliseconds(100)) }
             }
+            let selected = Set(rows.split(separator: ",").map { "/" + $0.trimmingCharacters(in: .whitespaces) })
             let rows: [(String, String)] = [
                 ("bare Hummingbird route (same JSON)", "/bare"),
                 ("tool endpoint, no policies", "/plain/v1/tools/demo/echo"),
                 ("full pipeline, memory stores", "/memory/v1/tools/demo/echo"),
                 ("full pipeline, Redis stores", "/redis/v1/tools/demo/echo"),
                 ("  the same without the bulkhead", "/redis-light/v1/tools/demo/echo"),
-            ]
+            ].filter { $0.1 == "/bare" || selected.contains("/" + ($0.1.split(separator: "/").first ?? "")) }
             print("toolops-bench http — wrk \(seconds) s per cell, server and wrk on the same machine")
             print(pad("", 38) + levels.map { pad("c=\($0): req/s   p99", 28) }.joined())
             var baseline: [Int: (rps: Double, p99: Double)] = [:]

@@ -2,7 +2,7 @@ import Synchronization
 import Testing
 import ToolOpsCore
 import ToolOpsRedis
-import ToolOpsRedisBackend
+@testable import ToolOpsRedisBackend
 import ToolOpsResilience
 import ToolOpsTestSupport
 import ToolOpsTesting
@@ -46,6 +46,49 @@ struct RedisBulkheadStoreTests {
 
     /// A call that runs three times its lease keeps its slot: the middleware renews the lease,
     /// so the bulkhead of one never admits a second call meanwhile.
+    /// A large bulkhead (limit 64: up to 4 kept slots) cycles a busy replica's slots without
+    /// round trips; other replicas see a kept slot in use until its hold ends, and stopping
+    /// the store gives every kept slot back. (A 300 ms hold: the default 10 ms could pass
+    /// between two steps of a loaded test.)
+    @Test func releasedSlotsAreReusedAndGivenBackAfterTheirHold() async throws {
+        try await withRedisServer { server in
+            let redis = try client(server.url)
+            let probe = try client(server.url)
+            defer { redis.shutdown(); probe.shutdown() }
+            let store = RedisBulkheadStore(client: redis, reuse: .init(hold: .milliseconds(300)))
+            func inUse() async throws -> Int { try await probe.send("ZCARD", "toolops:bh:{shared}").int.map { Int($0) } ?? -1 }
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask { await store.run() }
+                #expect(await eventually { store.isKeepingSlots })
+                // Sequential calls: the first asks Redis, the next 99 reuse its slot.
+                let permit = try await store.acquire(key: "shared", limit: 64, lease: .seconds(30), maxWait: .zero)
+                await store.release(permit)
+                let before = try await probe.commandCalls()["evalsha"] ?? 0
+                for _ in 0..<99 {
+                    let again = try await store.acquire(key: "shared", limit: 64, lease: .seconds(30), maxWait: .zero)
+                    #expect(again == permit)
+                    await store.release(again)
+                }
+                #expect((try await probe.commandCalls()["evalsha"] ?? 0) - before == 0, "no round trip for a kept slot")
+                #expect(try await inUse() == 1, "kept: in use for the other replicas")
+                #expect(try await eventually(within: .seconds(2)) { try await inUse() == 0 }, "given back after the hold")
+                // Callers that wait never take a kept slot (they queue across replicas).
+                let kept = try await store.acquire(key: "shared", limit: 64, lease: .seconds(30), maxWait: .zero)
+                await store.release(kept)
+                let waiting = try await store.acquire(key: "shared", limit: 64, lease: .seconds(30), maxWait: .seconds(1))
+                #expect(waiting != kept)
+                await store.release(waiting)
+                // Several kept at once, all given back when the store stops.
+                var permits: [BulkheadPermit] = []
+                for _ in 0..<6 { permits.append(try await store.acquire(key: "shared", limit: 64, lease: .seconds(30), maxWait: .zero)) }
+                for permit in permits { await store.release(permit) }
+                #expect(try await eventually(within: .seconds(2)) { try await inUse() == 0 }, "4 kept at most, for the hold")
+                group.cancelAll()
+            }
+            #expect(try await eventually(within: .seconds(2)) { try await inUse() == 0 })
+        }
+    }
+
     @Test func aCallLongerThanItsLeaseKeepsItsSlot() async throws {
         try await withRedisServer { server in
             let client = try client(server.url)

@@ -8,7 +8,9 @@ import ToolOpsResilience
 import ToolOpsTestSupport
 import ToolOpsTesting
 
-@Suite("Redis rate-limit store", .timeLimit(.minutes(1)))
+// Serialized: three of these tests saturate a limit with many callers for a second each, and
+// overlapping they would measure each other's load rather than the limiter.
+@Suite("Redis rate-limit store", .serialized, .timeLimit(.minutes(1)))
 struct RedisRateLimitStoreTests {
     func client(_ url: String) throws -> RedisClient { try RedisClient(url: url, logger: quietLogger) }
 
@@ -76,7 +78,13 @@ struct RedisRateLimitStoreTests {
                             var allowed = 0
                             let began = ContinuousClock.now
                             while ContinuousClock.now < until {
-                                if try await store.acquire([RateLimitRequest(key: "shared", limit: limit)], maxWait: .zero)[0].allowed { allowed += 1 }
+                                if try await store.acquire([RateLimitRequest(key: "shared", limit: limit)], maxWait: .zero)[0].allowed {
+                                    allowed += 1
+                                } else {
+                                    // A remembered refusal takes a microsecond: without a pause the callers would
+                                    // spin both cores for the whole second, loading every other test.
+                                    try await Task.sleep(for: .milliseconds(1))
+                                }
                             }
                             return (allowed, began, ContinuousClock.now)
                         }
@@ -95,6 +103,83 @@ struct RedisRateLimitStoreTests {
             // running in parallel on 2 cores (when even 24 callers barely keep up), and still
             // fails a limiter that refuses tokens it has (double counting halves the rate).
             #expect(Double(allowed) >= floor * 0.75, "allowed \(allowed); saturated for \(saturated) s: \(floor)")
+        }
+    }
+
+    /// A bucket busy enough to lease: 200/s puts 20 tokens in a 100 ms window. Three replicas
+    /// with eight callers each spend it for a second in batches — far fewer round trips than
+    /// decisions — and the cluster still admits no more than the limit, and not much less.
+    @Test func busyBucketsAreLeasedInBatchesWithinTheClusterLimit() async throws {
+        try await withRedisServer { server in
+            let replicas = try (0..<3).map { _ in try client(server.url) }
+            let probe = try client(server.url)
+            defer { (replicas + [probe]).forEach { $0.shutdown() } }
+            // Low enough for 24 callers to saturate while the rest of the suite loads both cores
+            // (a round trip can then take tens of milliseconds: hence the long window).
+            let (rate, burst) = (200, 40)
+            let limit = try RateLimit(rate: rate, per: .seconds(1), burst: burst)
+            func serverMicros() async throws -> Int64 {
+                let time = try await probe.send("TIME").array ?? []
+                return (time.first?.int ?? 0) * 1_000_000 + (time.last?.int ?? 0)
+            }
+            let stores = replicas.map { RedisRateLimitStore(client: $0, leasing: .init(window: .milliseconds(100))) }
+            for store in stores { _ = try await store.acquire([RateLimitRequest(key: "warm-up", limit: limit)], maxWait: .zero) }
+            let before = try await evalshaCalls(probe)
+            let start = try await serverMicros()
+            let until = ContinuousClock.now + .milliseconds(1000)
+            let results = try await withThrowingTaskGroup(of: (allowed: Int, decisions: Int, began: ContinuousClock.Instant, ended: ContinuousClock.Instant).self) { group in
+                for store in stores {
+                    for _ in 0..<8 {
+                        group.addTask {
+                            var (allowed, decisions) = (0, 0)
+                            let began = ContinuousClock.now
+                            while ContinuousClock.now < until {
+                                decisions += 1
+                                if try await store.acquire([RateLimitRequest(key: "busy", limit: limit)], maxWait: .zero)[0].allowed {
+                                    allowed += 1
+                                } else {
+                                    // A remembered refusal takes a microsecond: without a pause, 24 callers
+                                    // spinning on them would starve the replies that bring tokens.
+                                    try await Task.sleep(for: .milliseconds(1))
+                                }
+                            }
+                            return (allowed, decisions, began, ContinuousClock.now)
+                        }
+                    }
+                }
+                return try await group.reduce(into: []) { $0.append($1) }
+            }
+            let elapsed = Double(try await serverMicros() - start) / 1e6
+            let after = try await evalshaCalls(probe)
+            let allowed = results.reduce(0) { $0 + $1.allowed }
+            let decisions = results.reduce(0) { $0 + $1.decisions }
+            let ceiling = Double(burst) + Double(rate) * elapsed
+            #expect(Double(allowed) <= ceiling, "allowed \(allowed) over \(elapsed) s (server time); ceiling \(ceiling)")
+            let saturated = (results.map(\.ended).max()! - results.map(\.began).min()!).secondsDouble
+            #expect(Double(allowed) >= (Double(burst) + Double(rate) * saturated) * 0.75, "allowed \(allowed) in \(saturated) s")
+            #expect(decisions > allowed * 2, "the limit was contended: \(decisions) decisions")
+            #expect(after.evalsha - before.evalsha < decisions / 3, "\(after.evalsha - before.evalsha) round trips for \(decisions) decisions")
+        }
+    }
+
+    /// A refusal is remembered until its retryAfter: calls on an empty bucket cost no round trip.
+    @Test func refusalsAreRememberedUntilTheirRetryAfter() async throws {
+        try await withRedisServer { server in
+            let redis = try client(server.url)
+            let probe = try client(server.url)
+            defer { redis.shutdown(); probe.shutdown() }
+            let store = RedisRateLimitStore(client: redis)
+            let limit = try RateLimit(rate: 1, per: .seconds(100), burst: 1)
+            let request = RateLimitRequest(key: "empty", limit: limit)
+            #expect(try await store.acquire([request], maxWait: .zero)[0].allowed)
+            let before = try await evalshaCalls(probe)
+            var refusals: [RateLimitDecision] = []
+            for _ in 0..<10 { refusals.append(try await store.acquire([request], maxWait: .zero)[0]) }
+            let after = try await evalshaCalls(probe)
+            #expect(refusals.allSatisfy { !$0.allowed && $0.retryAfter > .seconds(90) && $0.retryAfter <= .seconds(100) })
+            #expect(after.evalsha - before.evalsha == 1, "the first refusal asked Redis; the other nine did not")
+            // Another replica (another store) still asks Redis, and is refused by it too.
+            #expect(try await RedisRateLimitStore(client: redis).acquire([request], maxWait: .zero)[0].allowed == false)
         }
     }
 

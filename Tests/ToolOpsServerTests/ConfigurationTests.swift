@@ -66,9 +66,11 @@ struct ConfigurationTests {
         let tuned = try ToolOpsConfiguration.load(
             ConfigurationSource(
                 environment: ["TOOLOPS_STATE_BACKEND": "redis", "TOOLOPS_STATE_REDIS_URL": "redis://h:1", "TOOLOPS_STATE_REDIS_POOL_SIZE": "4"],
-                overrides: ["state.redis.busyPoll=200us", "state.redis.commandTimeout=750ms"]))
+                overrides: ["state.redis.busyPoll=200us", "state.redis.commandTimeout=750ms", "policies.rateLimit.leaseWindow=5ms"]))
         guard case .redis(let tunedRedis) = tuned.backend else { throw TestFailure("expected Redis") }
         #expect(tunedRedis.poolSize == 4 && tunedRedis.busyPoll == .microseconds(200) && tunedRedis.commandTimeout == .milliseconds(750))
+        #expect(tuned.policies.rateLimitLeaseWindow == .milliseconds(5))
+        #expect(redis.policies.rateLimitLeaseWindow == .milliseconds(20), "the default")
     }
 
     @Test func unknownKeysAndBadValuesAreErrorsNamingTheKey() throws {
@@ -90,6 +92,7 @@ struct ConfigurationTests {
             (#"{"auth":{"jwt":{"jwksURL":"https://idp/jwks"},"introspection":{"url":"https://idp/introspect","clientID":"c"}}}"#, [:], [], ["configure one of them"]),
             (#"{"auth":{"enabled":true}}"#, [:], [], ["every call would be refused"]),
             ("{not json", [:], [], ["not valid JSON"]),
+            (#"{"policies":{"rateLimit":{"leaseWindow":"5s"}}}"#, [:], [], ["policies.rateLimit.leaseWindow", "above 1s"]),
         ]
         for item in cases {
             let file = try item.file.map(write)

@@ -153,21 +153,33 @@ public final class Observability: Sendable {
         let key = Self.key(name, dimensions)
         if let known = counters.withLock({ $0[key] }) { return known }
         let made = Counter(label: name, dimensions: dimensions, factory: factory)
-        return counters.withLock { $0[key, default: made] }
+        return counters.withLock { known in
+            if let raced = known[key] { return raced }
+            known[key] = made
+            return made
+        }
     }
 
     func gauge(_ name: String, _ dimensions: [(String, String)]) -> Gauge {
         let key = Self.key(name, dimensions)
         if let known = gauges.withLock({ $0[key] }) { return known }
         let made = Gauge(label: name, dimensions: dimensions, factory: factory)
-        return gauges.withLock { $0[key, default: made] }
+        return gauges.withLock { known in
+            if let raced = known[key] { return raced }
+            known[key] = made
+            return made
+        }
     }
 
     func meter(_ name: String, _ dimensions: [(String, String)]) -> Meter {
         let key = Self.key(name, dimensions)
         if let known = meters.withLock({ $0[key] }) { return known }
         let made = Meter(label: name, dimensions: dimensions, factory: factory)
-        return meters.withLock { $0[key, default: made] }
+        return meters.withLock { known in
+            if let raced = known[key] { return raced }
+            known[key] = made
+            return made
+        }
     }
 
     private static func key(_ name: String, _ dimensions: [(String, String)]) -> String {

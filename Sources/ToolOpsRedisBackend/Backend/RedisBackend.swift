@@ -38,12 +38,21 @@ public final class RedisBackend: Service, Sendable {
         public var fallbackDeadline: Duration
         /// How often a degraded fallback store tries Redis again. Defaults to 1 s.
         public var probeInterval: Duration
+        /// How the rate-limit stores lease busy buckets. Defaults to
+        /// ``RedisRateLimitStore/Leasing/init(window:maximumBuckets:)``.
+        public var rateLimitLeasing: RedisRateLimitStore.Leasing
+        /// How the bulkhead stores keep released slots for this replica's next call. Defaults
+        /// to ``RedisBulkheadStore/Reuse/init(hold:divisor:)``.
+        public var bulkheadReuse: RedisBulkheadStore.Reuse
 
         public init(
             keys: RedisKeySchema = .init(), circuitBreaker: RedisCircuitBreakerStore.Configuration = .init(),
             cache: RedisCacheStore.Configuration = .init(), fallbackDeadline: Duration = .milliseconds(100),
-            probeInterval: Duration = .seconds(1)
+            probeInterval: Duration = .seconds(1), rateLimitLeasing: RedisRateLimitStore.Leasing = .init(),
+            bulkheadReuse: RedisBulkheadStore.Reuse = .init()
         ) {
+            self.rateLimitLeasing = rateLimitLeasing
+            self.bulkheadReuse = bulkheadReuse
             self.keys = keys
             self.circuitBreaker = circuitBreaker
             self.cache = cache
@@ -84,11 +93,18 @@ public final class RedisBackend: Service, Sendable {
 
     // MARK: stores
 
-    /// Cluster-wide rate limits (GCRA in one script per decision).
-    public func makeRateLimitStore() -> RedisRateLimitStore { RedisRateLimitStore(client: client, keys: keys) }
+    /// Cluster-wide rate limits (GCRA in one script per decision; busy buckets leased).
+    public func makeRateLimitStore() -> RedisRateLimitStore {
+        RedisRateLimitStore(client: client, keys: keys, leasing: configuration.rateLimitLeasing)
+    }
 
-    /// Cluster-wide bulkheads (leases that expire with a crashed replica).
-    public func makeBulkheadStore() -> RedisBulkheadStore { RedisBulkheadStore(client: client, keys: keys) }
+    /// Cluster-wide bulkheads (leases that expire with a crashed replica). Its slot reuse runs
+    /// with this backend.
+    public func makeBulkheadStore() -> RedisBulkheadStore {
+        let store = RedisBulkheadStore(client: client, keys: keys, reuse: configuration.bulkheadReuse)
+        schedule { await store.run() }
+        return store
+    }
 
     /// Cluster-wide circuit breakers, with a local view per replica kept current by pub/sub.
     /// Its subscription and outcome flusher run with this backend.

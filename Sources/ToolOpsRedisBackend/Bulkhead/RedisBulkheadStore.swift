@@ -1,3 +1,5 @@
+import ServiceLifecycle
+import Synchronization
 import ToolOpsCore
 import ToolOpsRedis
 import ToolOpsResilience
@@ -15,15 +17,83 @@ import ToolOpsResilience
 /// outnumber the tickets ahead of it; a caller that does not wait never takes a slot a waiter
 /// is owed. Waiters poll (1 ms doubling to 25 ms) and refresh their ticket each time; a
 /// ticket not refreshed for 2 s (its replica died) leaves the queue.
+///
+/// Large bulkheads reuse slots (see ``Reuse``): while ``run()`` runs, a slot released on this
+/// replica is kept for 10 ms for its next call on the same bulkhead, which then needs no
+/// round trip; a busy replica cycles its slots without asking Redis twice a call.
 public final class RedisBulkheadStore: BulkheadStore {
     public let client: RedisClient
     public let keys: RedisKeySchema
     let clock: any ToolOpsClock
 
-    public init(client: RedisClient, keys: RedisKeySchema = .init(), clock: any ToolOpsClock = SystemClock()) {
+    /// How released slots are kept for this replica's next call.
+    public struct Reuse: Sendable {
+        /// How long a released slot stays with this replica; other replicas see it in use that
+        /// long. `.zero` turns reuse off. Defaults to 10 ms.
+        public var hold: Duration
+        /// A bulkhead keeps at most `limit / divisor` released slots (none below a limit of
+        /// `divisor`). Defaults to 16.
+        public var divisor: Int
+
+        public init(hold: Duration = .milliseconds(10), divisor: Int = 16) {
+            self.hold = hold
+            self.divisor = divisor
+        }
+
+        /// Every slot goes back to Redis when its call ends.
+        public static let off = Reuse(hold: .zero)
+    }
+
+    private struct SpareState {
+        var book: BulkheadSpares
+        /// Spares are kept only while ``run()`` is there to give them back.
+        var sweeping = false
+    }
+
+    private let spares: Mutex<SpareState>
+    private let sweepRequests = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
+
+    /// - Parameter reuse: how released slots are kept for this replica's next call (only while
+    ///   ``run()`` runs); defaults to ``Reuse/init(hold:divisor:)``.
+    public init(client: RedisClient, keys: RedisKeySchema = .init(), clock: any ToolOpsClock = SystemClock(), reuse: Reuse = .init()) {
         self.client = client
         self.keys = keys
         self.clock = clock
+        self.spares = Mutex(SpareState(book: BulkheadSpares(configuration: .init(hold: reuse.hold, divisor: reuse.divisor))))
+    }
+
+    /// Whether released slots may be kept now (``run()`` is running).
+    var isKeepingSlots: Bool { spares.withLock { $0.sweeping } }
+
+    /// Gives kept slots back to Redis when their hold ends, until graceful shutdown or
+    /// cancellation; then gives back every slot still kept. Without it, slots are not kept.
+    public func run() async {
+        spares.withLock { $0.sweeping = true }
+        let (requests, continuation) = sweepRequests
+        await withGracefulShutdownHandler {
+            for await _ in requests {
+                while let next = spares.withLock({ $0.book.nextExpiry }) {
+                    try? await clock.sleep(until: next)
+                    giveBack(spares.withLock { $0.book.expired(now: clock.now) })
+                    if Task.isCancelled { break }
+                }
+            }
+        } onGracefulShutdown: {
+            continuation.finish()
+        }
+        let rest = spares.withLock { state in
+            state.sweeping = false
+            return state.book.expired(now: clock.now, all: true)
+        }
+        giveBack(rest)
+    }
+
+    /// Returns kept slots to Redis, without waiting (if that fails, their leases expire).
+    private func giveBack(_ slots: [String: [UInt64]]) {
+        let commands = slots.map { key, tokens in
+            RedisCommand("ZREM", arguments: [keys.bulkheadLeases(key)] + tokens.map { String($0) })
+        }
+        if !commands.isEmpty { client.sendUnawaited(commands) }
     }
 
     /// How long a waiter's ticket stays in the queue without a refresh.
@@ -81,6 +151,15 @@ public final class RedisBulkheadStore: BulkheadStore {
         """)
 
     public func acquire(key: String, limit: Int, lease: Duration, maxWait: Duration) async throws -> BulkheadPermit {
+        // A slot this replica kept from a call that just ended: no round trip. Not for callers
+        // that wait: they queue behind other replicas' waiters, and a kept slot would jump them.
+        if maxWait == .zero {
+            let (token, stale) = spares.withLock { state in
+                state.sweeping ? state.book.take(key: key, limit: limit, lease: lease, now: clock.now) : (nil, [])
+            }
+            if !stale.isEmpty { giveBack([key: stale]) }
+            if let token { return BulkheadPermit(key: key, token: token) }
+        }
         let leaseMs = max(1, lease.nanosecondsClamped / 1_000_000)
         let deadline = clock.now + maxWait
         let ticket = maxWait > .zero ? String(Self.newLeaseID()) : ""
@@ -107,7 +186,12 @@ public final class RedisBulkheadStore: BulkheadStore {
                 throw error
             }
             guard let granted = reply.int else { throw RedisClientError(.unexpectedReply, "bulkhead script returned \(reply)") }
-            if granted == 1 { return BulkheadPermit(key: key, token: token) }
+            if granted == 1 {
+                if maxWait == .zero {
+                    spares.withLock { state in if state.sweeping { state.book.granted(token, key: key, limit: limit, now: clock.now) } }
+                }
+                return BulkheadPermit(key: key, token: token)
+            }
             let now = clock.now
             if now >= deadline {
                 // Leave the queue at once: a stale ticket would hold up the waiters behind it.
@@ -130,7 +214,9 @@ public final class RedisBulkheadStore: BulkheadStore {
     public func renew(_ permit: BulkheadPermit, lease: Duration) async throws -> Bool {
         let leaseMs = max(1, lease.nanosecondsClamped / 1_000_000)
         do {
+            let renewedAt = clock.now
             let reply = try await client.run(Self.renewScript, keys: [keys.bulkheadLeases(permit.key)], arguments: [leaseMs, String(permit.token)])
+            if reply.int == 1 { spares.withLock { $0.book.renewed(permit.token, now: renewedAt) } }
             return reply.int == 1
         } catch let error as RedisClientError where error.isUnavailable {
             throw ToolOpsError(.storeUnavailable, "Redis unavailable for bulkhead \(permit.key)", underlying: error)
@@ -138,6 +224,11 @@ public final class RedisBulkheadStore: BulkheadStore {
     }
 
     public func release(_ permit: BulkheadPermit) async {
+        let kept = spares.withLock { state in state.book.released(permit.token, now: clock.now, keep: state.sweeping) }
+        if kept {
+            sweepRequests.continuation.yield()
+            return
+        }
         // Written at once and not waited for: the caller's answer does not depend on it (one
         // round trip less per call), and nothing cancels it with the caller (a cancelled call is
         // the usual reason to release early): the slot comes back now, not after a whole lease.

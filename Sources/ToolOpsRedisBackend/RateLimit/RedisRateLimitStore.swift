@@ -7,6 +7,13 @@ import ToolOpsResilience
 /// (however many limits the call is subject to), time from Redis' `TIME`, so replica clocks
 /// never matter.
 ///
+/// Busy buckets are leased (see ``Leasing``): a call on a bucket whose rate puts several
+/// tokens in a 20 ms window takes a batch of tokens sized to this replica's recent demand in
+/// one round trip, and the next calls spend them without one; a refusal is remembered until
+/// its `retryAfter`. The cluster still never admits more than the limit — every call spent a
+/// token taken from the shared bucket — and slow buckets (under 2 tokens a window, such as
+/// 100/s) are decided by Redis call by call.
+///
 /// ```swift
 /// let store = RedisRateLimitStore(client: redis)
 /// let limiter = try RateLimitMiddleware(.init(rules: rules), store: FallbackRateLimitStore(primary: store))
@@ -18,10 +25,61 @@ public final class RedisRateLimitStore: RateLimitStore {
     public let client: RedisClient
     public let keys: RedisKeySchema
 
-    public init(client: RedisClient, keys: RedisKeySchema = .init()) {
+    /// How busy buckets are leased.
+    public struct Leasing: Sendable {
+        /// How long a batch of leased tokens may be spent; unspent tokens are dropped after it.
+        /// A bucket is leased when one window holds at least two of its tokens (and its burst
+        /// at least eight): batches are at most the tokens of one window and a quarter of the
+        /// burst. `.zero` turns leasing off. Defaults to 20 ms.
+        public var window: Duration
+        /// Buckets whose leases and refusals are kept at most (bucket keys may come from
+        /// callers); calls on others go to Redis. Defaults to 10,000.
+        public var maximumBuckets: Int
+
+        public init(window: Duration = .milliseconds(20), maximumBuckets: Int = 10_000) {
+            self.window = window
+            self.maximumBuckets = maximumBuckets
+        }
+
+        /// No leasing: every decision is a round trip (refusals are still remembered).
+        public static let off = Leasing(window: .zero)
+    }
+
+    typealias Waiter = CheckedContinuation<RateLimitLeaseOutcome, Never>
+    private let leases: Mutex<RateLimitLeases<Waiter>>
+    private let clock: any ToolOpsClock
+
+    /// - Parameters:
+    ///   - leasing: how busy buckets are leased; defaults to ``Leasing/init(window:maximumBuckets:)``.
+    ///   - clock: measures lease windows and remembered refusals.
+    public init(client: RedisClient, keys: RedisKeySchema = .init(), leasing: Leasing = .init(), clock: any ToolOpsClock = SystemClock()) {
         self.client = client
         self.keys = keys
+        self.leases = Mutex(RateLimitLeases(configuration: .init(window: leasing.window, maximumBuckets: max(leasing.maximumBuckets, 0))))
+        self.clock = clock
     }
+
+    /// KEYS: one bucket. ARGV: cost, emission interval (µs), burst, and the tokens wanted
+    /// (≥ cost). Takes as many tokens as wanted and available, at least `cost`, and returns
+    /// `taken, remaining, retryAfter, resetAfter` (µs); `taken` is 0 when not even `cost`
+    /// tokens are available (nothing written).
+    public static let leaseScript = RedisScript(
+        """
+        local t = redis.call('TIME')
+        local now = t[1] * 1000000 + t[2]
+        local cost, interval, burst, want = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+        local tolerance = burst * interval
+        local tat = tonumber(redis.call('GET', KEYS[1])) or now
+        if tat < now then tat = now end
+        local available = math.floor((tolerance - (tat - now)) / interval)
+        if available < cost then
+          return {0, math.max(0, available), math.ceil(tat + cost * interval - tolerance - now), math.ceil(tat - now)}
+        end
+        local take = math.min(want, available)
+        local newTat = tat + take * interval
+        redis.call('SET', KEYS[1], newTat, 'PX', math.ceil((newTat - now) / 1000) + 1)
+        return {take, available - take, 0, math.ceil(newTat - now)}
+        """)
 
     /// KEYS: the buckets. ARGV[1]: the longest acceptable wait (µs); then per bucket its
     /// cost, emission interval (µs) and burst. Returns `accepted, wait` and per bucket
@@ -114,11 +172,81 @@ public final class RedisRateLimitStore: RateLimitStore {
 
     public func acquire(_ requests: [RateLimitRequest], maxWait: Duration) async throws -> [RateLimitDecision] {
         if requests.isEmpty { return [] }
+        if requests.count == 1 && maxWait == .zero { return [try await leased(requests[0])] }
+        return try await decide(requests, maxWait: maxWait)
+    }
+
+    /// One request decided without waiting: from leased tokens or a remembered refusal when
+    /// there are some, else by a round trip (a batch fetch for busy buckets).
+    private func leased(_ request: RateLimitRequest) async throws -> RateLimitDecision {
+        while true {
+            let startedAt = clock.now
+            switch leases.withLock({ $0.take(request.key, cost: request.cost, limit: request.limit, now: startedAt) }) {
+            case .decided(let decision):
+                return decision
+            case .direct:
+                let decision = try await decide([request], maxWait: .zero)[0]
+                if !decision.allowed {
+                    leases.withLock { $0.remember(refusal: decision, key: request.key, cost: request.cost, now: startedAt) }
+                }
+                return decision
+            case .fetch(let want):
+                return try await fetch(request, want: want, startedAt: startedAt)
+            case .join:
+                let outcome = await withCheckedContinuation { (waiter: Waiter) in
+                    if !leases.withLock({ $0.wait(waiter, key: request.key, cost: request.cost) }) { waiter.resume(returning: .retry) }
+                }
+                switch outcome {
+                case .decided(let decision): return decision
+                case .retry: continue
+                case .failed(let error): throw error
+                }
+            }
+        }
+    }
+
+    /// Takes up to `want` tokens for `request`'s bucket and tells the calls waiting for them.
+    private func fetch(_ request: RateLimitRequest, want: Int, startedAt: ClockInstant) async throws -> RateLimitDecision {
+        let command = RedisCommand.evalSHA(
+            Self.leaseScript, keys: [keys.rateLimit(request.key)],
+            arguments: [request.cost, Double(request.limit.emissionInterval) / 1000, request.limit.burst, want])
+        let values: [Int]
+        do {
+            let reply = try await client.send(command)
+            guard let ints = reply.array?.compactMap(\.int), ints.count == 4 else {
+                throw RedisClientError(.unexpectedReply, "rate-limit lease script returned \(reply)")
+            }
+            values = ints.map { Int($0) }
+        } catch {
+            let waiters = leases.withLock { $0.failed(request.key, error: Self.mapped(error), retry: error is CancellationError) }
+            for (waiter, outcome) in waiters { waiter.resume(returning: outcome) }
+            throw Self.mapped(error)
+        }
+        let decision: RateLimitDecision
+        let waiters: [(Waiter, RateLimitLeaseOutcome)]
+        if values[0] > 0 {
+            (decision, waiters) = leases.withLock {
+                $0.granted(
+                    request.key, cost: request.cost, taken: values[0], remaining: values[1], resetAfter: .microseconds(values[3]),
+                    now: clock.now)
+            }
+        } else {
+            decision = RateLimitDecision(
+                allowed: false, limit: request.limit.burst, remaining: values[1], retryAfter: .microseconds(values[2]),
+                resetAfter: .microseconds(values[3]))
+            waiters = leases.withLock { $0.refused(request.key, cost: request.cost, decision: decision, now: startedAt) }
+        }
+        for (waiter, outcome) in waiters { waiter.resume(returning: outcome) }
+        return decision
+    }
+
+    /// Decides on Redis, call by call.
+    private func decide(_ requests: [RateLimitRequest], maxWait: Duration) async throws -> [RateLimitDecision] {
         let reply: RESPValue
         do {
             reply = try await client.send(command(for: requests, maxWait: maxWait))
-        } catch let error as RedisClientError where error.isUnavailable {
-            throw ToolOpsError(.storeUnavailable, "Redis unavailable for rate limiting", underlying: error)
+        } catch {
+            throw Self.mapped(error)
         }
         guard let values = reply.array?.compactMap(\.int), values.count == 2 + requests.count * 3 else {
             throw RedisClientError(.unexpectedReply, "rate-limit script returned \(reply)")
@@ -132,5 +260,13 @@ public final class RedisRateLimitStore: RateLimitStore {
                 retryAfter: .microseconds(values[base + 1]), resetAfter: .microseconds(values[base + 2]),
                 wait: accepted ? wait : .zero)
         }
+    }
+
+    /// An unreachable Redis as `storeUnavailable` (the fallback store acts on it); other errors as they are.
+    private static func mapped(_ error: any Error) -> any Error {
+        if let error = error as? RedisClientError, error.isUnavailable {
+            return ToolOpsError(.storeUnavailable, "Redis unavailable for rate limiting", underlying: error)
+        }
+        return error
     }
 }

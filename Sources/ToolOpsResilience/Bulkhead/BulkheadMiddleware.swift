@@ -1,3 +1,4 @@
+import Synchronization
 import ToolOpsCore
 
 /// Limits concurrent calls per key, with an optional bounded FIFO wait.
@@ -84,23 +85,72 @@ public struct BulkheadMiddleware: ToolMiddleware {
     /// Runs `body` while renewing the permit's lease every third of it, so a call that runs
     /// longer than the lease keeps its slot (an expired lease would let the bulkhead admit one
     /// call too many). A lease found lapsed is not renewed further.
+    ///
+    /// Most calls end long before a third of their lease: renewals start only when one is
+    /// still running then, by the shared deadline watcher — no child task and timer per call
+    /// (they were a third of a call's CPU on Redis).
     func runRenewing(_ permit: BulkheadPermit, _ body: () async throws -> ToolResult) async -> Result<ToolResult, any Error> {
         let (store, lease) = (self.store, configuration.lease)
-        // Leaving the scope cancels the renewal loop and waits for it.
-        async let _: Void = {
-            while true {
-                do {
-                    try await Task.sleep(for: lease / 3)
-                    if try await store.renew(permit, lease: lease) == false { return }
-                } catch is CancellationError {
-                    return
-                } catch {
-                    // Unreachable store: try again at the next third; the lease may still hold.
+        let renewal = LeaseRenewal {
+            Task {
+                while true {
+                    do {
+                        if try await store.renew(permit, lease: lease) == false { return }
+                    } catch is CancellationError {
+                        return
+                    } catch {
+                        // Unreachable store: try again at the next third; the lease may still hold.
+                    }
+                    do { try await Task.sleep(for: lease / 3) } catch { return }
                 }
             }
-        }()
+        }
+        let watcher = DeadlineWatcher.shared
+        guard DeadlineWatcher.canWatch(SystemClock()) else {
+            // No watcher to be had (no thread or pipe): a child task starts the renewals.
+            async let _: Void = {
+                do { try await Task.sleep(for: lease / 3) } catch { return }
+                renewal.cancel()
+            }()
+            let result: Result<ToolResult, any Error>
+            do { result = .success(try await body()) } catch { result = .failure(error) }
+            await renewal.finish()
+            return result
+        }
+        let slot = watcher.register((SystemClock().now + lease / 3).nanoseconds, renewal)
         let result: Result<ToolResult, any Error>
         do { result = .success(try await body()) } catch { result = .failure(error) }
+        _ = watcher.unregister(slot)
+        await renewal.finish()
         return result
+    }
+}
+
+/// The renewals of one call's lease, started when its first third has passed (the deadline
+/// watcher "cancels" it then: ``cancel()`` starts them). The renewal task is unstructured only
+/// in name: ``finish()`` — always called when the call ends — cancels and awaits it.
+final class LeaseRenewal: CancellableTask {
+    private let state = Mutex<(task: Task<Void, Never>?, ended: Bool)>((nil, false))
+    private let start: @Sendable () -> Task<Void, Never>
+
+    init(_ start: @escaping @Sendable () -> Task<Void, Never>) {
+        self.start = start
+    }
+
+    /// Starts renewing (once; not after the call ended).
+    func cancel() {
+        state.withLock { state in
+            if !state.ended && state.task == nil { state.task = start() }
+        }
+    }
+
+    /// The call ended: stops renewing and waits until the renewals have stopped.
+    func finish() async {
+        let task = state.withLock { state in
+            state.ended = true
+            return state.task
+        }
+        task?.cancel()
+        await task?.value
     }
 }

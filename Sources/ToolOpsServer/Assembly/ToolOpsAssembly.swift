@@ -72,7 +72,9 @@ public struct ToolOpsAssembly: Sendable {
             if let size = settings.poolSize { redis.poolSize = size }
             if let busyPoll = settings.busyPoll { redis.busyPoll = busyPoll }
             let client = try RedisClient(configuration: redis, logger: logger, metricsFactory: metricsFactory)
-            let made = RedisBackend(client: client, configuration: .init(keys: RedisKeySchema(prefix: settings.keyPrefix)), logger: logger)
+            let made = RedisBackend(client: client, configuration: .init(
+                    keys: RedisKeySchema(prefix: settings.keyPrefix),
+                    rateLimitLeasing: .init(window: configuration.policies.rateLimitLeaseWindow)), logger: logger)
             services.append(made)
             membership = made.makeMembershipStore()
             backend = made

@@ -107,6 +107,10 @@ extension ToolOpsConfiguration {
                 policies.rateLimitRules.append(settings)
             }
             policies.rateLimitMaxWait = try limit.duration("maxWait", default: .zero)
+            policies.rateLimitLeaseWindow = try limit.duration("leaseWindow", default: policies.rateLimitLeaseWindow)
+            if policies.rateLimitLeaseWindow > .seconds(1) {
+                throw ToolOpsError(.invalidConfiguration, "\(limit.dotted("leaseWindow")) above 1s lets a replica hold tokens others need; use 0 to 100ms")
+            }
         }
         if let cache = try node.object("cache") {
             policies.cacheEnabled = try cache.bool("enabled", default: true)

@@ -100,6 +100,9 @@ public struct ToolOpsConfiguration: Sendable {
         /// `policies.rateLimit.rules` (list) and `.maxWait`.
         public var rateLimitRules: [RateLimitRuleSettings] = []
         public var rateLimitMaxWait: Duration = .zero
+        /// `policies.rateLimit.leaseWindow` (Redis only; default 20 ms, 0: off): busy buckets
+        /// hand this replica a batch of tokens to spend within the window (see `RedisRateLimitStore.Leasing`).
+        public var rateLimitLeaseWindow: Duration = .milliseconds(20)
         /// `policies.cache.enabled`, `.ttl` (default 5 min), `.maxEntries` (memory, default 10,000), `.tools` (patterns cached; default every tool not tagged `write`).
         public var cacheEnabled = false
         public var cacheTTL: Duration = .seconds(300)

@@ -1,0 +1,222 @@
+import ToolOpsCore
+import ToolOpsResilience
+
+/// Tokens this replica took from a shared bucket ahead of its calls, and refusals it
+/// remembers — the state machine of ``RedisRateLimitStore``'s leasing, without I/O.
+///
+/// A bucket busy enough that a window (20 ms by default) holds several of its tokens is not
+/// asked once per call: one round trip takes a batch of tokens, sized to this replica's
+/// demand in the previous window (at most the tokens the rate emits in one window and a
+/// quarter of the burst), and calls spend them here until the window ends; unspent tokens
+/// are dropped then. Every call admitted spent a token taken from the shared bucket, so the
+/// cluster never admits more than the limit (`burst + rate × elapsed`); what leasing costs is
+/// admitting a little *less* near the limit (tokens dropped unspent) and remaining counts
+/// that are estimates. Buckets too slow to fill a window with tokens (a 100/s limit with a
+/// 20 ms window: two) are decided by Redis call by call, exactly as without leasing.
+///
+/// While a batch is being fetched, later calls on the same bucket wait for it instead of
+/// fetching their own (`Waiter`: a continuation in the store, anything in tests). A refusal
+/// is remembered until its `retryAfter`: no token can be had before then, so calls on a
+/// bucket that is out of tokens are refused here, without a round trip.
+struct RateLimitLeases<Waiter> {
+    typealias Action = RateLimitLeaseAction
+    typealias Outcome = RateLimitLeaseOutcome
+
+    struct Configuration: Sendable {
+        /// How long leased tokens may be spent; 0 turns leasing off (refusals are still remembered).
+        var window: Duration = .milliseconds(20)
+        /// Buckets tracked at most (keys may come from callers); beyond, calls go to Redis.
+        var maximumBuckets: Int = 10_000
+    }
+
+    private struct Bucket {
+        var limit: RateLimit
+        var tokens = 0
+        var expires = ClockInstant(nanoseconds: .min)
+        /// Redis' remaining count when the batch was taken, and when the bucket is full again.
+        var remaining = 0
+        var resetAt = ClockInstant(nanoseconds: .min)
+        var refusal: (at: ClockInstant, until: ClockInstant, cost: Int, decision: RateLimitDecision)?
+        var fetching = false
+        var waiters: [(waiter: Waiter, cost: Int)] = []
+        /// Calls seen in the current window, and in the one before it.
+        var windowStart = ClockInstant(nanoseconds: .min)
+        var demand = 0
+        var previousDemand = 0
+
+        init(limit: RateLimit) { self.limit = limit }
+
+        var isIdle: Bool { !fetching && waiters.isEmpty }
+    }
+
+    let configuration: Configuration
+    private var buckets: [String: Bucket] = [:]
+
+    init(configuration: Configuration = .init()) {
+        self.configuration = configuration
+    }
+
+    /// Buckets tracked now.
+    var count: Int { buckets.count }
+
+    /// The largest batch for `limit`: the tokens one window emits and a quarter of the burst;
+    /// below two tokens, no leasing.
+    func maximumBatch(_ limit: RateLimit) -> Int {
+        guard configuration.window > .zero else { return 1 }
+        let perWindow = configuration.window.nanosecondsClamped / max(limit.emissionInterval, 1)
+        return Int(min(perWindow, Int64(limit.burst / 4)))
+    }
+
+    /// The first step of a call of `cost` on `key`.
+    mutating func take(_ key: String, cost: Int, limit: RateLimit, now: ClockInstant) -> Action {
+        if buckets[key] == nil {
+            guard makeRoom(now: now) else { return .direct }
+            buckets[key] = Bucket(limit: limit)
+        }
+        guard var bucket = buckets[key] else { return .direct }
+        defer { buckets[key] = bucket }
+        if bucket.limit != limit {
+            // Another limit on the same key (the rule changed): its tokens and refusal do not
+            // apply; a fetch in flight and its waiters carry on.
+            bucket.limit = limit
+            bucket.tokens = 0
+            bucket.refusal = nil
+        }
+        if now >= bucket.windowStart + configuration.window {
+            // A window with no calls in between leaves a demand of zero: batches shrink when calls stop.
+            bucket.previousDemand = now >= bucket.windowStart + configuration.window * 2 ? 0 : bucket.demand
+            bucket.demand = 0
+            bucket.windowStart = now
+        }
+        bucket.demand += cost
+        if let refusal = bucket.refusal {
+            if now < refusal.until && cost >= refusal.cost {
+                var decision = refusal.decision
+                decision.retryAfter = refusal.until - now
+                decision.resetAfter = max(.zero, decision.resetAfter - (now - refusal.at))
+                return .decided(decision)
+            }
+            if now >= refusal.until { bucket.refusal = nil }
+        }
+        if now >= bucket.expires { bucket.tokens = 0 }
+        if bucket.tokens >= cost {
+            bucket.tokens -= cost
+            return .decided(allowed(bucket, now: now))
+        }
+        let batch = maximumBatch(limit)
+        if batch <= cost { return .direct }
+        if bucket.fetching { return .join }
+        bucket.fetching = true
+        return .fetch(want: min(batch, max(cost, bucket.previousDemand, bucket.demand)))
+    }
+
+    /// Queues `waiter` behind the fetch in flight for `key`; `false` if it already ended
+    /// (call ``take`` again).
+    mutating func wait(_ waiter: Waiter, key: String, cost: Int) -> Bool {
+        guard buckets[key]?.fetching == true else { return false }
+        buckets[key]?.waiters.append((waiter, cost))
+        return true
+    }
+
+    /// The fetch for `key` took `taken` tokens (the fetching call's `cost` among them); Redis'
+    /// bucket has `remaining` left and is full again after `resetAfter`. Returns the waiters
+    /// with what they learn.
+    mutating func granted(
+        _ key: String, cost: Int, taken: Int, remaining: Int, resetAfter: Duration, now: ClockInstant
+    ) -> (decision: RateLimitDecision, waiters: [(Waiter, Outcome)]) {
+        guard var bucket = buckets[key] else {
+            let decision = RateLimitDecision(allowed: true, limit: 0, remaining: remaining, retryAfter: .zero, resetAfter: resetAfter)
+            return (decision, [])
+        }
+        bucket.fetching = false
+        bucket.refusal = nil
+        bucket.tokens = max(0, taken - cost)
+        bucket.expires = now + configuration.window
+        bucket.remaining = remaining
+        bucket.resetAt = now + resetAfter
+        let decision = allowed(bucket, now: now)
+        var outcomes: [(Waiter, Outcome)] = []
+        for (waiter, waiterCost) in bucket.waiters {
+            if bucket.tokens >= waiterCost {
+                bucket.tokens -= waiterCost
+                outcomes.append((waiter, .decided(allowed(bucket, now: now))))
+            } else {
+                outcomes.append((waiter, .retry))
+            }
+        }
+        bucket.waiters = []
+        buckets[key] = bucket
+        return (decision, outcomes)
+    }
+
+    /// The fetch for `key` was refused with `decision` (no token before its `retryAfter`):
+    /// remembered until then; the waiters are refused alike (those asking less start over).
+    mutating func refused(_ key: String, cost: Int, decision: RateLimitDecision, now: ClockInstant) -> [(Waiter, Outcome)] {
+        guard var bucket = buckets[key] else { return [] }
+        bucket.fetching = false
+        bucket.tokens = 0
+        if decision.retryAfter > .zero {
+            bucket.refusal = (now, now + decision.retryAfter, cost, decision)
+        }
+        let outcomes = bucket.waiters.map { waiter, waiterCost in
+            (waiter, waiterCost >= cost ? Outcome.decided(decision) : .retry)
+        }
+        bucket.waiters = []
+        buckets[key] = bucket
+        return outcomes
+    }
+
+    /// A call decided by Redis the usual way was refused: remembered as ``refused``.
+    mutating func remember(refusal decision: RateLimitDecision, key: String, cost: Int, now: ClockInstant) {
+        guard !decision.allowed, decision.retryAfter > .zero, buckets[key] != nil else { return }
+        buckets[key]?.refusal = (now, now + decision.retryAfter, cost, decision)
+    }
+
+    /// The fetch for `key` failed: its waiters fail with the same error, or start over when
+    /// the failure was the fetching call's own (`retry`: it was cancelled).
+    mutating func failed(_ key: String, error: any Error, retry: Bool) -> [(Waiter, Outcome)] {
+        guard var bucket = buckets[key] else { return [] }
+        bucket.fetching = false
+        let outcomes = bucket.waiters.map { ($0.waiter, retry ? Outcome.retry : .failed(error)) }
+        bucket.waiters = []
+        buckets[key] = bucket
+        return outcomes
+    }
+
+    private func allowed(_ bucket: Bucket, now: ClockInstant) -> RateLimitDecision {
+        RateLimitDecision(
+            allowed: true, limit: bucket.limit.burst, remaining: bucket.remaining + bucket.tokens,
+            retryAfter: .zero, resetAfter: max(.zero, bucket.resetAt - now))
+    }
+
+    /// Room for one more bucket: drops idle buckets whose tokens and refusal have expired
+    /// when full. `false` if there is still none.
+    private mutating func makeRoom(now: ClockInstant) -> Bool {
+        if buckets.count < configuration.maximumBuckets { return true }
+        buckets = buckets.filter { _, bucket in
+            !bucket.isIdle || now < bucket.expires || (bucket.refusal.map { now < $0.until } ?? false)
+        }
+        return buckets.count < configuration.maximumBuckets
+    }
+}
+
+/// What a call should do next (see ``RateLimitLeases``).
+enum RateLimitLeaseAction {
+    /// Decided here.
+    case decided(RateLimitDecision)
+    /// Fetch `want` tokens with the lease script; report with `granted` or `refused`.
+    case fetch(want: Int)
+    /// Ask Redis the usual way (no leasing for this bucket).
+    case direct
+    /// A fetch for this bucket is in flight: wait for it with `wait(_:key:cost:)`.
+    case join
+}
+
+/// What a waiting call learns when the fetch it waited for ends.
+enum RateLimitLeaseOutcome: Sendable {
+    case decided(RateLimitDecision)
+    /// The batch ran out before this waiter's turn: start over with `take`.
+    case retry
+    /// The fetch failed with this error.
+    case failed(any Error)
+}

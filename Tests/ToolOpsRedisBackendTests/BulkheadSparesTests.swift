@@ -1,0 +1,93 @@
+import Testing
+import ToolOpsCore
+
+@testable import ToolOpsRedisBackend
+
+/// Slot reuse without Redis: which released slots are kept, for how long, and for whom.
+@Suite("Bulkhead spares")
+struct BulkheadSparesTests {
+    let start = ClockInstant(nanoseconds: 1_000_000_000)
+    let lease = Duration.seconds(300)
+
+    func at(_ milliseconds: Int) -> ClockInstant { start + .milliseconds(milliseconds) }
+
+    @Test func smallBulkheadsGiveSlotsBackAtOnce() {
+        var spares = BulkheadSpares()
+        #expect(spares.capacity(limit: 15) == 0 && spares.capacity(limit: 16) == 1 && spares.capacity(limit: 10_000) == 625)
+        spares.granted(1, key: "k", limit: 15, now: at(0))
+        let r1 = spares.released(1, now: at(1))
+        #expect(!r1)
+        #expect(BulkheadSpares(configuration: .init(hold: .zero)).capacity(limit: 10_000) == 0, "hold 0: reuse off")
+    }
+
+    @Test func aReleasedSlotIsKeptForTheNextCallOnTheSameBulkhead() {
+        var spares = BulkheadSpares()
+        spares.granted(7, key: "k", limit: 64, now: at(0))
+        let r2 = spares.released(7, now: at(1))
+        #expect(r2)
+        let r3 = spares.take(key: "other", limit: 64, lease: lease, now: at(2))
+        #expect(r3.token == nil)
+        let taken = spares.take(key: "k", limit: 64, lease: lease, now: at(2))
+        #expect(taken.token == 7 && taken.stale.isEmpty)
+        let r4 = spares.take(key: "k", limit: 64, lease: lease, now: at(2))
+        #expect(r4.token == nil, "one slot, one call")
+        // The reused slot comes back again when that call ends.
+        let r5 = spares.released(7, now: at(3))
+        #expect(r5)
+        #expect(spares.spareCount == 1)
+    }
+
+    @Test func atMostAFractionOfTheLimitIsKept() {
+        var spares = BulkheadSpares()
+        for token in UInt64(1)...5 { spares.granted(token, key: "k", limit: 32, now: at(0)) }  // 2 spares at most
+        let kept = (UInt64(1)...5).map { spares.released($0, now: at(1)) }
+        #expect(kept == [true, true, false, false, false])
+        #expect(spares.spareCount == 2)
+    }
+
+    @Test func staleSparesAreNotReusedButGivenBack() {
+        var spares = BulkheadSpares()
+        spares.granted(1, key: "k", limit: 64, now: at(0))
+        spares.granted(2, key: "k", limit: 64, now: at(0))
+        let r6 = spares.released(1, now: at(1))
+        let r7 = spares.released(2, now: at(1))
+        #expect(r6 && r7)
+        // The hold (10 ms) is over: both stale.
+        let late = spares.take(key: "k", limit: 64, lease: lease, now: at(20))
+        #expect(late.token == nil && Set(late.stale) == [1, 2])
+        // A lease not renewed for a third of it is not handed to a new call, which would renew
+        // it only a third of a lease after its own start.
+        spares.granted(3, key: "k", limit: 64, now: at(0))
+        let r8 = spares.released(3, now: at(100_000))
+        #expect(r8)
+        let old = spares.take(key: "k", limit: 64, lease: lease, now: at(100_001))
+        #expect(old.token == nil && old.stale == [3])
+        spares.granted(4, key: "k", limit: 64, now: at(0))
+        spares.renewed(4, now: at(99_999))
+        let r9 = spares.released(4, now: at(100_000))
+        #expect(r9)
+        let r10 = spares.take(key: "k", limit: 64, lease: lease, now: at(100_001))
+        #expect(r10.token == 4, "renewed: fresh again")
+    }
+
+    @Test func expiredSparesAreDueToGoBack() {
+        var spares = BulkheadSpares()
+        spares.granted(1, key: "a", limit: 64, now: at(0))
+        spares.granted(2, key: "b", limit: 64, now: at(5))
+        let r11 = spares.released(1, now: at(0))
+        let r12 = spares.released(2, now: at(5))
+        #expect(r11 && r12)
+        #expect(spares.nextExpiry == at(10))
+        let r13 = spares.expired(now: at(10))
+        #expect(r13 == ["a": [1]])
+        #expect(spares.nextExpiry == at(15))
+        let r14 = spares.expired(now: at(11), all: true)
+        #expect(r14 == ["b": [2]], "at shutdown: everything")
+        #expect(spares.nextExpiry == nil)
+        // Not kept when nothing would give it back.
+        spares.granted(3, key: "a", limit: 64, now: at(20))
+        let r15 = spares.released(3, now: at(21), keep: false)
+        #expect(!r15)
+        #expect(spares.spareCount == 0)
+    }
+}
