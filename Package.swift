@@ -29,6 +29,7 @@ let package = Package(
         .library(name: "ToolOpsRedis", targets: ["ToolOpsRedis"]),
         .library(name: "ToolOpsRedisBackend", targets: ["ToolOpsRedisBackend"]),
         .library(name: "ToolOpsHTTP", targets: ["ToolOpsHTTP"]),
+        .library(name: "ToolOpsMCP", targets: ["ToolOpsMCP"]),
         .library(name: "ToolOpsServer", targets: ["ToolOpsServer"]),
         .library(name: "ToolOpsTesting", targets: ["ToolOpsTesting"]),
         .executable(name: "toolops", targets: ["toolops"]),
@@ -56,6 +57,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-http-types.git", from: "1.8.0"),
         // YAML configuration files (the server only).
         .package(url: "https://github.com/jpsim/Yams.git", from: "5.0.1"),
+        // The Model Context Protocol (ToolOpsMCP only; it needs swift-system and swift-log).
+        .package(url: "https://github.com/modelcontextprotocol/swift-sdk.git", exact: "0.12.1"),
     ],
     targets: [
         // MARK: system libraries
@@ -107,6 +110,10 @@ let package = Package(
         // MARK: HTTP, the server, the executables
 
         .target(
+            name: "ToolOpsMCP",
+            dependencies: ["ToolOpsCore", "ToolOpsAuth", .product(name: "MCP", package: "swift-sdk"), log, serviceContext],
+            swiftSettings: strict),
+        .target(
             name: "ToolOpsHTTP",
             dependencies: [
                 "ToolOpsCore", "ToolOpsHealth", "ToolOpsAuth", "ToolOpsResilience", hummingbird, .product(name: "NIOCore", package: "swift-nio"), log,
@@ -117,13 +124,17 @@ let package = Package(
             name: "ToolOpsServer",
             dependencies: [
                 "ToolOpsCore", "ToolOpsHealth", "ToolOpsRedis", "ToolOpsRedisBackend", "ToolOpsHTTP", "ToolOpsTelemetry", "ToolOpsAuth",
-                "ToolOpsResilience", "ToolOpsCache", "ToolOpsObserve", hummingbird, lifecycle, log, metrics, .product(name: "Yams", package: "Yams"),
+                "ToolOpsResilience", "ToolOpsCache", "ToolOpsObserve", "ToolOpsMCP", .product(name: "MCP", package: "swift-sdk"), hummingbird, lifecycle, log, metrics, .product(name: "Yams", package: "Yams"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
             ],
             swiftSettings: strict),
         .executableTarget(
             name: "toolops",
-            dependencies: ["ToolOpsServer", "ToolOpsHealth", "ToolOpsAuth", "ToolOpsTelemetry", "ToolOpsCore", "ToolOpsRedis", "ToolOpsRedisBackend", argumentParser, log],
+            dependencies: [
+                "ToolOpsServer", "ToolOpsHealth", "ToolOpsAuth", "ToolOpsTelemetry", "ToolOpsCore", "ToolOpsRedis", "ToolOpsRedisBackend", "ToolOpsMCP",
+                .product(name: "MCP", package: "swift-sdk"), argumentParser, log, lifecycle,
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
+            ],
             swiftSettings: strict),
         .executableTarget(
             name: "toolops-bench",
@@ -215,6 +226,14 @@ let package = Package(
             dependencies: [
                 "ToolOpsHTTP", "ToolOpsHealth", "ToolOpsCore", "ToolOpsTesting", "ToolOpsTestSupport", hummingbird,
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
+            ],
+            swiftSettings: strict),
+        .testTarget(
+            name: "ToolOpsMCPTests",
+            dependencies: [
+                "ToolOpsMCP", "ToolOpsCore", "ToolOpsAuth", "ToolOpsResilience", "ToolOpsCache", "ToolOpsTesting", "ToolOpsTestSupport",
+                "ToolOpsServer", "ToolOpsRedisBackend", "toolops", .product(name: "MCP", package: "swift-sdk"), log, lifecycle,
+                .product(name: "Crypto", package: "swift-crypto"),
             ],
             swiftSettings: strict),
         .testTarget(

@@ -2,6 +2,7 @@ import Hummingbird
 import Logging
 import ServiceLifecycle
 import ToolOpsCore
+import ToolOpsMCP
 import ToolOpsHTTP
 import ToolOpsHealth
 import ToolOpsRedis
@@ -69,6 +70,10 @@ public struct ToolOpsServer: Sendable {
         HealthRoutes(health: health, membership: assembly.membership, replicaID: replica.id).register(on: router)
         if let telemetry { MetricsRoutes(registry: telemetry.registry).register(on: router) }
         assembly.routes.register(on: router)
+        let mcp = try MCPToolServer(
+            registry: assembly.registry, pipeline: assembly.pipeline,
+            configuration: .init(tenantHeader: configuration.server.tenantHeader.map { $0.lowercased() }), logger: logger)
+        MCPRoutes(server: mcp).register(on: router)
         DashboardRoutes(assembly: assembly, replicaID: replicaID).register(on: router)
         let app = Application(
             router: router, configuration: .init(address: .hostname(configuration.server.host, port: configuration.server.port)), logger: logger)

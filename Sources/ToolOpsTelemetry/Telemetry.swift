@@ -68,6 +68,10 @@ public struct Telemetry: Sendable {
             .seconds(1), .seconds(2.5), .seconds(5), .seconds(10), .seconds(30),
         ]
 
+        /// Log lines go to standard error instead of standard output (when standard output
+        /// carries a protocol, as `toolops mcp` over stdio). Defaults to `false`.
+        public var logToStandardError: Bool = false
+
         public init(
             serviceName: String = "toolops", tracing: Tracing = .automatic, logFormat: LogFormat = .json, logLevel: Logger.Level = .info,
             redaction: Redaction = Redaction(), durationBuckets: [Duration] = Configuration.defaultDurationBuckets
@@ -128,9 +132,14 @@ public struct Telemetry: Sendable {
     public func makeLogHandler(label: String) -> any LogHandler {
         switch configuration.logFormat {
         case .json:
-            return JSONLogHandler(label: label, level: configuration.logLevel, redaction: configuration.redaction, metadataProvider: metadataProvider)
+            return JSONLogHandler(
+                label: label, level: configuration.logLevel, redaction: configuration.redaction,
+                sink: configuration.logToStandardError ? .standardError : .standardOutput, metadataProvider: metadataProvider)
         case .text:
-            var handler = StreamLogHandler.standardOutput(label: label, metadataProvider: metadataProvider)
+            var handler =
+                configuration.logToStandardError
+                ? StreamLogHandler.standardError(label: label, metadataProvider: metadataProvider)
+                : StreamLogHandler.standardOutput(label: label, metadataProvider: metadataProvider)
             handler.logLevel = configuration.logLevel
             return handler
         }

@@ -9,7 +9,7 @@ struct ToolOpsCommand: AsyncParsableCommand {
         commandName: "toolops",
         abstract: "ToolOps: an operations layer for tool execution, with shared state in Redis.",
         version: ToolOps.version,
-        subcommands: [Serve.self, Ping.self, Status.self, Keys.self, Audit.self]
+        subcommands: [Serve.self, MCPCommand.self, Ping.self, Status.self, Keys.self, Audit.self]
     )
 }
 

@@ -28,7 +28,7 @@ struct ConfigurationTests {
     @Test func everyExampleLoadsAndBuildsAPipeline() throws {
         let files = try FileManager.default.contentsOfDirectory(atPath: Self.examples.path).filter { $0.hasSuffix(".json") || $0.hasSuffix(".yaml") }
             .sorted()
-        #expect(files == ["compose.json", "single-replica.json", "single-replica.yaml", "three-replicas-redis.json"])
+        #expect(files == ["compose.json", "mcp-proxy.json", "single-replica.json", "single-replica.yaml", "three-replicas-redis.json"])
         for file in files {
             let configuration = try ToolOpsConfiguration.load(ConfigurationSource(file: Self.examples.appendingPathComponent(file).path, environment: [:]))
             #expect(configuration.policies.rateLimitRules.isEmpty == false, "\(file)")
