@@ -21,6 +21,12 @@ struct RedisRateLimitStoreTests {
         return (calls["evalsha"] ?? 0, total)
     }
 
+    /// Redis' clock, µs: elapsed times measured by the server the limits run on.
+    func serverMicros(_ probe: RedisClient) async throws -> Int64 {
+        let time = try await probe.send("TIME").array ?? []
+        return (time.first?.int ?? 0) * 1_000_000 + (time.last?.int ?? 0)
+    }
+
     @Test func gcraDecisionsAndExactlyOneRoundTripEach() async throws {
         try await withRedisServer { server in
             let redis = try client(server.url)
@@ -59,15 +65,11 @@ struct RedisRateLimitStoreTests {
             // so the limit is saturated for as long as anyone hammers.
             let (rate, burst) = (20, 5)
             let limit = try RateLimit(rate: rate, per: .seconds(1), burst: burst)
-            func serverMicros() async throws -> Int64 {
-                let time = try await probe.send("TIME").array ?? []
-                return (time.first?.int ?? 0) * 1_000_000 + (time.last?.int ?? 0)
-            }
             // Connect every replica and load the script first, so all callers hammer the same 1.2 s.
             for replica in replicas {
                 _ = try await RedisRateLimitStore(client: replica).acquire([RateLimitRequest(key: "warm-up", limit: limit)], maxWait: .zero)
             }
-            let start = try await serverMicros()
+            let start = try await serverMicros(probe)
             let until = ContinuousClock.now + .milliseconds(1200)
             // Each caller reports how many it was allowed and when it really started and stopped.
             let results = try await withThrowingTaskGroup(of: (Int, ContinuousClock.Instant, ContinuousClock.Instant).self) { group in
@@ -95,7 +97,7 @@ struct RedisRateLimitStoreTests {
             let allowed = results.reduce(0) { $0 + $1.0 }
             // While any caller ran, the limit was saturated (one caller alone far exceeds 20/s).
             let saturated = (results.map(\.2).max()! - results.map(\.1).min()!).secondsDouble
-            let elapsed = Double(try await serverMicros() - start) / 1e6
+            let elapsed = Double(try await serverMicros(probe) - start) / 1e6
             let ceiling = Double(burst) + Double(rate) * elapsed
             #expect(Double(allowed) <= ceiling, "allowed \(allowed) over \(elapsed) s (server time); ceiling \(ceiling)")
             let floor = Double(burst) + Double(rate) * saturated
@@ -118,14 +120,10 @@ struct RedisRateLimitStoreTests {
             // (a round trip can then take tens of milliseconds: hence the long window).
             let (rate, burst) = (200, 40)
             let limit = try RateLimit(rate: rate, per: .seconds(1), burst: burst)
-            func serverMicros() async throws -> Int64 {
-                let time = try await probe.send("TIME").array ?? []
-                return (time.first?.int ?? 0) * 1_000_000 + (time.last?.int ?? 0)
-            }
             let stores = replicas.map { RedisRateLimitStore(client: $0, leasing: .init(window: .milliseconds(100))) }
             for store in stores { _ = try await store.acquire([RateLimitRequest(key: "warm-up", limit: limit)], maxWait: .zero) }
             let before = try await evalshaCalls(probe)
-            let start = try await serverMicros()
+            let start = try await serverMicros(probe)
             let until = ContinuousClock.now + .milliseconds(1000)
             let results = try await withThrowingTaskGroup(of: (allowed: Int, decisions: Int, began: ContinuousClock.Instant, ended: ContinuousClock.Instant).self) { group in
                 for store in stores {
@@ -149,7 +147,7 @@ struct RedisRateLimitStoreTests {
                 }
                 return try await group.reduce(into: []) { $0.append($1) }
             }
-            let elapsed = Double(try await serverMicros() - start) / 1e6
+            let elapsed = Double(try await serverMicros(probe) - start) / 1e6
             let after = try await evalshaCalls(probe)
             let allowed = results.reduce(0) { $0 + $1.allowed }
             let decisions = results.reduce(0) { $0 + $1.decisions }
@@ -190,10 +188,6 @@ struct RedisRateLimitStoreTests {
             let probe = try client(server.url)
             defer { probe.shutdown() }
             let (rate, burst) = (100, 10)
-            func serverMicros() async throws -> Int64 {
-                let time = try await probe.send("TIME").array ?? []
-                return (time.first?.int ?? 0) * 1_000_000 + (time.last?.int ?? 0)
-            }
             let startAt = SystemClock().now + .milliseconds(800)
             var processes: [(Process, Pipe)] = []
             for _ in 0..<3 {
@@ -207,7 +201,7 @@ struct RedisRateLimitStoreTests {
                 try process.run()
                 processes.append((process, pipe))
             }
-            let start = try await serverMicros()
+            let start = try await serverMicros(probe)
             var allowed = 0
             var decisions = 0
             for (process, pipe) in processes {
@@ -218,7 +212,7 @@ struct RedisRateLimitStoreTests {
                 allowed += fields[0]
                 decisions += fields[1]
             }
-            let elapsed = Double(try await serverMicros() - start) / 1e6  // includes start-up: an upper bound
+            let elapsed = Double(try await serverMicros(probe) - start) / 1e6  // includes start-up: an upper bound
             #expect(Double(allowed) <= Double(burst) + Double(rate) * elapsed, "allowed \(allowed) in ≤ \(elapsed) s")
             #expect(Double(allowed) >= Double(burst + rate) * 0.9, "allowed \(allowed) of \(decisions) decisions in 1 s")
             #expect(decisions > allowed * 3, "the limit was actually contended")
