@@ -42,6 +42,8 @@ struct MCPCommand: AsyncParsableCommand {
     var upstream: [String] = []
 
     func run() async throws {
+        // Writing to a proxied child that died must be an error (EPIPE), not the end of us.
+        signal(SIGPIPE, SIG_IGN)
         var overrides = settings
         if let redis { overrides += ["state.backend=redis", "state.redis.url=\(redis)"] }
         var configuration: ToolOpsConfiguration

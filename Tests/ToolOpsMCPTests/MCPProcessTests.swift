@@ -74,6 +74,49 @@ struct MCPProcessTests {
         }
     }
 
+    /// Raw JSON-RPC lines on a `toolops mcp` process's standard input: a malformed line gets a
+    /// parse error, and the requests after it are answered as usual; closing standard input
+    /// ends the process cleanly.
+    @Test func malformedLinesOnStdioGetAParseErrorAndTheServerKeepsServing() async throws {
+        let binary = try #require(toolopsBinary(), "the toolops executable must be built next to the tests")
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: binary)
+        process.arguments = ["mcp", "--set", "log.level=error"]
+        let (input, output) = (Pipe(), Pipe())
+        process.standardInput = input
+        process.standardOutput = output
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        let lines = [
+            #"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"raw","version":"1"}}}"#,
+            #"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
+            "{this is not json",
+            #"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"demo_echo","arguments":{"after":"garbage"}}}"#,
+            #"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"demo_sleep","arguments":{"ms":-5}}}"#,
+        ]
+        input.fileHandleForWriting.write(Data((lines.joined(separator: "\n") + "\n").utf8))
+        // Answers may come in any order: read until ids 2 and 3 and a parse error are in.
+        var received = ""
+        let deadline = ContinuousClock.now + .seconds(20)
+        let reader = output.fileHandleForReading
+        while ContinuousClock.now < deadline, !(received.contains(#""id":2"#) && received.contains(#""id":3"#) && received.contains("-32700")) {
+            // A blocking read, off the cooperative pool.
+            let chunk = await withCheckedContinuation { continuation in
+                DispatchQueue.global().async { continuation.resume(returning: reader.availableData) }
+            }
+            if chunk.isEmpty { break }
+            received += String(decoding: chunk, as: UTF8.self)
+        }
+        try input.fileHandleForWriting.close()
+        let exited = await waitFor(seconds: 10) { !process.isRunning }
+        if exited == nil { process.terminate() }
+        let answers = received.split(separator: "\n").map(String.init)
+        #expect(answers.contains { $0.contains("-32700") }, "a parse error for the malformed line: \(received)")
+        #expect(answers.contains { $0.contains(#""id":2"#) && $0.contains(#"\"after\":\"garbage\""#) && $0.contains(#""isError":false"#) })
+        #expect(answers.contains { $0.contains(#""id":3"#) && $0.contains("-32602") }, "ms below its minimum is invalid params")
+        #expect(exited != nil && process.terminationStatus == 0, "standard input closed: a clean exit")
+    }
+
     /// Proxy mode: `toolops mcp -- <another MCP server>` offers that server's tools under their
     /// own names, through the proxy's pipeline (its rate limit), and relays its answers.
     @Test func proxyModePutsThePipelineInFrontOfAnotherMCPServer() async throws {
@@ -96,6 +139,8 @@ struct MCPProcessTests {
             // The upstream's tool errors come back as tool errors.
             let failed = try await call(tools, "demo_flaky", ["fail": true])
             #expect(failed.isError && failed.text.contains("the tool failed"))
+            // Tools not declared read-only (the demo tools declare nothing) are never cached by the proxy.
+            #expect(tools.allSatisfy { $0.tags.contains("write") && $0.tags.contains(MCPToolResult.tag) })
             // Arguments that fail the upstream's schema are refused by the proxy itself.
             let definition = try #require(tools.first { $0.id.name == "demo_sleep" })
             await #expect(throws: ToolOpsError.self) {
@@ -106,6 +151,49 @@ struct MCPProcessTests {
             throw error
         }
         await proxy.stop()
+    }
+
+    /// Requests read before standard input closed are still answered.
+    @Test func callsInFlightWhenStdinClosesAreStillAnswered() async throws {
+        let binary = try #require(toolopsBinary(), "the toolops executable must be built next to the tests")
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: binary)
+        process.arguments = ["mcp", "--set", "log.level=error"]
+        let (input, output) = (Pipe(), Pipe())
+        process.standardInput = input
+        process.standardOutput = output
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        let lines = [
+            #"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"raw","version":"1"}}}"#,
+            #"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"demo_sleep","arguments":{"ms":300}}}"#,
+        ]
+        input.fileHandleForWriting.write(Data((lines.joined(separator: "\n") + "\n").utf8))
+        try input.fileHandleForWriting.close()
+        let reader = output.fileHandleForReading
+        // Everything it wrote, until it exits (end of file).
+        let received = await withCheckedContinuation { continuation in
+            DispatchQueue.global().async { continuation.resume(returning: String(decoding: reader.readDataToEndOfFile(), as: UTF8.self)) }
+        }
+        process.waitUntilExit()
+        #expect(received.split(separator: "\n").contains { $0.contains(#""id":2"#) && $0.contains(#""isError":false"#) }, "\(received)")
+        #expect(process.terminationStatus == 0)
+    }
+
+    /// An upstream that dies fails the calls waiting for it instead of leaving them hanging.
+    @Test func aDeadUpstreamFailsItsCallsAtOnce() async throws {
+        let binary = try #require(toolopsBinary(), "the toolops executable must be built next to the tests")
+        let upstream = try await MCPUpstream.start(command: binary, arguments: ["mcp", "--set", "log.level=error"], namespace: "up")
+        let tools = try await upstream.definitions()
+        let sleep = try #require(tools.first { $0.id.name == "demo_sleep" })
+        let pid = try #require(upstream.processIdentifier)
+        let started = ContinuousClock.now
+        let call = Task { try await sleep.runner.run(ToolCall(tool: sleep.id, arguments: ["ms": 20_000])) }
+        try await Task.sleep(for: .milliseconds(300))
+        kill(pid, SIGKILL)
+        await #expect(throws: (any Error).self) { _ = try await call.value }
+        #expect(ContinuousClock.now - started < .seconds(10), "failed when the child died, not after the 20 s call")
+        await upstream.stop()
     }
 
     /// `POST /mcp` on the HTTP server: the request's API key authenticates the call.
@@ -136,6 +224,12 @@ struct MCPProcessTests {
             #expect(authenticated.body.contains(#"\"q\":\"mcp\""#) && authenticated.body.contains(#""id":7"#))
             let list = try await http(port: port, "POST", "/mcp", headers: headers, body: #"{"jsonrpc":"2.0","id":8,"method":"tools/list"}"#)
             #expect(list.body.contains(#""name":"demo_echo""#))
+            let reply = #"{"jsonrpc":"2.0","id":9,"method":"ping","result":{}}"#  // would wait for ever as a "response"
+            #expect(try await http(port: port, "POST", "/mcp", headers: headers, body: reply).status == 400)
+            let rebinding = try await http(port: port, "POST", "/mcp", headers: headers.merging(["Origin": "http://evil.example"]) { $1 }, body: call)
+            #expect(rebinding.status == 403)
+            let local = try await http(port: port, "POST", "/mcp", headers: headers.merging(["Origin": "http://localhost:5173"]) { $1 }, body: call)
+            #expect(local.status == 200)
             let garbage = try await http(port: port, "POST", "/mcp", headers: headers, body: "{not json")
             #expect(garbage.status >= 400 && garbage.status < 500)
             #expect(!(authenticated.body + anonymous.body + garbage.body).contains(key))

@@ -87,6 +87,24 @@ struct MCPToolServerTests {
         }
     }
 
+    @Test func anOpenBreakerIsAToolErrorThatSaysWhenToRetry() async throws {
+        try await withClient({ configuration in
+            configuration.policies.breakerEnabled = true
+            configuration.policies.breakerMinimumCalls = 3
+            configuration.policies.breakerOpenDuration = .seconds(30)
+        }) { client, _ in
+            for _ in 0..<3 {
+                let failed = try await client.callTool(name: "demo_flaky", arguments: ["fail": true])
+                #expect(failed.isError == true && text(failed.content).hasPrefix("the tool failed"))
+            }
+            let open = try await client.callTool(name: "demo_flaky", arguments: [:])
+            #expect(open.isError == true)
+            #expect(text(open.content).hasPrefix("circuit open") && text(open.content).contains("retry after"), "\(text(open.content))")
+            // Other tools have breakers of their own.
+            #expect(try await client.callTool(name: "demo_echo", arguments: [:]).isError == false)
+        }
+    }
+
     @Test func unknownToolsAndBadArgumentsAreInvalidParamsAndTheServerKeepsServing() async throws {
         try await withClient { client, _ in
             await #expect(throws: MCPError.self) { _ = try await client.callTool(name: "demo_nothing", arguments: [:]) }

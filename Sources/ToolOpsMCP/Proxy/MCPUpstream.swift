@@ -22,8 +22,9 @@ import System
 /// ```
 ///
 /// Each upstream tool becomes `namespace:name` (tools whose names are not valid tool names are
-/// skipped, with a warning), with its input schema; tools the upstream marks destructive, or not
-/// read-only, are tagged `write` (never cached). Results come back unchanged; an upstream tool
+/// skipped, with a warning), with its input schema; tools the upstream does not declare
+/// read-only (`readOnlyHint: true`) are tagged `write` (never cached). Results come back
+/// unchanged; a call cancelled here (a timeout) is cancelled upstream; an upstream tool
 /// error (`isError`) is a failure in the pipeline (retries, breakers and metrics count it), a
 /// JSON-RPC "invalid params" from the upstream is invalid input, and a dead upstream is a failed call.
 public final class MCPUpstream: Sendable {
@@ -70,6 +71,13 @@ public final class MCPUpstream: Sendable {
         let upstream = MCPUpstream(
             command: command, arguments: arguments, namespace: namespace, client: client, process: process,
             input: toChild.fileHandleForWriting, logger: logger)
+        // A child that exits fails the calls waiting for it at once (the client would otherwise
+        // wait for answers that cannot come). Called on Foundation's thread: the disconnect is a
+        // task of its own, one actor call, awaited by nothing.
+        process.terminationHandler = { _ in
+            Task { await client.disconnect() }
+        }
+        if !process.isRunning { await client.disconnect() }
         do {
             _ = try await client.connect(transport: transport)
         } catch {
@@ -79,28 +87,50 @@ public final class MCPUpstream: Sendable {
         return upstream
     }
 
+    /// The child's process id while it runs.
+    public var processIdentifier: Int32? {
+        process.withLock { process in process.flatMap { $0.isRunning ? $0.processIdentifier : nil } }
+    }
+
     /// The upstream's tools as definitions forwarding to it (every page of `tools/list`).
     public func definitions() async throws -> [ToolDefinition] {
         var tools: [Tool] = []
         var cursor: String?
+        var seen: Set<String> = []
+        var pages = 0
         repeat {
             let page = try await client.listTools(cursor: cursor)
             tools += page.tools
             cursor = page.nextCursor
-        } while cursor != nil && tools.count < 10_000
+            pages += 1
+            // A cursor seen before, 100 pages or 10,000 tools: an upstream that never ends its list.
+            if let next = cursor, !seen.insert(next).inserted || pages >= 100 || tools.count >= 10_000 {
+                logger.warning("upstream tool list cut short", metadata: ["tools": "\(tools.count)", "pages": "\(pages)"])
+                cursor = nil
+            }
+        } while cursor != nil
         return tools.compactMap { tool -> ToolDefinition? in
             guard let id = try? ToolID(namespace: namespace, name: tool.name) else {
                 logger.warning("upstream tool skipped: its name is not a valid tool name", metadata: ["tool": "\(tool.name.prefix(80))"])
                 return nil
             }
             var tags: Set<String> = [MCPToolResult.tag]
-            if tool.annotations.destructiveHint == true || tool.annotations.readOnlyHint == false { tags.insert("write") }
+            // MCP's defaults for a tool that says nothing: not read-only, destructive. Only a tool
+            // that declares itself read-only may be cached.
+            if tool.annotations.readOnlyHint != true { tags.insert("write") }
             let (client, name) = (self.client, tool.name)
             return ToolDefinition(id, description: tool.description ?? "", inputSchema: JSONValue(mcp: tool.inputSchema), tags: tags) { call in
                 let arguments: [String: Value]? = if case .object(let members) = call.arguments { members.mapValues(\.mcpValue) } else { nil }
-                let reply: (content: [Tool.Content], isError: Bool?)
+                let reply: CallTool.Result
                 do {
-                    reply = try await client.callTool(name: name, arguments: arguments)
+                    let request: RequestContext<CallTool.Result> = try await client.callTool(name: name, arguments: arguments)
+                    reply = try await withTaskCancellationHandler {
+                        try await request.value
+                    } onCancel: {
+                        // The caller gave up (a timeout): tell the upstream, and stop waiting.
+                        // A task of its own (this handler cannot await): one actor call.
+                        Task { try? await client.cancelRequest(request.requestID, reason: "cancelled by the caller") }
+                    }
                 } catch let error as MCPError {
                     if case .invalidParams(let detail) = error {
                         throw ToolOpsError(.invalidInput, "the upstream refused the arguments: \(detail ?? "invalid params")")
@@ -108,7 +138,7 @@ public final class MCPUpstream: Sendable {
                     throw ToolOpsError(.toolFailed, "the upstream MCP server failed the call: \(error.localizedDescription)", underlying: error)
                 }
                 if reply.isError == true { throw MCPToolFailure(content: reply.content) }
-                return ToolResult(try MCPToolResult.encode(CallTool.Result(content: reply.content, isError: false)))
+                return ToolResult(try MCPToolResult.encode(reply))
             }
         }
     }

@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import MCP
 import ServiceContextModule
+import Synchronization
 import ToolOpsAuth
 import ToolOpsCore
 
@@ -48,6 +49,13 @@ public struct MCPToolServer: Sendable {
         public var credentialHeaders: [String]
         /// The HTTP header naming the tenant; `nil` for none. Defaults to `x-tenant-id`.
         public var tenantHeader: String?
+        /// Browser origins allowed to call over HTTP, besides loopback ones (`http://localhost:3000`;
+        /// `*` for any). A request with an `Origin` header from elsewhere is refused (403): a web
+        /// page must not reach a local server through DNS rebinding. Clients that send no
+        /// `Origin` (agents, curl) are not concerned. Defaults to none.
+        public var allowedOrigins: [String] = []
+        /// The longest an HTTP request waits for its answer. Defaults to 5 minutes.
+        public var httpAnswerDeadline: Duration = .seconds(300)
         /// The deepest nesting of arguments accepted (as the HTTP endpoint's `maximumJSONDepth`).
         /// Defaults to 64.
         public var maximumArgumentDepth: Int = 64
@@ -84,6 +92,8 @@ public struct MCPToolServer: Sendable {
     /// The tool list, made once.
     private let listing: [Tool]
     let logger: Logger
+    /// Calls being answered now, over every connection of this server.
+    private let inFlight = InFlightCalls()
 
     /// - Parameters:
     ///   - registry: the tools served.
@@ -142,12 +152,18 @@ public struct MCPToolServer: Sendable {
         return server
     }
 
-    /// Serves one connection (stdio: until standard input closes) and stops the server.
+    /// Serves one connection (stdio: until standard input closes) and stops the server once
+    /// the calls still running have answered (at most ``Configuration/httpAnswerDeadline``).
     public func serve(_ transport: any Transport) async throws {
         let server = await makeServer()
         try await server.start(transport: transport)
         await withTaskCancellationHandler {
             await server.waitUntilCompleted()
+            // Input closed: the requests read before it still get their answers.
+            let deadline = ContinuousClock.now + configuration.httpAnswerDeadline
+            while inFlight.count > 0 && ContinuousClock.now < deadline && !Task.isCancelled {
+                try? await Task.sleep(for: .milliseconds(10))
+            }
         } onCancel: {
             Task { await server.stop() }
         }
@@ -156,8 +172,16 @@ public struct MCPToolServer: Sendable {
 
     /// Answers one MCP message sent over HTTP (`POST`, the streamable HTTP transport without
     /// sessions): each request gets a server of its own, so clients never share JSON-RPC ids.
-    /// The HTTP request's credential and tenant headers reach the pipeline.
+    /// The HTTP request's credential and tenant headers reach the pipeline. A browser `Origin`
+    /// not allowed is refused (403); a message that is neither a request nor a notification
+    /// is refused (400); no answer within ``Configuration/httpAnswerDeadline`` is a 504.
     public func handle(_ request: HTTPRequest) async -> HTTPResponse {
+        if let origin = request.header("origin"), !isAllowed(origin: origin) {
+            return .error(statusCode: 403, .invalidRequest("Forbidden: Origin not allowed"))
+        }
+        if let problem = Self.problem(in: request.body) {
+            return .error(statusCode: 400, .invalidRequest(problem))
+        }
         let server = await makeServer()
         let transport = StatelessHTTPServerTransport(validationPipeline: StandardValidationPipeline(validators: [
             AcceptHeaderValidator(mode: .jsonOnly), ContentTypeValidator(), ProtocolVersionValidator(),
@@ -167,9 +191,42 @@ public struct MCPToolServer: Sendable {
         } catch {
             return .error(statusCode: 500, .internalError("the MCP server could not start"))
         }
-        let response = await transport.handleRequest(request)
+        let deadline = configuration.httpAnswerDeadline
+        let response = await withTaskGroup(of: HTTPResponse?.self) { group in
+            group.addTask { await transport.handleRequest(request) }
+            group.addTask {
+                try? await Task.sleep(for: deadline)
+                return nil
+            }
+            let first = await group.next() ?? nil
+            group.cancelAll()
+            // Stopping the server ends a wait the deadline cut short.
+            if first == nil { await server.stop() }
+            return first
+        }
         await server.stop()
-        return response
+        return response ?? .error(statusCode: 504, .internalError("no answer within \(deadline)"))
+    }
+
+    /// Why an HTTP body is not an MCP request or notification (or a batch of them), if it is
+    /// not: a message with both `method` and `result`/`error` would be taken for a reply and
+    /// never answered. (Other malformed bodies get the SDK's own JSON-RPC errors.)
+    static func problem(in body: Data?) -> String? {
+        guard let body, let parsed = try? JSONSerialization.jsonObject(with: body, options: [.fragmentsAllowed]) else { return nil }
+        let messages: [Any] = (parsed as? [Any]) ?? [parsed]
+        for case let message as [String: Any] in messages {
+            if message["method"] != nil && (message["result"] != nil || message["error"] != nil) {
+                return "a message has both a method and a result or error"
+            }
+        }
+        return nil
+    }
+
+    /// Loopback origins, and the configured ones.
+    func isAllowed(origin: String) -> Bool {
+        if configuration.allowedOrigins.contains("*") || configuration.allowedOrigins.contains(origin) { return true }
+        guard let host = URLComponents(string: origin)?.host?.lowercased() else { return false }
+        return host == "localhost" || host == "127.0.0.1" || host == "::1" || host == "[::1]"
     }
 
     /// One `tools/call`: the tool, its arguments and its caller as a ``ToolCall`` through the pipeline.
@@ -204,6 +261,8 @@ public struct MCPToolServer: Sendable {
             // Arguments that fail the tool's schema: the caller's mistake, said as such.
             throw MCPError.invalidParams("Invalid arguments for \(parameters.name): \(error.message)")
         }
+        inFlight.add(1)
+        defer { inFlight.add(-1) }
         do {
             let result = try await pipeline.run(call)
             return MCPErrorMapping.result(result, definition: registry.definition(for: tool))
@@ -226,6 +285,13 @@ extension MCPToolServer {
         default: return false
         }
     }
+}
+
+/// A count of calls being answered.
+final class InFlightCalls: Sendable {
+    private let value = Atomic<Int>(0)
+    var count: Int { value.load(ordering: .relaxed) }
+    func add(_ delta: Int) { value.add(delta, ordering: .relaxed) }
 }
 
 enum ToolIDText {

@@ -20,7 +20,9 @@ import ToolOpsResilience
 ///
 /// Large bulkheads reuse slots (see ``Reuse``): while ``run()`` runs, a slot released on this
 /// replica is kept for 10 ms for its next call on the same bulkhead, which then needs no
-/// round trip; a busy replica cycles its slots without asking Redis twice a call.
+/// round trip; a busy replica cycles its slots without asking Redis twice a call. A reused
+/// slot keeps its lease id, so the release fencing above holds between replicas; within a
+/// replica each permit must be released once (the middleware does exactly that).
 public final class RedisBulkheadStore: BulkheadStore {
     public let client: RedisClient
     public let keys: RedisKeySchema

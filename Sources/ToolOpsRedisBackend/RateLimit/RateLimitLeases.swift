@@ -51,6 +51,9 @@ struct RateLimitLeases<Waiter> {
 
     let configuration: Configuration
     private var buckets: [String: Bucket] = [:]
+    /// When full of live buckets: no sweep before this (keys may come from callers; a sweep per
+    /// new key would rebuild the table under the store's lock every call).
+    private var nextSweep = ClockInstant(nanoseconds: .min)
 
     init(configuration: Configuration = .init()) {
         self.configuration = configuration
@@ -193,9 +196,11 @@ struct RateLimitLeases<Waiter> {
     /// when full. `false` if there is still none.
     private mutating func makeRoom(now: ClockInstant) -> Bool {
         if buckets.count < configuration.maximumBuckets { return true }
+        guard now >= nextSweep else { return false }
         buckets = buckets.filter { _, bucket in
             !bucket.isIdle || now < bucket.expires || (bucket.refusal.map { now < $0.until } ?? false)
         }
+        if buckets.count >= configuration.maximumBuckets { nextSweep = now + max(configuration.window, .milliseconds(1)) }
         return buckets.count < configuration.maximumBuckets
     }
 }

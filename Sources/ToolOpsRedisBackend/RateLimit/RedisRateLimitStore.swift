@@ -180,6 +180,9 @@ public final class RedisRateLimitStore: RateLimitStore {
     /// there are some, else by a round trip (a batch fetch for busy buckets).
     private func leased(_ request: RateLimitRequest) async throws -> RateLimitDecision {
         while true {
+            // A waiter told to start over (its batch ran out) that was cancelled meanwhile (the
+            // fallback's deadline) stops here rather than join yet another fetch.
+            try Task.checkCancellation()
             let startedAt = clock.now
             switch leases.withLock({ $0.take(request.key, cost: request.cost, limit: request.limit, now: startedAt) }) {
             case .decided(let decision):
