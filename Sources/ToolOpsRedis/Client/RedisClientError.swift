@@ -22,7 +22,7 @@ public struct RedisClientError: Error, Sendable, Hashable, CustomStringConvertib
             case invalidURL, invalidConfiguration, connectionRefused, connectionClosed
             case connectTimeout, commandTimeout, tlsFailure, protocolError, serverError
             case authenticationFailed, clientClosed, unexpectedReply, addressResolution, serverUnavailable
-            case commandTooLarge, connectionScopedCommand, overloaded, tlsVerificationFailed
+            case commandTooLarge, connectionScopedCommand, overloaded, tlsVerificationFailed, crossSlot
         }
         let base: Base
 
@@ -73,6 +73,9 @@ public struct RedisClientError: Error, Sendable, Hashable, CustomStringConvertib
         /// ``RedisConfiguration/maximumLeasedConnections`` leases are open. Nothing was sent.
         /// Counted as unavailable: a Redis this far behind is not serving in time.
         public static let overloaded = Code(base: .overloaded)
+        /// The keys of one command or script hash to different Redis Cluster slots (see
+        /// ``RedisSlot``); the message names them. Nothing was sent.
+        public static let crossSlot = Code(base: .crossSlot)
 
         public var description: String { base.rawValue }
     }
@@ -95,7 +98,7 @@ public struct RedisClientError: Error, Sendable, Hashable, CustomStringConvertib
             .tlsFailure, .protocolError, .addressResolution, .clientClosed, .serverUnavailable, .overloaded:
             return true
         case .invalidURL, .invalidConfiguration, .serverError, .authenticationFailed, .unexpectedReply, .commandTooLarge,
-            .connectionScopedCommand, .tlsVerificationFailed:
+            .connectionScopedCommand, .tlsVerificationFailed, .crossSlot:
             return false
         }
     }

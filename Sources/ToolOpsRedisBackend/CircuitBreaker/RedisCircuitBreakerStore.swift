@@ -110,8 +110,8 @@ public final class RedisCircuitBreakerStore: CircuitBreakerStore, Service {
     static let prologue = """
         local t = redis.call('TIME')
         local now = t[1] * 1000 + math.floor(t[2] / 1000)
-        local windowMs, failRate, slowRate = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-        local minCalls, openMs, permitted, quorum = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
+        local windowMs, failRate, slowRate = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+        local minCalls, openMs, permitted, quorum = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
         local bucketMs = math.max(1, math.floor(windowMs / 20))
         local h = redis.call('HGETALL', KEYS[1])
         local f = {}
@@ -124,7 +124,7 @@ public final class RedisCircuitBreakerStore: CircuitBreakerStore, Service {
         local function publish(to)
           local left = 0
           if to == 'open' then left = openedAt + openMs - now end
-          redis.call('PUBLISH', KEYS[2], ARGV[8] .. '|' .. to .. '|' .. left .. '|' .. string.format('%.0f', ver))
+          redis.call('PUBLISH', ARGV[1], ARGV[9] .. '|' .. to .. '|' .. left .. '|' .. string.format('%.0f', ver))
         end
         local function forgetProbes()
           for k, _ in pairs(f) do
@@ -159,13 +159,14 @@ public final class RedisCircuitBreakerStore: CircuitBreakerStore, Service {
         end
         """
 
-    /// KEYS: hash, channel. ARGV 1–7: policy; 8: breaker name; 9: replica; 10–15: calls,
-    /// failures, slow, probe successes, probe failures, probe ignored; 16: the probes' round
+    /// KEYS: the hash. ARGV 1: the transition channel (an argument, not a key: on a
+    /// cluster it lives in no slot); 2–8: policy; 9: breaker name; 10: replica; 11–16: calls,
+    /// failures, slow, probe successes, probe failures, probe ignored; 17: the probes' round
     /// (0: unknown). Returns state, retry-after ms, version.
     public static let recordScript = RedisScript(prologue + "\n" + """
-        local calls, failures, slow = tonumber(ARGV[10]), tonumber(ARGV[11]), tonumber(ARGV[12])
-        local pOk, pFail, pIgnored = tonumber(ARGV[13]), tonumber(ARGV[14]), tonumber(ARGV[15])
-        local round = tonumber(ARGV[16] or '0')
+        local calls, failures, slow = tonumber(ARGV[11]), tonumber(ARGV[12]), tonumber(ARGV[13])
+        local pOk, pFail, pIgnored = tonumber(ARGV[14]), tonumber(ARGV[15]), tonumber(ARGV[16])
+        local round = tonumber(ARGV[17] or '0')
         if round > 0 and round ~= tonumber(f['halfOpenAt'] or '0') then
           -- Probes of a round that lapsed: their slots went to the current round already.
           pOk, pFail, pIgnored = 0, 0, 0
@@ -196,8 +197,8 @@ public final class RedisCircuitBreakerStore: CircuitBreakerStore, Service {
           f[bucket] = c .. ',' .. fl .. ',' .. sl
           redis.call('HSET', KEYS[1], bucket, f[bucket])
           if failures > 0 or slow > 0 then
-            f['r:' .. ARGV[9]] = tostring(now)
-            redis.call('HSET', KEYS[1], 'r:' .. ARGV[9], now)
+            f['r:' .. ARGV[10]] = tostring(now)
+            redis.call('HSET', KEYS[1], 'r:' .. ARGV[10], now)
           end
           local tc, tf, ts, replicas = 0, 0, 0, 0
           for k, v in pairs(f) do
@@ -223,8 +224,8 @@ public final class RedisCircuitBreakerStore: CircuitBreakerStore, Service {
         return {st, retryAfter(), version()}
         """)
 
-    /// Admission when the local view is not "closed". KEYS: hash, channel. ARGV 1–8 as above;
-    /// 9: an id for the probe, should one be granted (a field `g:<id>` = its round, so a probe
+    /// Admission when the local view is not "closed". KEYS: the hash. ARGV 1–9 as above;
+    /// 10: an id for the probe, should one be granted (a field `g:<id>` = its round, so a probe
     /// whose answer was lost can be given back). Returns state, allowed (1/0), probe (1/0),
     /// retry-after ms, version, probe round.
     public static let admitScript = RedisScript(prologue + "\n" + """
@@ -244,7 +245,7 @@ public final class RedisCircuitBreakerStore: CircuitBreakerStore, Service {
           if inflight + successes < permitted then
             inflight = inflight + 1
             redis.call('HSET', KEYS[1], 'inflight', inflight)
-            if ARGV[9] then redis.call('HSET', KEYS[1], 'g:' .. ARGV[9], f['halfOpenAt'] or '0') end
+            if ARGV[10] then redis.call('HSET', KEYS[1], 'g:' .. ARGV[10], f['halfOpenAt'] or '0') end
             return {st, 1, 1, 0, version(), tonumber(f['halfOpenAt'] or '0')}
           end
           return {st, 0, 0, math.min(openMs, 1000), version()}
@@ -269,10 +270,10 @@ public final class RedisCircuitBreakerStore: CircuitBreakerStore, Service {
         return 1
         """)
 
-    /// Operator control. ARGV 1–8 as above; 9: forced_open | disabled | closed. Returns the
+    /// Operator control. KEYS: the hash. ARGV 1–9 as above; 10: forced_open | disabled | closed. Returns the
     /// state before, the state after, version.
     public static let controlScript = RedisScript(prologue + "\n" + """
-        local target = ARGV[9]
+        local target = ARGV[10]
         if target == 'closed' then clearWindow() end
         openedAt = now
         local before = st
@@ -290,6 +291,7 @@ public final class RedisCircuitBreakerStore: CircuitBreakerStore, Service {
             throw ToolOpsError(.invalidConfiguration, "the Redis circuit-breaker store needs a time window (.time(…)), not \(policy.window)")
         }
         return [
+            keys.circuitBreakerEvents,
             max(1, window.nanosecondsClamped / 1_000_000), policy.failureRateThreshold, policy.slowCallRateThreshold,
             policy.minimumCalls, max(1, policy.openDuration.nanosecondsClamped / 1_000_000), policy.permittedHalfOpenCalls,
             configuration.quorum, name,
@@ -299,7 +301,7 @@ public final class RedisCircuitBreakerStore: CircuitBreakerStore, Service {
     private func run(_ script: RedisScript, name: String, policy: CircuitBreakerPolicy, extra: [any RedisArgumentConvertible]) async throws -> [RESPValue] {
         do {
             let reply = try await client.run(
-                script, keys: [keys.circuitBreaker(name), keys.circuitBreakerEvents], arguments: try arguments(policy, name: name) + extra)
+                script, keys: [keys.circuitBreaker(name)], arguments: try arguments(policy, name: name) + extra)
             guard let values = reply.array else { throw RedisClientError(.unexpectedReply, "breaker script returned \(reply)") }
             return values
         } catch let error as RedisClientError where error.isUnavailable {
@@ -565,7 +567,7 @@ public final class RedisCircuitBreakerStore: CircuitBreakerStore, Service {
                 configuration.replicaID, pending.calls, pending.failures, pending.slow,
                 pending.probeSuccesses, pending.probeFailures, pending.probeIgnored, pending.probeRound,
             ]
-            commands.append(.evalSHA(Self.recordScript, keys: [keys.circuitBreaker(name), keys.circuitBreakerEvents], arguments: arguments + counts))
+            commands.append(.evalSHA(Self.recordScript, keys: [keys.circuitBreaker(name)], arguments: arguments + counts))
             names.append(name)
         }
         do {
