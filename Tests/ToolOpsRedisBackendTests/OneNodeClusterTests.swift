@@ -69,6 +69,33 @@ struct OneNodeClusterTests {
     }
 }
 
+extension OneNodeClusterTests {
+    /// A call subject to two limits whose buckets lie in two slots: one script per slot, and a
+    /// refusal in one slot refunds the other — all or nothing, as on one server.
+    @Test func limitsInSeveralSlotsAreDecidedPerSlotAllOrNothing() async throws {
+        try await withOneNodeCluster { server in
+            let client = try RedisClient(url: server.url, logger: quietLogger)
+            defer { client.shutdown() }
+            let tool = RateLimitRequest(key: "tool:search", limit: try RateLimit(rate: 1, per: .seconds(100), burst: 2))
+            let tenant = RateLimitRequest(key: "tenant:acme", limit: try RateLimit(rate: 1, per: .seconds(100), burst: 1))
+            #expect(RedisSlot(key: RedisKeySchema().rateLimit(tool.key)) != RedisSlot(key: RedisKeySchema().rateLimit(tenant.key)))
+            // One script over both: the cluster refuses it.
+            await #expect(throws: RedisClientError.self) {
+                _ = try await RedisRateLimitStore(client: client, slotMode: .singleScript).acquire([tool, tenant], maxWait: .zero)
+            }
+            let store = RedisRateLimitStore(client: client, leasing: .off, slotMode: .perSlot)
+            let first = try await store.acquire([tool, tenant], maxWait: .zero)
+            #expect(first.allSatisfy(\.allowed) && first[0].remaining == 1 && first[1].remaining == 0)
+            // The tenant is out: the call is refused, and the token its tool bucket reserved is refunded.
+            let second = try await store.acquire([tool, tenant], maxWait: .zero)
+            #expect(second.allSatisfy { !$0.allowed } && second.allSatisfy { $0.retryAfter > .seconds(90) })
+            let alone = try await store.acquire([tool], maxWait: .zero)
+            #expect(alone[0].allowed && alone[0].remaining == 0, "the tool bucket still had its second token")
+            #expect(try await store.acquire([tool], maxWait: .zero)[0].allowed == false)
+        }
+    }
+}
+
 extension Range where Bound == Int {
     func asyncMap<T>(_ transform: (Int) async throws -> T) async rethrows -> [T] {
         var out: [T] = []

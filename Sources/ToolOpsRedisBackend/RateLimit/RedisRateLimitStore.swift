@@ -45,14 +45,34 @@ public final class RedisRateLimitStore: RateLimitStore {
         public static let off = Leasing(window: .zero)
     }
 
+    /// How a call subject to several limits whose buckets lie in different Redis Cluster
+    /// slots is decided.
+    public enum SlotMode: Sendable, Hashable {
+        /// One script over every bucket (one Redis server: every key is reachable from one script).
+        case singleScript
+        /// One script per slot, pipelined (a cluster refuses a script whose keys span slots):
+        /// each slot's buckets reserve their tokens all or nothing, and when any slot refuses,
+        /// the others' reservations are refunded. All or nothing still holds for the call —
+        /// never more admitted than the limits allow; between reservation and refund, other
+        /// calls may see those tokens taken (they are refused, never over-admitted).
+        case perSlot
+    }
+
     typealias Waiter = CheckedContinuation<RateLimitLeaseOutcome, Never>
+    /// See ``SlotMode``.
+    public let slotMode: SlotMode
     private let leases: Mutex<RateLimitLeases<Waiter>>
     private let clock: any ToolOpsClock
 
     /// - Parameters:
     ///   - leasing: how busy buckets are leased; defaults to ``Leasing/init(window:maximumBuckets:)``.
     ///   - clock: measures lease windows and remembered refusals.
-    public init(client: RedisClient, keys: RedisKeySchema = .init(), leasing: Leasing = .init(), clock: any ToolOpsClock = SystemClock()) {
+    ///   - slotMode: how a call's buckets in several cluster slots are decided; defaults to ``SlotMode/singleScript``.
+    public init(
+        client: RedisClient, keys: RedisKeySchema = .init(), leasing: Leasing = .init(), clock: any ToolOpsClock = SystemClock(),
+        slotMode: SlotMode = .singleScript
+    ) {
+        self.slotMode = slotMode
         self.client = client
         self.keys = keys
         self.leases = Mutex(RateLimitLeases(configuration: .init(window: leasing.window, maximumBuckets: max(leasing.maximumBuckets, 0))))
@@ -243,8 +263,33 @@ public final class RedisRateLimitStore: RateLimitStore {
         return decision
     }
 
+    /// KEYS: buckets. ARGV: per bucket its cost and emission interval (µs). Gives back tokens a
+    /// reservation took: each TAT moves back by cost × interval (a bucket back at or before now
+    /// is deleted: full).
+    public static let refundScript = RedisScript(
+        """
+        local t = redis.call('TIME')
+        local now = t[1] * 1000000 + t[2]
+        for i = 1, #KEYS do
+          local tat = tonumber(redis.call('GET', KEYS[i]))
+          if tat then
+            local back = tat - tonumber(ARGV[2*i-1]) * tonumber(ARGV[2*i])
+            if back <= now then
+              redis.call('DEL', KEYS[i])
+            else
+              redis.call('SET', KEYS[i], back, 'PX', math.ceil((back - now) / 1000) + 1)
+            end
+          end
+        end
+        return #KEYS
+        """)
+
     /// Decides on Redis, call by call.
     private func decide(_ requests: [RateLimitRequest], maxWait: Duration) async throws -> [RateLimitDecision] {
+        if slotMode == .perSlot && requests.count > 1 {
+            let groups = Dictionary(grouping: requests.indices) { RedisSlot(key: keys.rateLimit(requests[$0].key)) }
+            if groups.count > 1 { return try await decidePerSlot(requests, groups: Array(groups.values), maxWait: maxWait) }
+        }
         let reply: RESPValue
         do {
             reply = try await client.send(command(for: requests, maxWait: maxWait))
@@ -262,6 +307,69 @@ public final class RedisRateLimitStore: RateLimitStore {
                 allowed: accepted, limit: request.limit.burst, remaining: Int(values[base]),
                 retryAfter: .microseconds(values[base + 1]), resetAfter: .microseconds(values[base + 2]),
                 wait: accepted ? wait : .zero)
+        }
+    }
+
+    /// One script per slot group (pipelined: one round trip), then refunds when any refused.
+    private func decidePerSlot(_ requests: [RateLimitRequest], groups: [[Int]], maxWait: Duration) async throws -> [RateLimitDecision] {
+        let results: [Result<RESPValue, RedisClientError>]
+        do {
+            results = try await client.pipeline(groups.map { group in command(for: group.map { requests[$0] }, maxWait: maxWait) })
+        } catch {
+            throw Self.mapped(error)
+        }
+        var decisions = [RateLimitDecision?](repeating: nil, count: requests.count)
+        var accepted: [[Int]] = []
+        var failure: (any Error)?
+        var wait = Duration.zero
+        for (group, result) in zip(groups, results) {
+            let values: [Int64]
+            switch result {
+            case .success(let reply):
+                guard let ints = reply.array?.compactMap(\.int), ints.count == 2 + group.count * 3 else {
+                    failure = failure ?? RedisClientError(.unexpectedReply, "rate-limit script returned \(reply)")
+                    continue
+                }
+                values = ints
+            case .failure(let error):
+                failure = failure ?? Self.mapped(error)
+                continue
+            }
+            let groupAccepted = values[0] == 1
+            if groupAccepted {
+                accepted.append(group)
+                wait = max(wait, .microseconds(values[1]))
+            }
+            for (position, index) in group.enumerated() {
+                let base = 2 + position * 3
+                decisions[index] = RateLimitDecision(
+                    allowed: groupAccepted, limit: requests[index].limit.burst, remaining: Int(values[base]),
+                    retryAfter: .microseconds(values[base + 1]), resetAfter: .microseconds(values[base + 2]))
+            }
+        }
+        let allAccepted = failure == nil && accepted.count == groups.count && wait <= max(maxWait, .zero)
+        if allAccepted {
+            return decisions.compactMap { $0 }.map { decision in
+                var decision = decision
+                decision.wait = wait
+                return decision
+            }
+        }
+        // Someone refused (or failed): give back what the others reserved, in one write.
+        let refunds = accepted.map { group in
+            RedisCommand.evalSHA(
+                Self.refundScript, keys: group.map { keys.rateLimit(requests[$0].key) },
+                arguments: group.flatMap { [requests[$0].cost, Double(requests[$0].limit.emissionInterval) / 1000] as [any RedisArgumentConvertible] })
+        }
+        if !refunds.isEmpty { _ = try? await client.pipeline(refunds) }
+        if let failure { throw failure }
+        let worst = decisions.compactMap { $0 }.map(\.retryAfter).max() ?? .zero
+        return decisions.compactMap { $0 }.map { decision in
+            var decision = decision
+            decision.allowed = false
+            decision.wait = .zero
+            if decision.retryAfter == .zero { decision.retryAfter = worst }
+            return decision
         }
     }
 
