@@ -74,10 +74,8 @@ struct MCPProcessTests {
         }
     }
 
-    /// Raw JSON-RPC lines on a `toolops mcp` process's standard input: a malformed line gets a
-    /// parse error, and the requests after it are answered as usual; closing standard input
-    /// ends the process cleanly.
-    @Test func malformedLinesOnStdioGetAParseErrorAndTheServerKeepsServing() async throws {
+    /// `toolops mcp` with pipes on its standard input and output, for raw JSON-RPC lines.
+    func startRawMCP() throws -> (Process, input: Pipe, output: Pipe) {
         let binary = try #require(toolopsBinary(), "the toolops executable must be built next to the tests")
         let process = Process()
         process.executableURL = URL(fileURLWithPath: binary)
@@ -87,8 +85,19 @@ struct MCPProcessTests {
         process.standardOutput = output
         process.standardError = FileHandle.nullDevice
         try process.run()
+        return (process, input, output)
+    }
+
+    static let initialize =
+        #"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"raw","version":"1"}}}"#
+
+    /// Raw JSON-RPC lines on a `toolops mcp` process's standard input: a malformed line gets a
+    /// parse error, and the requests after it are answered as usual; closing standard input
+    /// ends the process cleanly.
+    @Test func malformedLinesOnStdioGetAParseErrorAndTheServerKeepsServing() async throws {
+        let (process, input, output) = try startRawMCP()
         let lines = [
-            #"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"raw","version":"1"}}}"#,
+            Self.initialize,
             #"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
             "{this is not json",
             #"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"demo_echo","arguments":{"after":"garbage"}}}"#,
@@ -155,17 +164,9 @@ struct MCPProcessTests {
 
     /// Requests read before standard input closed are still answered.
     @Test func callsInFlightWhenStdinClosesAreStillAnswered() async throws {
-        let binary = try #require(toolopsBinary(), "the toolops executable must be built next to the tests")
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: binary)
-        process.arguments = ["mcp", "--set", "log.level=error"]
-        let (input, output) = (Pipe(), Pipe())
-        process.standardInput = input
-        process.standardOutput = output
-        process.standardError = FileHandle.nullDevice
-        try process.run()
+        let (process, input, output) = try startRawMCP()
         let lines = [
-            #"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"raw","version":"1"}}}"#,
+            Self.initialize,
             #"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"demo_sleep","arguments":{"ms":300}}}"#,
         ]
         input.fileHandleForWriting.write(Data((lines.joined(separator: "\n") + "\n").utf8))
