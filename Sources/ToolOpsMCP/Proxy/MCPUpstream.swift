@@ -124,12 +124,21 @@ public final class MCPUpstream: Sendable {
                 let reply: CallTool.Result
                 do {
                     let request: RequestContext<CallTool.Result> = try await client.callTool(name: name, arguments: arguments)
-                    reply = try await withTaskCancellationHandler {
-                        try await request.value
-                    } onCancel: {
-                        // The caller gave up (a timeout): tell the upstream, and stop waiting.
-                        // A task of its own (this handler cannot await): one actor call.
-                        Task { try? await client.cancelRequest(request.requestID, reason: "cancelled by the caller") }
+                    // The SDK's wait ignores cancellation: race it against ours, and when the caller
+                    // gives up (a timeout), tell the upstream, which ends the wait.
+                    reply = try await withThrowingTaskGroup(of: CallTool.Result?.self) { group in
+                        group.addTask { try await request.value }
+                        group.addTask {
+                            while !Task.isCancelled { try? await Task.sleep(for: .seconds(3600)) }
+                            return nil
+                        }
+                        let first = try await group.next() ?? nil
+                        group.cancelAll()
+                        guard let first else {
+                            try? await client.cancelRequest(request.requestID, reason: "cancelled by the caller")
+                            throw CancellationError()
+                        }
+                        return first
                     }
                 } catch let error as MCPError {
                     if case .invalidParams(let detail) = error {

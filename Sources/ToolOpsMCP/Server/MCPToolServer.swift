@@ -157,15 +157,22 @@ public struct MCPToolServer: Sendable {
     public func serve(_ transport: any Transport) async throws {
         let server = await makeServer()
         try await server.start(transport: transport)
-        await withTaskCancellationHandler {
-            await server.waitUntilCompleted()
-            // Input closed: the requests read before it still get their answers.
-            let deadline = ContinuousClock.now + configuration.httpAnswerDeadline
-            while inFlight.count > 0 && ContinuousClock.now < deadline && !Task.isCancelled {
-                try? await Task.sleep(for: .milliseconds(10))
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask {
+                await server.waitUntilCompleted()
+                // Input closed: the requests read before it still get their answers.
+                let deadline = ContinuousClock.now + configuration.httpAnswerDeadline
+                while inFlight.count > 0 && ContinuousClock.now < deadline && !Task.isCancelled {
+                    try? await Task.sleep(for: .milliseconds(10))
+                }
             }
-        } onCancel: {
-            Task { await server.stop() }
+            group.addTask {
+                // Cancelled (graceful shutdown): stop the server, which ends the session above.
+                while !Task.isCancelled { try? await Task.sleep(for: .seconds(3600)) }
+                await server.stop()
+            }
+            await group.next()
+            group.cancelAll()
         }
         await server.stop()
     }
