@@ -20,12 +20,14 @@ extension RedisClient: Service {
         await drained()
     }
 
-    /// Reopens the pub/sub connection when needed, once a second, until graceful shutdown or
-    /// cancellation.
+    /// Reopens the pub/sub connection when needed, once a second, and on a cluster or with
+    /// Sentinel refreshes the layout when due (``RedisConfiguration/topologyRefreshInterval``,
+    /// or soon after a failure said it changed), until graceful shutdown or cancellation.
     package func maintainSubscriptions() async {
         await cancelWhenGracefulShutdown {
             while !Task.isCancelled {
                 try? await Task.sleep(for: .seconds(1))
+                await self.router.refreshIfDue()
                 self.subscriber.reviveIfNeeded()
             }
         }

@@ -25,7 +25,8 @@ public final class RedisClient: Sendable {
     public let configuration: RedisConfiguration
     let logger: Logger
     let tls: TLSContext?
-    private let pool: Mutex<RedisPoolStateMachine<RedisConnection>>
+    /// The node pools and, on a cluster or Sentinel, the layout.
+    let router: RedisRouter
     let subscriber: RedisSubscriber
     /// Metrics and spans of every command (see ``RedisInstrumentation``).
     let instrumentation: RedisInstrumentation
@@ -51,12 +52,25 @@ public final class RedisClient: Sendable {
         } catch {
             throw RedisClientError(.tlsFailure, "\(error)")
         }
-        self.pool = Mutex(RedisPoolStateMachine(size: configuration.poolSize))
         let ids = IDSource()
         let instrumentation = RedisInstrumentation(factory: metricsFactory ?? MetricsSystem.factory, tracer: tracer)
         self.instrumentation = instrumentation
+        let tls = self.tls
+        let router = RedisRouter(
+            configuration: configuration, logger: logger,
+            makePool: { endpoint in
+                RedisNodePool(
+                    endpoint: endpoint, configuration: configuration, tls: tls, logger: logger, instrumentation: instrumentation, ids: ids)
+            },
+            askSentinels: { () throws(RedisClientError) in
+                guard case .sentinel(let name, let sentinels) = configuration.topology else { return configuration.endpoint }
+                return try await RedisSentinel.master(
+                    named: name, sentinels: sentinels, configuration: configuration, tls: tls, logger: logger, ids: ids)
+            })
+        self.router = router
         self.subscriber = RedisSubscriber(
-            configuration: configuration, tls: tls, logger: logger, instrumentation: instrumentation, makeID: { ids.next() })
+            configuration: configuration, tls: tls, logger: logger, instrumentation: instrumentation, makeID: { ids.next() },
+            endpoint: { () throws(RedisClientError) in try router.subscriptionEndpoint() })
         self.ids = ids
     }
 
@@ -83,7 +97,10 @@ public final class RedisClient: Sendable {
     public func send(_ command: RedisCommand) async throws -> RESPValue {
         try await instrumentation.measure(command.name) {
             let bytes = try checkedForSharing(command)
-            return try await perform(command, bytes: bytes, on: try connection())
+            if let pool = router.standalone {
+                return try await perform(command, bytes: bytes, on: try pool.connection())
+            }
+            return try await routed(command, bytes: bytes)
         }
     }
 
@@ -107,10 +124,20 @@ public final class RedisClient: Sendable {
     /// retries them.
     @discardableResult
     package func sendUnawaited(_ commands: [RedisCommand]) -> Bool {
-        var bytes: [UInt8] = []
         do {
+            guard let pool = router.standalone else {
+                // Routed one by one (their slots may differ), only where the layout is known.
+                var queued = true
+                for command in commands {
+                    let bytes = try checkedForSharing(command)
+                    guard let pool = try router.knownPool(for: command.routing) else { queued = false; continue }
+                    queued = try pool.connection().executeUnawaited(bytes, replies: 1) && queued
+                }
+                return queued
+            }
+            var bytes: [UInt8] = []
             for command in commands { bytes.append(contentsOf: try checkedForSharing(command)) }
-            return try connection().executeUnawaited(bytes, replies: commands.count)
+            return try pool.connection().executeUnawaited(bytes, replies: commands.count)
         } catch {
             return false
         }
@@ -120,14 +147,26 @@ public final class RedisClient: Sendable {
     /// for a command that must run even when its caller was cancelled, such as returning a slot.
     @discardableResult
     package func sendIgnoringCancellation(_ command: RedisCommand) async throws -> RESPValue {
-        let connection = try connection()
-        let reply = try await connection.executeIgnoringCancellation(try checkedForSharing(command), replies: 1)
-        if case .error(let message) = reply { throw failure(message, on: connection) }
-        return reply
+        let bytes = try checkedForSharing(command)
+        var redirects = 0
+        while true {
+            let pool = try await router.pool(for: command.routing)
+            let connection = try pool.connection()
+            let reply = try await connection.executeIgnoringCancellation(bytes, replies: 1)
+            if case .error(let message) = reply {
+                if redirects < 3, let redirection = RedisRedirection(message, from: pool.endpoint), redirection.kind == .moved {
+                    redirects += 1
+                    router.moved(slot: redirection.slot, to: redirection.endpoint)
+                    continue
+                }
+                throw failure(message, on: connection)
+            }
+            return reply
+        }
     }
 
     /// The encoding of a command allowed on a shared connection.
-    private func checkedForSharing(_ command: RedisCommand) throws(RedisClientError) -> [UInt8] {
+    func checkedForSharing(_ command: RedisCommand) throws(RedisClientError) -> [UInt8] {
         switch command.scope {
         case .shared: break
         case .leased(let reason):
@@ -167,10 +206,15 @@ public final class RedisClient: Sendable {
     }
 
     private func pipelineUnmeasured(_ commands: [RedisCommand]) async throws -> [Result<RESPValue, RedisClientError>] {
+        guard let pool = router.standalone else { return try await routedPipeline(commands) }
+        return try await pipelined(commands, on: pool.connection())
+    }
+
+    /// Sends `commands` in one write on `connection`; `NOSCRIPT` replies retried with `EVAL` in a second write.
+    func pipelined(_ commands: [RedisCommand], on connection: RedisConnection) async throws -> [Result<RESPValue, RedisClientError>] {
         var bytes: [UInt8] = []
         bytes.reserveCapacity(commands.reduce(0) { $0 + $1.encoded.count })
         for command in commands { bytes.append(contentsOf: try checkedForSharing(command)) }
-        let connection = try connection()
         let reply = try await connection.execute(bytes, replies: commands.count)
         // One expected reply comes back bare; several come back collected in an array.
         let replies: [RESPValue]
@@ -195,7 +239,7 @@ public final class RedisClient: Sendable {
             }
         }
         if !retries.isEmpty {
-            let retried = try await pipelineUnmeasured(retries.map(\.command))
+            let retried = try await pipelined(retries.map(\.command), on: connection)
             for (retry, result) in zip(retries, retried) { results[retry.index] = result }
         }
         return results
@@ -213,84 +257,35 @@ public final class RedisClient: Sendable {
 
     // MARK: pool
 
-    /// Picks a connection (see ``RedisPoolStateMachine/choose(now:threshold:backoff:status:)``):
-    /// fill the first one up to ``RedisConfiguration/spreadThreshold`` commands in flight, then
-    /// open another, then share the least loaded.
+    /// A connection of the standalone pool (tests), or of the pool that runs keyless commands.
     func connection() throws(RedisClientError) -> RedisConnection {
-        let now = ContinuousClock.now
-        let (threshold, reconnect) = (configuration.spreadThreshold, configuration.reconnect)
-        let maximum = configuration.maximumCommandsPerConnection
-        return try pool.withLock { (pool) throws(RedisClientError) -> RedisConnection in
-            switch pool.choose(
-                now: now, threshold: threshold, maximum: maximum, backoff: reconnect.delay(afterFailures:), status: \.status)
-            {
-            case .use(let connection):
-                return connection
-            case .open(let slot):
-                let connection = try makeConnection(slot: slot)
-                pool.assign(connection, to: slot)
-                return connection
-            case .fail(let error):
-                throw error
-            }
+        if let pool = router.standalone { return try pool.connection() }
+        guard let pool = try router.knownPool(for: .anyNode) else {
+            throw RedisClientError(.connectionRefused, "the Redis layout is not known yet")
         }
-    }
-
-    private func makeConnection(slot: Int) throws(RedisClientError) -> RedisConnection {
-        let id = nextConnectionID()
-        return try RedisConnection(
-            id: id, configuration: configuration, tls: tls, logger: logger, instrumentation: instrumentation,
-            onOpen: { [weak self] in self?.connectionOpened(slot: slot, id: id) },
-            onClose: { [weak self] error in self?.connectionClosed(slot: slot, id: id, error: error) }
-        )
-    }
-
-    private func connectionOpened(slot: Int, id: Int) {
-        pool.withLock { $0.opened(slot: slot, id: id) }
-        logger.debug("redis connection open", metadata: ["redis.connection": "\(id)"])
-    }
-
-    private func connectionClosed(slot: Int, id: Int, error: RedisClientError) {
-        let reconnect = configuration.reconnect
-        let delay = pool.withLock { $0.closed(slot: slot, id: id, error: error, now: .now, backoff: reconnect.delay(afterFailures:)) }
-        if error.code == .tlsVerificationFailed {
-            // Never routine: a wrong CA or server name — or an interception. Loud, every time.
-            logger.error(
-                "redis TLS certificate verification failed; commands fail until it is fixed",
-                metadata: ["redis.connection": "\(id)", "error": "\(error.message)", "redis.endpoint": "\(configuration.endpoint)"])
-        } else if let delay {
-            logger.warning(
-                "redis connection closed",
-                metadata: ["redis.connection": "\(id)", "error": "\(error)", "redis.retry_in": "\(delay)"])
-        }
+        return try pool.connection()
     }
 
     /// Command connections open or opening that have not failed or closed (for tests and
     /// diagnostics: a connection the server dropped leaves this count once its I/O thread saw it).
-    package var liveConnections: Int {
-        pool.withLock { pool in pool.slots.compactMap(\.connection).filter { $0.status.closedError == nil }.count }
-    }
+    package var liveConnections: Int { router.pools.reduce(0) { $0 + $1.liveConnections } }
 
     /// ``shutdown()`` was called.
-    var isShutDown: Bool { pool.withLock { $0.isShutDown } }
+    var isShutDown: Bool { router.isShutDown }
 
     /// Commands waiting or in flight on the command connections (for tests and diagnostics).
-    package var commandsInFlight: Int {
-        pool.withLock { pool in pool.slots.compactMap(\.connection).reduce(0) { $0 + $1.status.load } }
-    }
+    package var commandsInFlight: Int { router.pools.reduce(0) { $0 + $1.commandsInFlight } }
 
     // MARK: lifecycle
 
     /// Stops accepting commands and closes every connection once its in-flight commands
     /// are answered. Idempotent.
     public func shutdown() {
-        let connections = pool.withLock { $0.shutDown() }
-        for connection in connections { connection.close() }
+        router.shutdown()
         subscriber.shutdown()
     }
 
     deinit {
-        for connection in pool.withLock({ $0.slots.compactMap(\.connection) }) { connection.close() }
         subscriber.shutdown()
     }
 }
@@ -313,7 +308,8 @@ extension RedisClient {
     /// }
     /// ```
     public func subscribe(to channels: [String], patterns: [String] = []) async throws -> RedisSubscription {
-        try await subscriber.subscribe(channels: channels, patterns: patterns)
+        await knowTheMaster()
+        return try await subscriber.subscribe(channels: channels, patterns: patterns)
     }
 
     /// Subscribes with a handler called on the pub/sub connection's I/O thread as each event
@@ -323,7 +319,13 @@ extension RedisClient {
     public func subscribe(
         to channels: [String], patterns: [String] = [], handler: @escaping @Sendable (RedisPubSubEvent) -> Void
     ) async throws -> RedisSubscriptionHandle {
-        try await subscriber.subscribe(channels: channels, patterns: patterns, handler: handler)
+        await knowTheMaster()
+        return try await subscriber.subscribe(channels: channels, patterns: patterns, handler: handler)
+    }
+
+    /// With Sentinel, asks for the master first if it is not known yet (pub/sub goes there).
+    private func knowTheMaster() async {
+        if router.standalone == nil, (try? router.subscriptionEndpoint()) == nil { await router.refresh() }
     }
 }
 

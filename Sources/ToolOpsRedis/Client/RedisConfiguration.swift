@@ -21,8 +21,45 @@ public struct RedisConfiguration: Sendable, CustomStringConvertible {
         }
     }
 
-    /// Where the server listens. Defaults to `127.0.0.1:6379`.
+    /// How the servers are arranged: one server, a Redis Cluster, or a master found through Sentinel.
+    public enum Topology: Sendable, Hashable {
+        /// One server at ``RedisConfiguration/endpoint`` (or a name that always points at the
+        /// master, such as a managed service's primary endpoint).
+        case standalone
+        /// A Redis Cluster reached through any of `seeds`: the client reads the slot map
+        /// (`CLUSTER SLOTS`) from the first that answers, sends each command to the master of
+        /// its keys' slot, follows `MOVED`/`ASK`, and refreshes the map on redirections,
+        /// errors and every ``RedisConfiguration/topologyRefreshInterval``.
+        case cluster(seeds: [Endpoint])
+        /// A master monitored by Redis Sentinel: the client asks `sentinels` for the master
+        /// of `masterName` (`SENTINEL get-master-addr-by-name`) and asks again when it cannot
+        /// reach it or finds it demoted (`READONLY`).
+        case sentinel(masterName: String, sentinels: [Endpoint])
+
+        /// `true` for ``cluster(seeds:)``.
+        public var isCluster: Bool {
+            if case .cluster = self { return true }
+            return false
+        }
+    }
+
+    /// Where the server listens. Defaults to `127.0.0.1:6379`. With a cluster, the first seed;
+    /// with Sentinel, the first sentinel (the master is discovered).
     public var endpoint: Endpoint
+    /// Defaults to ``Topology/standalone``; `redis-cluster://` and `redis-sentinel://` URLs set the others.
+    public var topology: Topology = .standalone
+    /// The password of the sentinels themselves, when they require one (`requirepass` in
+    /// `sentinel.conf`); ``password`` is the master's. Defaults to `nil`.
+    public var sentinelPassword: String? = nil
+    /// How often a cluster client re-reads the slot map, and a Sentinel client re-asks for the
+    /// master, besides doing so at once when a reply or a failure says the layout changed
+    /// (while the client's service runs: ``RedisClient/run()``). Defaults to 30 s.
+    public var topologyRefreshInterval: Duration = .seconds(30)
+    /// How long a command may keep being retried while a cluster or Sentinel master is
+    /// unavailable — `CLUSTERDOWN`, `TRYAGAIN`, a refused connection, a failover in progress —
+    /// before its error is returned. Only commands that never reached a server (or that the
+    /// server refused without running) are retried, so nothing runs twice. Defaults to 500 ms.
+    public var unavailableRetryBudget: Duration = .milliseconds(500)
     /// The ACL user for `AUTH`. Defaults to `nil` (the `default` user when a password is set).
     public var username: String?
     /// The password for `AUTH`. Defaults to `nil` (no `AUTH`).
@@ -138,7 +175,14 @@ public struct RedisConfiguration: Sendable, CustomStringConvertible {
     /// Checks that every value is usable.
     /// The endpoint and options, never the password: `redis(127.0.0.1:6379, user: app, password: ***, db: 2, tls: on)`.
     public var description: String {
-        var parts = ["\(endpoint)"]
+        var parts: [String]
+        switch topology {
+        case .standalone: parts = ["\(endpoint)"]
+        case .cluster(let seeds): parts = ["cluster: " + seeds.map(\.description).joined(separator: ",")]
+        case .sentinel(let name, let sentinels):
+            parts = ["sentinel: \(name) via " + sentinels.map(\.description).joined(separator: ",")]
+            if sentinelPassword != nil { parts.append("sentinel password: ***") }
+        }
         if let username { parts.append("user: \(username)") }
         if password != nil { parts.append("password: ***") }
         if database != 0 { parts.append("db: \(database)") }
@@ -176,6 +220,21 @@ public struct RedisConfiguration: Sendable, CustomStringConvertible {
             if tls.isEnabled { throw bad("TLS over a unix socket is not supported") }
         }
         if password == nil && username != nil { throw bad("a username needs a password") }
+        if topologyRefreshInterval < .milliseconds(100) { throw bad("topologyRefreshInterval must be at least 100 ms") }
+        if unavailableRetryBudget < .zero { throw bad("unavailableRetryBudget must not be negative") }
+        switch topology {
+        case .standalone:
+            break
+        case .cluster(let seeds):
+            if seeds.isEmpty { throw bad("a cluster needs at least one seed") }
+            if database != 0 { throw bad("a Redis Cluster has only database 0, got \(database)") }
+            for seed in seeds { if case .unix = seed { throw bad("cluster seeds must be TCP endpoints") } }
+        case .sentinel(let name, let sentinels):
+            if sentinels.isEmpty { throw bad("Sentinel needs at least one sentinel") }
+            if name.isEmpty || name.utf8.count > 256 || name.utf8.contains(where: { $0 <= 0x20 || $0 == 0x7f }) {
+                throw bad("Sentinel master name must be 1...256 visible characters")
+            }
+        }
         if let name = tls.serverName {
             // An empty name would leave OpenSSL with no host to check: verification without
             // a name is no verification. A NUL would cut the checked name short.
@@ -281,7 +340,7 @@ extension RedisConfiguration {
         // The user info ends at the *last* '@': a password may hold '/', '?', ':' or '@' (it
         // should be percent-encoded, but often is not), and none of it may leak into a message.
         var userInfo: Substring? = nil
-        if scheme == "redis" || scheme == "rediss", let at = Self.userInfoEnd(rest) {
+        if scheme != "unix", let at = Self.userInfoEnd(rest) {
             userInfo = rest[..<at]
             rest = rest[rest.index(after: at)...]
         }
@@ -306,13 +365,22 @@ extension RedisConfiguration {
         case "unix":
             guard rest.hasPrefix("/") else { throw bad("unix socket path must be absolute (unix:///path)") }
             endpoint = .unix(path: String(rest))
-        case "redis", "rediss":
-            if scheme == "rediss" { tls = .enabled() }
+        case "redis", "rediss", "redis-cluster", "rediss-cluster", "redis-sentinel", "rediss-sentinel":
+            if scheme.hasPrefix("rediss") { tls = .enabled() }
             var hostPart = rest
             var dbPart: Substring? = nil
             if let slash = rest.firstIndex(of: "/") {
                 hostPart = rest[..<slash]
                 dbPart = rest[rest.index(after: slash)...]
+            }
+            var masterName: String? = nil
+            if scheme.hasSuffix("-sentinel") {
+                // redis-sentinel://s1:26379,s2:26379/<master name>[/<db>]
+                guard let path = dbPart, let name = path.split(separator: "/", omittingEmptySubsequences: false).first, !name.isEmpty,
+                    let decoded = Self.percentDecode(name)
+                else { throw bad("missing master name (redis-sentinel://host:port,…/<master name>)") }
+                masterName = decoded
+                dbPart = path.dropFirst(name.count + 1)
             }
             if let userInfo {
                 let pieces = userInfo.split(separator: ":", maxSplits: 1, omittingEmptySubsequences: false)
@@ -328,38 +396,26 @@ extension RedisConfiguration {
                     password = pass
                 }
             }
-            var host: Substring
-            var portText: Substring? = nil
-            if hostPart.hasPrefix("[") {
-                guard let close = hostPart.firstIndex(of: "]") else { throw bad("unterminated IPv6 address") }
-                host = hostPart[hostPart.index(after: hostPart.startIndex)..<close]
-                let after = hostPart[hostPart.index(after: close)...]
-                if !after.isEmpty {
-                    guard after.hasPrefix(":") else { throw bad("unexpected '\(after)' after IPv6 address") }
-                    portText = after.dropFirst()
-                }
-            } else if let colon = hostPart.lastIndex(of: ":") {
-                host = hostPart[..<colon]
-                portText = hostPart[hostPart.index(after: colon)...]
-            } else {
-                host = hostPart
+            let defaultPort = masterName == nil ? 6379 : 26379
+            var endpoints: [Endpoint] = []
+            for part in hostPart.split(separator: ",", omittingEmptySubsequences: false) {
+                endpoints.append(try Self.hostAndPort(part, defaultPort: defaultPort, bad: bad))
             }
-            guard !host.isEmpty else { throw bad("missing host") }
-            guard host.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "." || $0 == "-" || $0 == "_" || $0 == ":" || $0 == "%" }) else {
-                throw bad("invalid character in host '\(host)'")
+            guard let first = endpoints.first else { throw bad("missing host") }
+            endpoint = first
+            if let masterName {
+                topology = .sentinel(masterName: masterName, sentinels: endpoints)
+            } else if scheme.hasSuffix("-cluster") {
+                topology = .cluster(seeds: endpoints)
+            } else if endpoints.count > 1 {
+                throw bad("several hosts need redis-cluster:// or redis-sentinel://")
             }
-            var port = 6379
-            if let portText {
-                guard let value = Int(portText), (1...65535).contains(value) else { throw bad("invalid port '\(portText)'") }
-                port = value
-            }
-            endpoint = .tcp(host: String(host), port: port)
             if let dbPart, !dbPart.isEmpty {
                 guard let db = Int(dbPart), db >= 0 else { throw bad("invalid database '\(dbPart)'") }
                 database = db
             }
         default:
-            throw bad("unsupported scheme '\(scheme)' (expected redis://, rediss:// or unix://)")
+            throw bad("unsupported scheme '\(scheme)' (expected redis://, rediss://, redis-cluster://, redis-sentinel:// or unix://)")
         }
         if let db = query["db"] {
             guard let value = Int(db), value >= 0 else { throw bad("invalid database '\(db)'") }
@@ -368,6 +424,38 @@ extension RedisConfiguration {
         if let user = query["user"] { username = user }
         if let pass = query["password"] { password = pass }
         do { try validate() } catch { throw RedisClientError(.invalidURL, "\(error.message) in '\(Self.redact(url))'") }
+    }
+
+    /// `host[:port]` or `[v6]:port`.
+    private static func hostAndPort(
+        _ hostPart: Substring, defaultPort: Int, bad: (String) -> RedisClientError
+    ) throws(RedisClientError) -> Endpoint {
+        var host: Substring
+        var portText: Substring? = nil
+        if hostPart.hasPrefix("[") {
+            guard let close = hostPart.firstIndex(of: "]") else { throw bad("unterminated IPv6 address") }
+            host = hostPart[hostPart.index(after: hostPart.startIndex)..<close]
+            let after = hostPart[hostPart.index(after: close)...]
+            if !after.isEmpty {
+                guard after.hasPrefix(":") else { throw bad("unexpected '\(after)' after IPv6 address") }
+                portText = after.dropFirst()
+            }
+        } else if let colon = hostPart.lastIndex(of: ":") {
+            host = hostPart[..<colon]
+            portText = hostPart[hostPart.index(after: colon)...]
+        } else {
+            host = hostPart
+        }
+        guard !host.isEmpty else { throw bad("missing host") }
+        guard host.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "." || $0 == "-" || $0 == "_" || $0 == ":" || $0 == "%" }) else {
+            throw bad("invalid character in host '\(host)'")
+        }
+        var port = defaultPort
+        if let portText {
+            guard let value = Int(portText), (1...65535).contains(value) else { throw bad("invalid port '\(portText)'") }
+            port = value
+        }
+        return .tcp(host: String(host), port: port)
     }
 
     /// The URL with any password replaced by `***`, for logs and error messages.

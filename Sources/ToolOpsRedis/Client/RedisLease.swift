@@ -36,6 +36,7 @@ extension RedisClient {
         }
         defer { leases.subtract(1, ordering: .relaxed) }
         var configuration = self.configuration
+        if router.standalone == nil { configuration.endpoint = try await router.leaseEndpoint() }
         if let commandTimeout {
             guard commandTimeout > .zero else { throw RedisClientError(.invalidConfiguration, "commandTimeout must be positive") }
             configuration.commandTimeout = commandTimeout

@@ -56,6 +56,8 @@ public struct RedisCommand: Sendable {
     let tooLarge: Int?
     /// Where the command may run (see ``CommandScope``).
     let scope: CommandScope
+    /// Which cluster node must run it (see ``CommandRouting``).
+    let routing: CommandRouting
 
     /// The most bytes of arguments (name included) one command may carry: 512 MiB, Redis's own
     /// default bulk limit (`proto-max-bulk-len`). Larger commands are refused with
@@ -92,10 +94,17 @@ public struct RedisCommand: Sendable {
         }
         self.name = name
         self.script = nil
-        self.scope = CommandScope.of(name: name, argumentCount: lengths.count - 1) { index in
-            let start = lengths[...index].reduce(0, +)
-            return flat[start..<(start + lengths[index + 1])]
+        // Where each argument starts in `flat` (index 0 is the name).
+        var starts: [Int] = []
+        starts.reserveCapacity(lengths.count)
+        var offset = 0
+        for length in lengths {
+            starts.append(offset)
+            offset += length
         }
+        let argument = { (index: Int) -> ArraySlice<UInt8> in flat[starts[index + 1]..<(starts[index + 1] + lengths[index + 1])] }
+        self.scope = CommandScope.of(name: name, argumentCount: lengths.count - 1, argument: argument)
+        self.routing = CommandRouting.of(name: name, argumentCount: lengths.count - 1, argument: argument)
         if flat.count > Self.maximumBytes {
             self.encoded = []
             self.tooLarge = flat.count
@@ -105,8 +114,9 @@ public struct RedisCommand: Sendable {
         }
     }
 
-    init(name: String, encoded: [UInt8], tooLarge: Int?, script: ScriptCall?) {
+    init(name: String, encoded: [UInt8], tooLarge: Int?, routing: CommandRouting, script: ScriptCall?) {
         self.scope = .shared
+        self.routing = routing
         self.name = name
         self.encoded = encoded
         self.tooLarge = tooLarge
@@ -135,6 +145,7 @@ public struct RedisCommand: Sendable {
             name: command.name,
             encoded: command.encoded,
             tooLarge: command.tooLarge,
+            routing: command.routing,
             script: ScriptCall(script: script, keys: keys, arguments: arguments)
         )
     }

@@ -111,11 +111,16 @@ final class RedisSubscriber: Sendable {
     let makeID: @Sendable () -> Int
     let instrumentation: RedisInstrumentation?
     let state = Mutex(State())
+    /// Where the next pub/sub connection goes (a cluster's nodes in turn, Sentinel's master).
+    let endpoint: @Sendable () throws(RedisClientError) -> RedisConfiguration.Endpoint
 
     init(
         configuration: RedisConfiguration, tls: TLSContext?, logger: Logger, instrumentation: RedisInstrumentation? = nil,
-        makeID: @escaping @Sendable () -> Int
+        makeID: @escaping @Sendable () -> Int,
+        endpoint: (@Sendable () throws(RedisClientError) -> RedisConfiguration.Endpoint)? = nil
     ) {
+        let fixed = configuration.endpoint
+        self.endpoint = endpoint ?? { fixed }
         self.instrumentation = instrumentation
         self.configuration = configuration
         self.tls = tls
@@ -248,6 +253,8 @@ final class RedisSubscriber: Sendable {
 
     private func startConnection(_ state: inout State, delay: Duration) throws(RedisClientError) -> RedisConnection {
         let id = makeID()
+        var configuration = self.configuration
+        configuration.endpoint = try endpoint()
         let connection = try RedisConnection(
             id: id, configuration: configuration, tls: tls, logger: logger,
             mode: .push({ [weak self] reply in self?.handle(reply) }),
