@@ -80,7 +80,7 @@ public final class RedisCacheStore: CacheStore, CacheFillCoordinator, Service {
     let origin: String
     let signals = KeyedSignals<CacheKey>()
     private let state = Mutex(State())
-    private var keys: RedisKeySchema { configuration.keys }
+    var keys: RedisKeySchema { configuration.keys }
 
     public init(client: RedisClient, configuration: Configuration = .init(), clock: any ToolOpsClock = WallClock()) throws(ToolOpsError) {
         guard configuration.maximumSetMembers > 0, configuration.invalidationBatch > 0, configuration.pollInterval > .zero else {
@@ -284,13 +284,19 @@ public final class RedisCacheStore: CacheStore, CacheFillCoordinator, Service {
         // As in `get`: a write that overlapped any announcement (another replica's newer write
         // of this key, an invalidation) is not kept in L1, where it could outlive the newer value.
         let before = epoch.load(ordering: .sequentiallyConsistent)
-        let stored = try await redis("write") {
-            try await self.client.run(
-                Self.setScript, keys: [self.keys.cacheEntry(key.value)] + setKeys,
-                arguments: [bytes, ttl, self.configuration.maximumSetMembers, self.keys.cacheEvents, self.message("k", key.value)])
+        let stored: Bool
+        if isCluster {
+            stored = try await setAcrossSlots(
+                entry: keys.cacheEntry(key.value), sets: setKeys, bytes: bytes, ttl: ttl, message: message("k", key.value))
+        } else {
+            stored = try await redis("write") {
+                try await self.client.run(
+                    Self.setScript, keys: [self.keys.cacheEntry(key.value)] + setKeys,
+                    arguments: [bytes, ttl, self.configuration.maximumSetMembers, self.keys.cacheEvents, self.message("k", key.value)])
+            }.int == 1
         }
         forgetNearKey(key)
-        guard stored.int == 1 else {
+        guard stored else {
             throw ToolOpsError(.invalidInput, "not cached: a tag or tool set of \(key) holds \(configuration.maximumSetMembers) entries")
         }
         if let near = configuration.nearCache, epoch.load(ordering: .sequentiallyConsistent) == before, state.withLock({ $0.subscribed }) {
@@ -322,27 +328,23 @@ public final class RedisCacheStore: CacheStore, CacheFillCoordinator, Service {
         return removed
     }
 
-    /// Deletes every cache key under the prefix with `SCAN` (administrative, not the hot path).
+    /// Deletes every cache key under the prefix with `SCAN` (administrative, not the hot path;
+    /// on a cluster, every master's keys).
     public func removeAll() async throws {
-        var cursor = "0"
-        repeat {
-            let current = cursor
-            let reply = try await redis("scan") {
-                // The prefix is escaped: a prefix with glob characters must not match other deployments' keys.
-                try await self.client.send("SCAN", current, "MATCH", "\(RedisKeySchema.globEscaped(self.keys.prefix)):cache:*", "COUNT", 1000)
+        // The prefix is escaped: a prefix with glob characters must not match other deployments' keys.
+        let pattern = "\(RedisKeySchema.globEscaped(keys.prefix)):cache:*"
+        try await redis("scan") {
+            try await self.client.scan(matching: pattern) { found in
+                // One UNLINK per key, pipelined: on a cluster the keys are in many slots.
+                _ = try await self.client.pipeline(found.map { RedisCommand("UNLINK", $0) })
             }
-            guard let parts = reply.array, parts.count == 2, let next = parts[0].string else { break }
-            cursor = next
-            let found = parts[1].array?.compactMap(\.bytes) ?? []
-            if !found.isEmpty {
-                _ = try await redis("delete") { try await self.client.send(RedisCommand("UNLINK", arguments: found)) }
-            }
-        } while cursor != "0"
+        }
         try await redis("publish") { try await self.client.send("PUBLISH", self.keys.cacheEvents, self.message("a", "*")) }
         forgetNear()
     }
 
     private func invalidate(set: String, message: String) async throws -> Int {
+        if isCluster { return try await invalidateAcrossSlots(set: set, message: message) }
         var removed = 0
         while true {
             let reply = try await redis("invalidate") {
@@ -392,7 +394,7 @@ public final class RedisCacheStore: CacheStore, CacheFillCoordinator, Service {
     }
 
     @discardableResult
-    private func redis<T: Sendable>(_ what: String, _ body: @Sendable () async throws -> T) async throws -> T {
+    func redis<T: Sendable>(_ what: String, _ body: @Sendable () async throws -> T) async throws -> T {
         do {
             return try await body()
         } catch let error as RedisClientError where error.isUnavailable {

@@ -67,12 +67,13 @@ public final class RedisRateLimitStore: RateLimitStore {
     /// - Parameters:
     ///   - leasing: how busy buckets are leased; defaults to ``Leasing/init(window:maximumBuckets:)``.
     ///   - clock: measures lease windows and remembered refusals.
-    ///   - slotMode: how a call's buckets in several cluster slots are decided; defaults to ``SlotMode/singleScript``.
+    ///   - slotMode: how a call's buckets in several cluster slots are decided; defaults to
+    ///     ``SlotMode/perSlot`` for a client on a Redis Cluster, else ``SlotMode/singleScript``.
     public init(
         client: RedisClient, keys: RedisKeySchema = .init(), leasing: Leasing = .init(), clock: any ToolOpsClock = SystemClock(),
-        slotMode: SlotMode = .singleScript
+        slotMode: SlotMode? = nil
     ) {
-        self.slotMode = slotMode
+        self.slotMode = slotMode ?? (client.configuration.topology.isCluster ? .perSlot : .singleScript)
         self.client = client
         self.keys = keys
         self.leases = Mutex(RateLimitLeases(configuration: .init(window: leasing.window, maximumBuckets: max(leasing.maximumBuckets, 0))))

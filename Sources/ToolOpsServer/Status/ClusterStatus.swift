@@ -83,9 +83,10 @@ public struct ClusterStatus: Sendable {
 
         var snapshots: [JSONValue] = []
         if !replicas.isEmpty {
-            let values = try await client.send(RedisCommand("MGET", arguments: replicas.map { keys.replicaStatistics($0.id) }))
-            for value in values.array ?? [] {
-                if case .bulkString(let bytes) = value, let json = try? JSONValue(parsing: bytes, limits: .init(maximumDepth: 4, maximumBytes: 1 << 20)) {
+            // One GET each, pipelined: on a cluster the replicas' keys are in different slots.
+            let values = try await client.pipeline(replicas.map { RedisCommand("GET", keys.replicaStatistics($0.id)) })
+            for value in values {
+                if case .success(.bulkString(let bytes)) = value, let json = try? JSONValue(parsing: bytes, limits: .init(maximumDepth: 4, maximumBytes: 1 << 20)) {
                     snapshots.append(json)
                 }
             }
@@ -126,20 +127,20 @@ public struct ClusterStatus: Sendable {
         return degraded
     }
 
-    /// Up to `limit` keys matching `pattern`, and whether there were more.
+    /// Up to `limit` keys matching `pattern` (on every master of a cluster), and whether there were more.
     static func scan(_ client: RedisClient, _ pattern: String, limit: Int) async throws -> ([String], Bool) {
-        var cursor = "0"
+        struct Enough: Error {}
         var keys: [String] = []
-        repeat {
-            let reply = try await client.send("SCAN", cursor, "MATCH", pattern, "COUNT", 1000)
-            guard let parts = reply.array, parts.count == 2, let next = parts[0].string else { break }
-            cursor = next
-            for key in parts[1].array ?? [] {
-                guard let key = key.string else { continue }
-                if keys.count >= limit { return (keys, true) }
-                keys.append(key)
+        do {
+            try await client.scan(matching: pattern) { batch in
+                for key in batch {
+                    if keys.count >= limit { throw Enough() }
+                    keys.append(String(decoding: key, as: UTF8.self))
+                }
             }
-        } while cursor != "0"
+        } catch is Enough {
+            return (keys, true)
+        }
         return (keys, false)
     }
 
