@@ -63,6 +63,7 @@ public struct ToolOpsAssembly: Sendable {
         case .redis(let settings):
             var redis = try RedisConfiguration(url: settings.url)
             if let password = settings.password { redis.password = password }
+            if let password = settings.sentinelPassword { redis.sentinelPassword = password }
             if let caFile = settings.caFile { redis.tls.caFile = caFile }
             if let certificate = settings.certificateFile { redis.tls.certificateFile = certificate }
             if let key = settings.privateKeyFile { redis.tls.privateKeyFile = key }

@@ -60,6 +60,7 @@ extension ToolOpsConfiguration {
             do { _ = try RedisConfiguration(url: url) } catch { throw redisNode.fail("url", "state.redis.url", error.message) }
             var redis = Redis(url: url)
             redis.password = try Self.secret(redisNode, "password", "passwordFile")
+            redis.sentinelPassword = try Self.secret(redisNode, "sentinelPassword", "sentinelPasswordFile")
             redis.keyPrefix = try redisNode.string("keyPrefix", default: redis.keyPrefix)
             guard !redis.keyPrefix.isEmpty, !redis.keyPrefix.contains(where: { $0 == "{" || $0 == "}" || $0.isWhitespace }) else {
                 throw ToolOpsError(.invalidConfiguration, "state.redis.keyPrefix must be non-empty, without braces or spaces")

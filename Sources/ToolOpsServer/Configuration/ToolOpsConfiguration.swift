@@ -49,10 +49,13 @@ public struct ToolOpsConfiguration: Sendable {
     }
 
     public struct Redis: Sendable, CustomStringConvertible {
-        /// `state.redis.url`: `redis://` or `rediss://` (TLS).
+        /// `state.redis.url`: `redis://` or `rediss://` (TLS); `redis-cluster://h1:p1,h2:p2` (Redis
+        /// Cluster, any nodes as seeds); `redis-sentinel://s1:26379,s2:26379/<master name>` (Sentinel).
         public var url: String
         /// `state.redis.password` or `state.redis.passwordFile` (overrides one in the URL). Never printed.
         public var password: String?
+        /// `state.redis.sentinelPassword` or `.sentinelPasswordFile`: the sentinels' own password. Never printed.
+        public var sentinelPassword: String?
         /// `state.redis.keyPrefix`: one per deployment sharing a Redis. Defaults to `toolops`.
         public var keyPrefix = "toolops"
         /// `state.redis.tls.caFile`, `.certFile`, `.keyFile`, `.serverName`.
