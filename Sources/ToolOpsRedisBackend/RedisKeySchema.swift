@@ -8,6 +8,31 @@ public struct RedisKeySchema: Sendable, Hashable {
 
     public init(prefix: String = "toolops") { self.prefix = prefix }
 
+    /// The least privileges ToolOps needs, as Redis ACL rules for `ACL SETUSER <user> on
+    /// ><password> …`: its keys and channels under ``prefix`` only, and exactly the commands
+    /// it sends (scripts' own calls included). `toolops status` and the cache's `removeAll`
+    /// also need `SCAN` and `MEMORY USAGE`, which are included.
+    ///
+    /// ```
+    /// ACL SETUSER toolops on >s3cret ~toolops:* &toolops:* -@all +get +set …
+    /// ```
+    public var aclRules: [String] {
+        let glob = RedisKeySchema.globEscaped(prefix)
+        return ["~\(glob):*", "&\(glob):*", "-@all"] + Self.aclCommands.map { "+" + $0 }
+    }
+
+    /// The commands of ``aclRules`` (`client|setname` is a subcommand).
+    public static let aclCommands = [
+        // connections, cluster and Sentinel routing, pub/sub
+        "auth", "hello", "ping", "select", "client|setname", "asking", "cluster|slots", "subscribe", "unsubscribe", "publish",
+        // scripts and what they call
+        "evalsha", "eval", "time", "get", "set", "del", "unlink", "exists", "incrby", "persist", "pexpire", "pexpireat", "pttl",
+        "hget", "hset", "hdel", "hmget", "hgetall", "zadd", "zrem", "zcard", "zscore", "zrank", "zrange", "zrangebyscore",
+        "zremrangebyscore", "xadd", "xrevrange",
+        // administration: toolops status, cache removeAll
+        "scan", "memory|usage",
+    ]
+
     /// The GCRA state (theoretical arrival time, µs) of one rate-limit bucket.
     public func rateLimit(_ bucket: String) -> String { "\(prefix):rl:{\(bucket)}" }
 

@@ -11,7 +11,12 @@ final class RedisRouter: Sendable {
     struct State {
         var pools: [Endpoint: RedisNodePool] = [:]
         /// Cluster: the slot map.
-        var slots = RedisClusterTopology()
+        var slots = RedisClusterTopology() {
+            didSet { slotPools = [] }
+        }
+        /// Cluster: each slot's pool, filled as commands ask (no hashing of endpoints per
+        /// command); emptied whenever the map changes.
+        var slotPools: [RedisNodePool?] = []
         /// Sentinel: the master's address once known.
         var master: Endpoint?
         var refreshing = false
@@ -75,7 +80,13 @@ final class RedisRouter: Sendable {
             case .cluster:
                 switch routing {
                 case .anyNode: endpoint = state.slots.masters.first
-                case .slot(let slot): endpoint = state.slots.master(forSlot: slot)
+                case .slot(let slot):
+                    if slot < state.slotPools.count, let pool = state.slotPools[slot] { return pool }
+                    guard let master = state.slots.master(forSlot: slot) else { return nil }
+                    let pool = Self.pool(at: master, in: &state, make: makePool)
+                    if state.slotPools.isEmpty { state.slotPools = Array(repeating: nil, count: RedisSlot.count) }
+                    state.slotPools[slot] = pool
+                    return pool
                 case .crossSlot(let message): throw RedisClientError(.crossSlot, message)
                 }
             }
