@@ -83,3 +83,27 @@ struct ClusterRoutingTests {
         }
     }
 }
+
+extension ClusterRoutingTests {
+    /// Commands whose keys are not simply "the first argument" or "every argument".
+    @Test func keyPositionsFollowEachCommandsSyntax() {
+        #expect(RedisCommand("SMOVE", "{s}a", "{s}b", "member").routing == .slot(slot("s")), "the member is not a key")
+        #expect(RedisCommand("LMOVE", "{l}a", "{l}b", "LEFT", "RIGHT").routing == .slot(slot("l")))
+        #expect(RedisCommand("BITOP", "AND", "{b}dest", "{b}x", "{b}y").routing == .slot(slot("b")), "the operation is not a key")
+        #expect(RedisCommand("ZUNIONSTORE", "{z}dest", "2", "{z}a", "{z}b", "WEIGHTS", "1", "2").routing == .slot(slot("z")))
+        #expect(RedisCommand("ZUNION", "2", "{z}a", "{z}b", "WITHSCORES").routing == .slot(slot("z")))
+        #expect(RedisCommand("BLMPOP", "0", "2", "{l}a", "{l}b", "LEFT").routing == .slot(slot("l")))
+        #expect(RedisCommand("XGROUP", "CREATE", "foo", "group", "$").routing == .slot(12182))
+        guard case .crossSlot = RedisCommand("ZUNIONSTORE", "dest", "1", "other").routing else {
+            Issue.record("the destination is a key too")
+            return
+        }
+    }
+
+    /// A key count beyond the arguments (hostile or mistaken) neither traps nor invents keys.
+    @Test func hugeKeyCountsAreBoundedByTheArguments() {
+        #expect(RedisCommand("EVAL", "return 1", "\(Int.max)", "foo").routing == .slot(12182))
+        #expect(RedisCommand("EVALSHA", "abc", "99999999999999999999", "foo").routing == .anyNode, "not a number: no keys")
+        #expect(RedisCommand("ZUNION", "\(Int.max)").routing == .anyNode)
+    }
+}

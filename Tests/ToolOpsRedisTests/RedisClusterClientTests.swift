@@ -95,6 +95,34 @@ struct RedisClusterClientTests {
         }
     }
 
+    /// A node dies under a pipeline: its commands fail (unavailable), the others' answers stand,
+    /// and the pipeline itself does not throw.
+    @Test func aPipelineWithADeadNodeFailsOnlyThatNodesCommands() async throws {
+        try await withRedisCluster(masters: 3, nodeTimeout: .seconds(15)) { cluster in
+            let client = try makeClient(cluster.url) {
+                $0.unavailableRetryBudget = .milliseconds(100)
+                $0.connectTimeout = .milliseconds(200)
+            }
+            defer { client.shutdown() }
+            let keys = (0..<24).map { "key:\($0)" }
+            for key in keys { try await client.send("SET", key, key) }
+            var owners: [String: Int] = [:]
+            for key in keys { owners[key] = try cluster.masterPort(forKey: key) }
+            let victim = try #require(owners["key:0"])
+            cluster.server(port: victim)?.kill()
+            let results = try await client.pipeline(keys.map { RedisCommand("GET", $0) })
+            for (key, result) in zip(keys, results) {
+                switch result {
+                case .success(let value):
+                    #expect(owners[key] != victim && value.string == key, "\(key)")
+                case .failure(let error):
+                    #expect(owners[key] == victim && error.isUnavailable, "\(key): \(error)")
+                }
+            }
+            #expect(owners.values.contains { $0 != victim })
+        }
+    }
+
     func directCalls(port: Int, command: String) async throws -> Int {
         let direct = try node(port)
         defer { direct.shutdown() }

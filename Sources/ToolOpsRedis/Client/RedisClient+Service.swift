@@ -35,6 +35,8 @@ extension RedisClient: Service {
 
     /// Waits until every connection has closed after ``shutdown()``, at most the command timeout.
     package func drained() async {
+        // A topology refresh under way ends within its timeouts (it makes no pool after shutdown).
+        await router.refreshInFlight?.value
         let until = ContinuousClock.now.advanced(by: configuration.commandTimeout)
         while ContinuousClock.now < until {
             if liveConnections == 0 && subscriber.isIdle && leases.load(ordering: .relaxed) == 0 { return }

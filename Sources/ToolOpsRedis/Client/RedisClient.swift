@@ -150,7 +150,7 @@ public final class RedisClient: Sendable {
         let bytes = try checkedForSharing(command)
         var redirects = 0
         while true {
-            let pool = try await router.pool(for: command.routing)
+            let pool = try await router.pool(for: command.routing, evenIfCancelled: true)
             let connection = try pool.connection()
             let reply = try await connection.executeIgnoringCancellation(bytes, replies: 1)
             if case .error(let message) = reply {

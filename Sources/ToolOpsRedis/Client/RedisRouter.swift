@@ -19,8 +19,10 @@ final class RedisRouter: Sendable {
         var slotPools: [RedisNodePool?] = []
         /// Sentinel: the master's address once known.
         var master: Endpoint?
-        var refreshing = false
-        var waiters: [CheckedContinuation<Void, Never>] = []
+        /// The refresh under way, if any (see ``refresh()``).
+        var refreshTask: Task<Void, Never>?
+        var waiters: [Int: CheckedContinuation<Void, Never>] = [:]
+        var nextWaiter = 0
         var lastRefresh: ContinuousClock.Instant?
         /// A reply or failure said the layout changed: refresh at the next chance.
         var refreshWanted = false
@@ -58,10 +60,17 @@ final class RedisRouter: Sendable {
     // MARK: routing
 
     /// The pool for a command with `routing`; refreshes first when the layout is not known yet.
-    func pool(for routing: CommandRouting) async throws(RedisClientError) -> RedisNodePool {
+    /// `evenIfCancelled`: wait for that refresh even when the caller is cancelled (for commands
+    /// that must run regardless, such as giving a slot back).
+    func pool(for routing: CommandRouting, evenIfCancelled: Bool = false) async throws(RedisClientError) -> RedisNodePool {
         if let standalone { return standalone }
         if let pool = try knownPool(for: routing) { return pool }
-        await refresh()
+        // Not for every command: a refresh under way is joined, and one that just failed is
+        // not repeated within 100 ms (its error is returned).
+        if refreshDue(now: .now, unknown: true) || isRefreshing {
+            await refresh()
+            if evenIfCancelled { await refreshInFlight?.value }
+        }
         if let pool = try knownPool(for: routing) { return pool }
         throw unknownLayoutError(for: routing)
     }
@@ -95,9 +104,13 @@ final class RedisRouter: Sendable {
     }
 
     /// The pool of `endpoint` (an `ASK` target, a node to ask for the slot map).
-    func pool(at endpoint: Endpoint) -> RedisNodePool {
+    func pool(at endpoint: Endpoint) throws(RedisClientError) -> RedisNodePool {
         if let standalone, standalone.endpoint == endpoint { return standalone }
-        return state.withLock { Self.pool(at: endpoint, in: &$0, make: makePool) }
+        return try state.withLock { (state) throws(RedisClientError) -> RedisNodePool in
+            // After shutdown no pool may be made: nothing would ever close it.
+            if state.isShutDown { throw RedisClientError(.clientClosed, "the Redis client was shut down") }
+            return Self.pool(at: endpoint, in: &state, make: makePool)
+        }
     }
 
     private static func pool(at endpoint: Endpoint, in state: inout State, make: (Endpoint) -> RedisNodePool) -> RedisNodePool {
@@ -163,42 +176,65 @@ final class RedisRouter: Sendable {
         state.withLock { $0.refreshWanted = true }
     }
 
-    /// Whether a refresh is due: wanted after a failure (at most every 100 ms), or the periodic one.
-    func refreshDue(now: ContinuousClock.Instant = .now) -> Bool {
+    /// Whether a refresh is due: wanted after a failure, or the layout is not known (at most
+    /// every 100 ms then), or the periodic one.
+    func refreshDue(now: ContinuousClock.Instant = .now, unknown: Bool = false) -> Bool {
         guard standalone == nil else { return false }
         return state.withLock { state in
-            guard !state.refreshing, !state.isShutDown else { return false }
+            guard state.refreshTask == nil, !state.isShutDown else { return false }
             guard let last = state.lastRefresh else { return true }
-            if state.refreshWanted { return now - last >= .milliseconds(100) }
+            if state.refreshWanted || unknown { return now - last >= .milliseconds(100) }
             return now - last >= configuration.topologyRefreshInterval
         }
     }
 
-    /// Refreshes when ``refreshDue(now:)``.
+    private var isRefreshing: Bool { state.withLock { $0.refreshTask != nil } }
+
+    /// Refreshes when ``refreshDue(now:unknown:)``.
     func refreshIfDue() async {
         if refreshDue() { await refresh() }
     }
 
     /// Reads the layout again (`CLUSTER SLOTS` from the first node that answers; the sentinels'
-    /// master). Callers arriving during a refresh wait for it instead of starting another.
+    /// master) and returns when it is done — or when the caller is cancelled.
+    ///
+    /// One refresh at a time: callers arriving during one wait for it. It runs in a task of its
+    /// own so that a caller's cancellation (a store's failover deadline) does not fail it for
+    /// the others; it is bounded (each node is asked within the connect and command timeouts),
+    /// every caller waits for it (cancellably), and the client's service awaits the last one
+    /// when it drains (``lastRefresh``).
     func refresh() async {
         guard standalone == nil else { return }
-        let leads = state.withLock { state -> Bool in
-            if state.refreshing { return false }
-            state.refreshing = true
-            return true
+        state.withLock { state in
+            if state.isShutDown || state.refreshTask != nil { return }
+            state.refreshTask = Task { await self.performRefresh() }
         }
-        guard leads else {
-            await withCheckedContinuation { continuation in
-                let joined = state.withLock { state -> Bool in
-                    guard state.refreshing else { return false }
-                    state.waiters.append(continuation)
-                    return true
+        await waitForRefresh()
+    }
+
+    /// The refresh under way, for the client's service to await while it drains.
+    var refreshInFlight: Task<Void, Never>? { state.withLock { $0.refreshTask } }
+
+    private func waitForRefresh() async {
+        let id = state.withLock { state -> Int in
+            state.nextWaiter += 1
+            return state.nextWaiter
+        }
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+                let now = state.withLock { state -> Bool in
+                    guard state.refreshTask != nil, !Task.isCancelled else { return true }
+                    state.waiters[id] = continuation
+                    return false
                 }
-                if !joined { continuation.resume() }
+                if now { continuation.resume() }
             }
-            return
+        } onCancel: {
+            state.withLock { $0.waiters.removeValue(forKey: id) }?.resume()
         }
+    }
+
+    private func performRefresh() async {
         let outcome: Result<Void, RedisClientError>
         do throws(RedisClientError) {
             switch configuration.topology {
@@ -211,7 +247,7 @@ final class RedisRouter: Sendable {
             outcome = .failure(error)
         }
         let waiters = state.withLock { state -> [CheckedContinuation<Void, Never>] in
-            state.refreshing = false
+            state.refreshTask = nil
             state.lastRefresh = .now
             switch outcome {
             case .success:
@@ -220,11 +256,11 @@ final class RedisRouter: Sendable {
             case .failure(let error):
                 state.lastRefreshError = error
             }
-            defer { state.waiters = [] }
-            return state.waiters
+            defer { state.waiters = [:] }
+            return Array(state.waiters.values)
         }
         for waiter in waiters { waiter.resume() }
-        if case .failure(let error) = outcome {
+        if case .failure(let error) = outcome, !isShutDown {
             logger.warning("redis topology refresh failed", metadata: ["error": "\(error)"])
         }
     }
@@ -248,6 +284,7 @@ final class RedisRouter: Sendable {
                     continue
                 }
                 let retired = state.withLock { state -> [RedisNodePool] in
+                    if state.isShutDown { return [] }
                     let changed = state.slots != slots
                     state.slots = slots
                     if changed {
@@ -273,7 +310,7 @@ final class RedisRouter: Sendable {
     private func refreshMaster() async throws(RedisClientError) {
         let master = try await askSentinels()
         let retired = state.withLock { state -> RedisNodePool? in
-            guard state.master != master else { return nil }
+            guard state.master != master, !state.isShutDown else { return nil }
             let old = state.master
             state.master = master
             logger.info("redis master", metadata: ["redis.master": "\(master)", "redis.previous": "\(old.map(\.description) ?? "none")"])

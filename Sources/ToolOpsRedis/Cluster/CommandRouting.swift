@@ -32,7 +32,11 @@ enum CommandRouting: Sendable, Equatable {
     }
 
     private enum Rule {
-        case none, first, all, alternate, counted, second, streams, subcommandKey(Set<String>)
+        case none, first, firstTwo, all, alternate, second, streams, subcommandKey(Set<String>)
+        /// A key count at `count`, its keys right after it, and keys at `before` (a destination).
+        case counted(count: Int, before: [Int])
+        /// Every argument from `index` on (`BITOP op destination source…`).
+        case from(Int)
     }
 
     private static let rules: [String: Rule] = {
@@ -48,13 +52,21 @@ enum CommandRouting: Sendable, Equatable {
         }
         for name in [
             "DEL", "UNLINK", "EXISTS", "MGET", "TOUCH", "WATCH", "SINTER", "SUNION", "SDIFF", "SINTERSTORE", "SUNIONSTORE",
-            "SDIFFSTORE", "PFCOUNT", "PFMERGE", "RENAME", "RENAMENX", "SMOVE", "RPOPLPUSH", "LMOVE", "BLMOVE", "BRPOPLPUSH",
+            "SDIFFSTORE", "PFCOUNT", "PFMERGE",
         ] {
             rules[name] = .all
         }
+        // Two keys, then options or a member (`SMOVE src dst member`, `LMOVE src dst LEFT RIGHT`).
+        for name in ["RENAME", "RENAMENX", "COPY", "SMOVE", "RPOPLPUSH", "LMOVE", "BLMOVE", "BRPOPLPUSH", "LCS"] {
+            rules[name] = .firstTwo
+        }
         for name in ["MSET", "MSETNX"] { rules[name] = .alternate }
-        for name in ["EVAL", "EVALSHA", "EVAL_RO", "EVALSHA_RO", "FCALL", "FCALL_RO"] { rules[name] = .counted }
-        for name in ["OBJECT", "XINFO"] { rules[name] = .second }
+        for name in ["EVAL", "EVALSHA", "EVAL_RO", "EVALSHA_RO", "FCALL", "FCALL_RO"] { rules[name] = .counted(count: 1, before: []) }
+        for name in ["ZUNION", "ZINTER", "ZDIFF", "SINTERCARD", "ZINTERCARD", "LMPOP", "ZMPOP"] { rules[name] = .counted(count: 0, before: []) }
+        for name in ["BLMPOP", "BZMPOP"] { rules[name] = .counted(count: 1, before: []) }
+        for name in ["ZUNIONSTORE", "ZINTERSTORE", "ZDIFFSTORE"] { rules[name] = .counted(count: 1, before: [0]) }
+        rules["BITOP"] = .from(1)
+        for name in ["OBJECT", "XINFO", "XGROUP"] { rules[name] = .second }
         rules["MEMORY"] = .subcommandKey(["USAGE"])
         for name in ["XREAD", "XREADGROUP"] { rules[name] = .streams }
         return rules
@@ -70,13 +82,20 @@ enum CommandRouting: Sendable, Equatable {
             return []
         case .first:
             return argumentCount > 0 ? [0] : []
+        case .firstTwo:
+            return Array(0..<min(argumentCount, 2))
         case .all:
             return Array(0..<argumentCount)
+        case .from(let index):
+            return index < argumentCount ? Array(index..<argumentCount) : []
         case .alternate:
             return Array(stride(from: 0, to: argumentCount, by: 2))
-        case .counted:
-            guard argumentCount >= 2, let count = Int(String(decoding: argument(1), as: UTF8.self)), count > 0 else { return [] }
-            return Array(2..<min(argumentCount, 2 + count))
+        case .counted(let countIndex, let before):
+            let first = countIndex + 1
+            // The count is bounded by the arguments present (a huge count must not overflow).
+            guard argumentCount > countIndex, let count = Int(String(decoding: argument(countIndex), as: UTF8.self)), count > 0
+            else { return before.filter { $0 < argumentCount } }
+            return before.filter { $0 < argumentCount } + Array(first..<(first + min(count, argumentCount - first)))
         case .second:
             return argumentCount >= 2 ? [1] : []
         case .subcommandKey(let subcommands):

@@ -29,7 +29,7 @@ extension RedisClient {
             let reply: RESPValue
             do {
                 let pool: RedisNodePool
-                if let asking { pool = router.pool(at: asking) } else { pool = try await router.pool(for: command.routing) }
+                if let asking { pool = try router.pool(at: asking) } else { pool = try await router.pool(for: command.routing) }
                 target = pool
                 let connection = try pool.connection()
                 sent = true
@@ -109,7 +109,8 @@ extension RedisClient {
     /// group sent in one write (the groups concurrently), and the replies put back in order.
     /// Commands redirected or refused for now (`MOVED`, `ASK`, `TRYAGAIN`, `CLUSTERDOWN`, …)
     /// and those of a group whose node could not be reached are then sent one by one with the
-    /// routing and retries of ``send(_:)-(RedisCommand)``. With Sentinel: one group, the master.
+    /// routing and retries of ``send(_:)-(RedisCommand)``; a group whose connection broke with
+    /// its commands in flight fails those commands only. With Sentinel: one group, the master.
     func routedPipeline(_ commands: [RedisCommand]) async throws -> [Result<RESPValue, RedisClientError>] {
         var results = [Result<RESPValue, RedisClientError>?](repeating: nil, count: commands.count)
         var groups: [RedisConfiguration.Endpoint: (pool: RedisNodePool, indices: [Int])] = [:]
@@ -131,8 +132,12 @@ extension RedisClient {
                     do { connection = try pool.connection() } catch { return [] }  // not sent: one by one below
                     do {
                         return Array(zip(indices, try await self.pipelined(indices.map { commands[$0] }, on: connection)))
-                    } catch let error as RedisClientError where [.connectionRefused, .connectTimeout, .addressResolution].contains(error.code) {
-                        return []  // the connection never opened: nothing ran
+                    } catch let error as RedisClientError {
+                        // The connection never opened: nothing ran, one by one below. Otherwise
+                        // this node's commands may have run: they fail, the other nodes' results
+                        // stand (a caller retrying the whole batch would run those twice).
+                        if [.connectionRefused, .connectTimeout, .addressResolution].contains(error.code) { return [] }
+                        return indices.map { ($0, .failure(error)) }
                     }
                 }
             }

@@ -32,6 +32,7 @@ struct RedisClusterTopology: Sendable, Equatable {
             else { throw Self.malformed("bad slot range") }
             guard let master = try Self.node(fields[2], queried: queried) else { continue }
             let index = self.index(of: master)
+            guard index != Self.uncovered else { throw Self.malformed("more than \(Self.maximumMasters) masters") }
             for slot in Int(start)...Int(end) { table[slot] = index }
             for field in fields.dropFirst(3) {
                 if let replica = try Self.node(field, queried: queried), !replicas.contains(replica) { replicas.append(replica) }
@@ -55,8 +56,13 @@ struct RedisClusterTopology: Sendable, Equatable {
         return .tcp(host: host, port: Int(port))
     }
 
+    /// The most masters a map holds (Redis Cluster's own recommended bound is 1,000).
+    static let maximumMasters = 16_384
+
     private mutating func index(of master: Endpoint) -> UInt16 {
         if let found = masters.firstIndex(of: master) { return UInt16(found) }
+        // Bounded by the slots each master needs: never past UInt16 (a hostile reply could list more).
+        guard masters.count < Self.maximumMasters else { return Self.uncovered }
         masters.append(master)
         return UInt16(masters.count - 1)
     }
@@ -76,7 +82,9 @@ struct RedisClusterTopology: Sendable, Equatable {
     /// A `MOVED` reply: `slot` is now served by `endpoint`.
     mutating func moved(slot: Int, to endpoint: Endpoint) {
         guard (0..<RedisSlot.count).contains(slot) else { return }
-        table[slot] = index(of: endpoint)
+        let position = index(of: endpoint)
+        guard position != Self.uncovered else { return }
+        table[slot] = position
         replicas.removeAll { $0 == endpoint }
     }
 }

@@ -59,17 +59,16 @@ extension RedisCacheStore {
         let index = sets.map {
             RedisCommand.evalSHA(Self.indexScript, keys: [$0], arguments: [entry, ttl, configuration.maximumSetMembers])
         }
-        let added = try await redis("write") { try await self.client.pipeline(index) }
-        for result in added {
-            if try result.get().int != 1 { return false }
-        }
+        // Each result is read inside `redis`: an unavailable node is a store outage (the
+        // failover's cue), like a failed command.
+        let added = try await redis("write") { try await self.client.pipeline(index).map { try $0.get().int } }
+        if added.contains(where: { $0 != 1 }) { return false }
         try await redis("write") {
             try await self.client.run(Self.entryScript, keys: [entry], arguments: [bytes, ttl, self.keys.cacheEvents, message])
         }
         // Again after the write: an invalidation that took the entry out of a set in between
         // may have run its deletes before this write landed.
-        let again = try await redis("write") { try await self.client.pipeline(index) }
-        for result in again { _ = try result.get() }
+        try await redis("write") { for result in try await self.client.pipeline(index) { _ = try result.get() } }
         return true
     }
 
@@ -90,13 +89,16 @@ extension RedisCacheStore {
             if !members.isEmpty {
                 let deletes = members.map { RedisCommand("DEL", $0.member) }
                 do {
-                    let deleted = try await redis("invalidate") { try await self.client.pipeline(deletes) }
-                    for result in deleted { removed += Int(try result.get().int ?? 0) }
+                    removed += try await redis("invalidate") {
+                        try await self.client.pipeline(deletes).reduce(0) { $0 + Int(try $1.get().int ?? 0) }
+                    }
                 } catch {
                     // Put the batch back so that a retry finds these entries (best effort: the
-                    // set's node may be the one that failed).
+                    // set's node may be the one that failed), expiring with its last member if
+                    // the take had emptied it.
                     let back = RedisCommand("ZADD", arguments: [set] + members.flatMap { [$0.score, $0.member] as [any RedisArgumentConvertible] })
-                    _ = try? await client.send(back)
+                    let latest = members.compactMap { Double($0.score) }.max() ?? 0
+                    _ = try? await client.pipeline([back, RedisCommand("PEXPIREAT", set, Int64(latest), "NX")])
                     throw error
                 }
             }
