@@ -7,6 +7,7 @@ import Prometheus
 import ServiceLifecycle
 import ToolOpsCore
 import ToolOpsHTTP
+import ToolOpsRedis
 import ToolOpsServer
 import ToolOpsTesting
 
@@ -38,6 +39,8 @@ struct HTTPBench: AsyncParsableCommand {
         logger.logLevel = .warning  // completed-call lines are info: not written (a terminal would be measured)
         let metrics = PrometheusMetricsFactory(registry: PrometheusCollectorRegistry())
         let redis = try RedisServer()
+        let probe = try RedisClient(url: redis.url)
+        defer { probe.shutdown() }
         defer { redis.stop() }
 
         func configuration(_ backend: ToolOpsConfiguration.Backend) -> ToolOpsConfiguration {
@@ -104,12 +107,16 @@ struct HTTPBench: AsyncParsableCommand {
                 var line = pad(name, 38)
                 for connections in levels {
                     _ = try? wrk(port: port, path: path, connections: connections, seconds: 1, script: script)  // warm-up
+                    let commandsBefore = try await probe.commandCalls().values.reduce(0, +)
                     let result = try wrk(port: port, path: path, connections: connections, seconds: seconds, script: script)
+                    // Redis commands per call (the probe's own INFO calls are negligible).
+                    let commands = try await probe.commandCalls().values.reduce(0, +) - commandsBefore
                     if path == "/bare" { baseline[connections] = result }
                     var cell = String(format: "%8.0f %7.2f ms", result.rps, result.p99 * 1000)
                     if path != "/bare", let base = baseline[connections] {
                         cell += String(format: " (%.2f×, %+.2f ms)", result.rps / base.rps, (result.p99 - base.p99) * 1000)
                     }
+                    if path.hasPrefix("/redis") { cell += String(format: " %.3f cmd/call", Double(commands) / (result.rps * Double(seconds))) }
                     line += pad(cell, 28)
                 }
                 print(line)

@@ -116,6 +116,49 @@ struct RedisBulkheadStoreTests {
         }
     }
 
+    /// The same with the store's service running: it renews the leases of calls in flight
+    /// itself (one loop, no timer per call) and the middleware leaves the renewing to it.
+    @Test func aCallLongerThanItsLeaseKeepsItsSlotWhenTheStoreRenewsIt() async throws {
+        try await withRedisServer { server in
+            let client = try client(server.url)
+            defer { client.shutdown() }
+            let store = RedisBulkheadStore(client: client)
+            // The shortest lease the store renews itself: the call runs 2.5 leases.
+            let bulkhead = try BulkheadMiddleware(.init(maxConcurrent: 1, lease: RedisBulkheadStore.selfRenewedLease), store: store)
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask { await store.run() }
+                #expect(await eventually { store.isKeepingSlots })
+                let permit = try await store.acquire(key: "probe", limit: 1, lease: .seconds(1), maxWait: .zero)
+                #expect(store.renewsLease(of: permit), "the store's service renews it")
+                let short = try await store.acquire(key: "short", limit: 1, lease: .milliseconds(300), maxWait: .zero)
+                #expect(!store.renewsLease(of: short), "too short for its checks: the caller renews")
+                await store.release(short)
+                await store.release(permit)
+                #expect(!store.renewsLease(of: permit), "released: nothing to renew")
+
+                let started = Flag()
+                let slow = ToolFunction { _ in
+                    started.set()
+                    try await Task.sleep(for: .milliseconds(2500))
+                    return ToolResult("slow")
+                }
+                let quick = ToolFunction { _ in ToolResult("quick") }
+                let call = try ToolCall(tool: ToolID("t:renewed"))
+                async let long = bulkhead.run(call, next: slow)
+                #expect(await eventually { started.isSet })
+                var admitted = 0
+                for _ in 0..<40 {
+                    if (try? await bulkhead.run(call, next: quick)) != nil { admitted += 1 }
+                    try await Task.sleep(for: .milliseconds(50))
+                }
+                #expect(admitted == 0, "a second call was admitted while the first still ran")
+                #expect(try await long.value == "slow")
+                #expect(try await bulkhead.run(call, next: quick).value == "quick")
+                group.cancelAll()
+            }
+        }
+    }
+
     /// The key lives as long as its longest lease: a short lease taken after a long one must
     /// not shorten the key's expiry and lose the long lease with it.
     @Test func aShortLeaseDoesNotShortenALongOne() async throws {

@@ -73,6 +73,9 @@ struct BulkheadSpares {
         held[token] = Held(key: key, renewedAt: now, capacity: capacity)
     }
 
+    /// When `token`'s lease was last renewed, if it is tracked.
+    func renewedAt(_ token: UInt64) -> ClockInstant? { held[token]?.renewedAt }
+
     /// `token`'s lease was renewed at `now`.
     mutating func renewed(_ token: UInt64, now: ClockInstant) {
         held[token]?.renewedAt = now

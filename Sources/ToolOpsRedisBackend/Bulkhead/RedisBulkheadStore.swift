@@ -23,7 +23,7 @@ import ToolOpsResilience
 /// round trip; a busy replica cycles its slots without asking Redis twice a call. A reused
 /// slot keeps its lease id, so the release fencing above holds between replicas; within a
 /// replica each permit must be released once (the middleware does exactly that).
-public final class RedisBulkheadStore: BulkheadStore {
+public final class RedisBulkheadStore: LocallyAcquiringBulkheadStore {
     public let client: RedisClient
     public let keys: RedisKeySchema
     let clock: any ToolOpsClock
@@ -48,8 +48,18 @@ public final class RedisBulkheadStore: BulkheadStore {
 
     private struct SpareState {
         var book: BulkheadSpares
-        /// Spares are kept only while ``run()`` is there to give them back.
+        /// Spares are kept, and leases renewed here, only while ``run()`` is there to do it.
         var sweeping = false
+        /// The permits of calls in flight whose leases ``run()`` renews: one entry per call
+        /// holding a slot, removed when it is released.
+        var active: [UInt64: Active] = [:]
+    }
+
+    /// A permit held by a call in flight.
+    struct Active {
+        var key: String
+        var lease: Duration
+        var renewedAt: ClockInstant
     }
 
     private let spares: Mutex<SpareState>
@@ -64,6 +74,9 @@ public final class RedisBulkheadStore: BulkheadStore {
         self.spares = Mutex(SpareState(book: BulkheadSpares(configuration: .init(hold: reuse.hold, divisor: reuse.divisor))))
     }
 
+    /// The least time between two sweeps of kept slots: half the hold.
+    var sweepSpacing: Duration { spares.withLock { $0.book.configuration.hold } / 2 }
+
     /// Whether released slots may be kept now (``run()`` is running).
     var isKeepingSlots: Bool { spares.withLock { $0.sweeping } }
 
@@ -73,21 +86,54 @@ public final class RedisBulkheadStore: BulkheadStore {
         spares.withLock { $0.sweeping = true }
         let (requests, continuation) = sweepRequests
         await withGracefulShutdownHandler {
-            for await _ in requests {
-                while let next = spares.withLock({ $0.book.nextExpiry }) {
-                    try? await clock.sleep(until: next)
-                    giveBack(spares.withLock { $0.book.expired(now: clock.now) })
-                    if Task.isCancelled { break }
+            await withDiscardingTaskGroup { group in
+                group.addTask { await self.renewLeases() }
+                for await _ in requests {
+                    while let next = spares.withLock({ $0.book.nextExpiry }) {
+                        // Expiries are swept together, at most every half hold: a busy replica
+                        // releases thousands of slots a second, and a wake-up for each was a
+                        // large share of a call's CPU. A slot goes back within 1.5 × hold.
+                        try? await clock.sleep(until: max(next, clock.now + sweepSpacing))
+                        giveBack(spares.withLock { $0.book.expired(now: clock.now) })
+                        if Task.isCancelled { break }
+                    }
                 }
+                group.cancelAll()
             }
         } onGracefulShutdown: {
             continuation.finish()
         }
         let rest = spares.withLock { state in
             state.sweeping = false
+            state.active = [:]
             return state.book.expired(now: clock.now, all: true)
         }
         giveBack(rest)
+    }
+
+    /// Renews the lease of every call in flight (with a lease of at least ``selfRenewedLease``)
+    /// a third of a lease after its last renewal — one loop for all of them instead of a timer
+    /// per call. Checks every ``renewalCheck``; returns when cancelled.
+    private func renewLeases() async {
+        while !Task.isCancelled {
+            let now = clock.now
+            let (due, next) = spares.withLock { state -> ([(UInt64, Active)], ClockInstant) in
+                var due: [(UInt64, Active)] = []
+                var next = now + Self.renewalCheck
+                for (token, active) in state.active where active.lease >= Self.selfRenewedLease {
+                    let at = active.renewedAt + active.lease / 3
+                    if at <= now { due.append((token, active)) } else { next = min(next, at) }
+                }
+                return (due, next)
+            }
+            for (token, active) in due {
+                // A lapsed lease leaves the list (renew says so); an unreachable Redis is tried
+                // again at the next check, as long as the call holds the slot.
+                let renewed = try? await renew(BulkheadPermit(key: active.key, token: token), lease: active.lease)
+                if renewed == nil { spares.withLock { $0.active[token]?.renewedAt = clock.now - active.lease / 3 + .milliseconds(100) } }
+            }
+            do { try await clock.sleep(until: next) } catch { return }
+        }
     }
 
     /// Returns kept slots to Redis, without waiting (if that fails, their leases expire).
@@ -152,16 +198,23 @@ public final class RedisBulkheadStore: BulkheadStore {
         return 1
         """)
 
-    public func acquire(key: String, limit: Int, lease: Duration, maxWait: Duration) async throws -> BulkheadPermit {
-        // A slot this replica kept from a call that just ended: no round trip. Not for callers
-        // that wait: they queue behind other replicas' waiters, and a kept slot would jump them.
-        if maxWait == .zero {
-            let (token, stale) = spares.withLock { state in
-                state.sweeping ? state.book.take(key: key, limit: limit, lease: lease, now: clock.now) : (nil, [])
-            }
-            if !stale.isEmpty { giveBack([key: stale]) }
-            if let token { return BulkheadPermit(key: key, token: token) }
+    /// A slot this replica kept from a call that just ended, if there is one: no round trip.
+    package func acquireLocally(key: String, limit: Int, lease: Duration) -> BulkheadPermit? {
+        let now = clock.now
+        let (token, stale) = spares.withLock { state -> (UInt64?, [UInt64]) in
+            guard state.sweeping else { return (nil, []) }
+            let (token, stale) = state.book.take(key: key, limit: limit, lease: lease, now: now)
+            if let token { state.active[token] = Active(key: key, lease: lease, renewedAt: state.book.renewedAt(token) ?? now) }
+            return (token, stale)
         }
+        if !stale.isEmpty { giveBack([key: stale]) }
+        return token.map { BulkheadPermit(key: key, token: $0) }
+    }
+
+    public func acquire(key: String, limit: Int, lease: Duration, maxWait: Duration) async throws -> BulkheadPermit {
+        // Not for callers that wait: they queue behind other replicas' waiters, and a kept slot
+        // would jump them.
+        if maxWait == .zero, let permit = acquireLocally(key: key, limit: limit, lease: lease) { return permit }
         let leaseMs = max(1, lease.nanosecondsClamped / 1_000_000)
         let deadline = clock.now + maxWait
         let ticket = maxWait > .zero ? String(Self.newLeaseID()) : ""
@@ -189,8 +242,11 @@ public final class RedisBulkheadStore: BulkheadStore {
             }
             guard let granted = reply.int else { throw RedisClientError(.unexpectedReply, "bulkhead script returned \(reply)") }
             if granted == 1 {
-                if maxWait == .zero {
-                    spares.withLock { state in if state.sweeping { state.book.granted(token, key: key, limit: limit, now: clock.now) } }
+                let now = clock.now
+                spares.withLock { state in
+                    guard state.sweeping else { return }
+                    if maxWait == .zero { state.book.granted(token, key: key, limit: limit, now: now) }
+                    state.active[token] = Active(key: key, lease: lease, renewedAt: now)
                 }
                 return BulkheadPermit(key: key, token: token)
             }
@@ -218,15 +274,42 @@ public final class RedisBulkheadStore: BulkheadStore {
         do {
             let renewedAt = clock.now
             let reply = try await client.run(Self.renewScript, keys: [keys.bulkheadLeases(permit.key)], arguments: [leaseMs, String(permit.token)])
-            if reply.int == 1 { spares.withLock { $0.book.renewed(permit.token, now: renewedAt) } }
+            spares.withLock { state in
+                if reply.int == 1 {
+                    state.book.renewed(permit.token, now: renewedAt)
+                    state.active[permit.token]?.renewedAt = renewedAt
+                } else {
+                    state.active[permit.token] = nil  // lapsed: nothing left to renew
+                }
+            }
             return reply.int == 1
         } catch let error as RedisClientError where error.isUnavailable {
             throw ToolOpsError(.storeUnavailable, "Redis unavailable for bulkhead \(permit.key)", underlying: error)
         }
     }
 
+    /// Whether ``run()`` renews this permit's lease while its call runs (it is running, and the
+    /// permit is one of its calls in flight): then the middleware need not.
+    ///
+    /// Leases shorter than ``selfRenewedLease`` are left to the caller: the service checks ten
+    /// times a second, which must stay well inside a third of the lease.
+    public func renewsLease(of permit: BulkheadPermit) -> Bool {
+        spares.withLock { state in
+            guard state.sweeping, let active = state.active[permit.token] else { return false }
+            return active.lease >= Self.selfRenewedLease
+        }
+    }
+
+    /// The shortest lease ``run()`` renews itself (1 s).
+    public static let selfRenewedLease = Duration.seconds(1)
+    /// How often ``run()`` looks for leases due for renewal.
+    static let renewalCheck = Duration.milliseconds(100)
+
     public func release(_ permit: BulkheadPermit) async {
-        let kept = spares.withLock { state in state.book.released(permit.token, now: clock.now, keep: state.sweeping) }
+        let kept = spares.withLock { state in
+            state.active[permit.token] = nil
+            return state.book.released(permit.token, now: clock.now, keep: state.sweeping)
+        }
         if kept {
             sweepRequests.continuation.yield()
             return

@@ -113,6 +113,16 @@ struct RateLimitLeases<Waiter> {
         return .fetch(want: min(batch, max(cost, bucket.previousDemand, bucket.demand)))
     }
 
+    /// ``take(_:cost:limit:now:)`` when it decides at once (leased tokens, a remembered
+    /// refusal) on a bucket already tracked; otherwise `nil` and nothing changed, so the
+    /// caller's asynchronous path takes again.
+    mutating func takeIfDecided(_ key: String, cost: Int, limit: RateLimit, now: ClockInstant) -> RateLimitDecision? {
+        guard let saved = buckets[key] else { return nil }
+        if case .decided(let decision) = take(key, cost: cost, limit: limit, now: now) { return decision }
+        buckets[key] = saved
+        return nil
+    }
+
     /// Queues `waiter` behind the fetch in flight for `key`; `false` if it already ended
     /// (call ``take`` again).
     mutating func wait(_ waiter: Waiter, key: String, cost: Int) -> Bool {

@@ -21,7 +21,7 @@ import ToolOpsResilience
 ///
 /// Errors: an unreachable Redis becomes `ToolOpsError(.storeUnavailable)` (the fallback
 /// wrapper acts on it); an error reply from Redis is rethrown as the `RedisClientError`.
-public final class RedisRateLimitStore: RateLimitStore {
+public final class RedisRateLimitStore: LocallyDecidingRateLimitStore {
     public let client: RedisClient
     public let keys: RedisKeySchema
 
@@ -195,6 +195,12 @@ public final class RedisRateLimitStore: RateLimitStore {
         if requests.isEmpty { return [] }
         if requests.count == 1 && maxWait == .zero { return [try await leased(requests[0])] }
         return try await decide(requests, maxWait: maxWait)
+    }
+
+    /// A decision from leased tokens or a remembered refusal, when there is one (no I/O).
+    package func decideLocally(_ request: RateLimitRequest) -> RateLimitDecision? {
+        let now = clock.now
+        return leases.withLock { $0.takeIfDecided(request.key, cost: request.cost, limit: request.limit, now: now) }
     }
 
     /// One request decided without waiting: from leased tokens or a remembered refusal when

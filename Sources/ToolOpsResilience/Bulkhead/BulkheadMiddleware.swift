@@ -34,6 +34,8 @@ public struct BulkheadMiddleware: ToolMiddleware {
     let store: any BulkheadStore
     /// The same store when it can take and release slots without waiting (memory).
     let synchronousStore: (any SynchronousBulkheadStore)?
+    /// The same store when it can sometimes grant at once (Redis: a kept slot).
+    let locallyAcquiring: (any LocallyAcquiringBulkheadStore)?
 
     public init(_ configuration: Configuration, store: any BulkheadStore = MemoryBulkheadStore()) throws(ToolOpsError) {
         try requireConfiguration(configuration.maxConcurrent >= 1, "maxConcurrent must be at least 1, got \(configuration.maxConcurrent)")
@@ -42,6 +44,7 @@ public struct BulkheadMiddleware: ToolMiddleware {
         self.configuration = configuration
         self.store = store
         self.synchronousStore = store as? any SynchronousBulkheadStore
+        self.locallyAcquiring = store as? any LocallyAcquiringBulkheadStore
         self.storeKeyPrefix = "\(configuration.keyPrefix):\(configuration.key):"
     }
 
@@ -60,17 +63,20 @@ public struct BulkheadMiddleware: ToolMiddleware {
             return try result.get()
         }
         var permit: BulkheadPermit?
+        let maxWait = shadow ? .zero : configuration.maxWait
         do {
-            permit = try await store.acquire(
-                key: key, limit: configuration.maxConcurrent, lease: configuration.lease,
-                maxWait: shadow ? .zero : configuration.maxWait)
+            if maxWait == .zero, let local = locallyAcquiring?.acquireLocally(key: key, limit: configuration.maxConcurrent, lease: configuration.lease) {
+                permit = local
+            } else {
+                permit = try await store.acquire(key: key, limit: configuration.maxConcurrent, lease: configuration.lease, maxWait: maxWait)
+            }
         } catch let error as ToolOpsError where error.code == .bulkheadFull {
             configuration.observer?(.bulkheadRejected(tool: call.tool, key: key, shadow: shadow))
             if !shadow { throw error }
         }
         if permit != nil { observer?(.bulkheadAcquired(tool: call.tool, key: key)) }
         let result: Result<ToolResult, any Error>
-        if let permit, store.leasesExpire {
+        if let permit, store.leasesExpire, !store.renewsLease(of: permit) {
             result = await runRenewing(permit) { try await next.run(call) }
         } else {
             do { result = .success(try await next.run(call)) } catch { result = .failure(error) }

@@ -26,12 +26,26 @@ public protocol BulkheadStore: Sendable {
     /// Extends a held permit's lease to `lease` from now. Returns `false` if the permit has
     /// already lapsed (its slot may be someone else's now).
     func renew(_ permit: BulkheadPermit, lease: Duration) async throws -> Bool
+    /// Whether the store itself keeps `permit`'s lease alive while it is held (a service of
+    /// its own renews the leases of calls in flight), so the caller need not renew it.
+    func renewsLease(of permit: BulkheadPermit) -> Bool
 }
 
 extension BulkheadStore {
     /// Permits held in this process do not lapse.
     public var leasesExpire: Bool { false }
     public func renew(_ permit: BulkheadPermit, lease: Duration) async throws -> Bool { true }
+    /// The caller renews (when ``leasesExpire``).
+    public func renewsLease(of permit: BulkheadPermit) -> Bool { false }
+}
+
+/// A bulkhead store that can sometimes grant a slot from state in this process (Redis: a slot
+/// this replica kept from a call that just ended) without waiting; otherwise the caller asks
+/// ``BulkheadStore/acquire(key:limit:lease:maxWait:)``. Saves the async call, the failover's
+/// deadline and its task on most calls of a busy bulkhead.
+package protocol LocallyAcquiringBulkheadStore: BulkheadStore {
+    /// A permit for a caller that does not wait, if one can be granted now; `nil` changes nothing.
+    func acquireLocally(key: String, limit: Int, lease: Duration) -> BulkheadPermit?
 }
 
 /// A bulkhead store that can take a free slot and release one without waiting (state in this

@@ -3,7 +3,7 @@ import ToolOpsCore
 /// A bulkhead store that uses a shared store (Redis) and, when it is unreachable, the
 /// declared ``DegradedMode`` (local: the fallback store with `limit × scale` slots). Permits
 /// are released to the store that issued them.
-public final class FallbackBulkheadStore: BulkheadStore, FailoverFallbackStore {
+public final class FallbackBulkheadStore: LocallyAcquiringBulkheadStore, FailoverFallbackStore {
     public let primary: any BulkheadStore
     public let fallback: any BulkheadStore
     package let failover: StoreFailover
@@ -19,6 +19,12 @@ public final class FallbackBulkheadStore: BulkheadStore, FailoverFallbackStore {
         self.fallback = fallback
         self.failover = try StoreFailover(
             name: name, mode: mode, deadline: deadline, probeInterval: probeInterval, clock: clock, observer: observer.map(ResilienceEvent.forwarding))
+    }
+
+    /// The primary's local grant (a kept slot) while it is healthy; degraded: `nil`.
+    package func acquireLocally(key: String, limit: Int, lease: Duration) -> BulkheadPermit? {
+        guard let local = primary as? any LocallyAcquiringBulkheadStore, !failover.isDegraded else { return nil }
+        return local.acquireLocally(key: key, limit: limit, lease: lease)
     }
 
     public func acquire(key: String, limit: Int, lease: Duration, maxWait: Duration) async throws -> BulkheadPermit {
@@ -50,6 +56,15 @@ public final class FallbackBulkheadStore: BulkheadStore, FailoverFallbackStore {
             return try await fallback.renew(BulkheadPermit(key: permit.key, token: permit.token & ~Self.localBit), lease: lease)
         }
         return try await primary.renew(permit, lease: lease)
+    }
+
+    /// The store that issued the permit renews it (a fail-open pass has nothing to renew).
+    public func renewsLease(of permit: BulkheadPermit) -> Bool {
+        if permit.token == 0 { return true }
+        if permit.token & Self.localBit != 0 {
+            return !fallback.leasesExpire || fallback.renewsLease(of: BulkheadPermit(key: permit.key, token: permit.token & ~Self.localBit))
+        }
+        return primary.renewsLease(of: permit)
     }
 
     public func release(_ permit: BulkheadPermit) async {

@@ -7,8 +7,10 @@ import ToolOpsCore
 /// Only outages count: ``ToolOpsError/Code/storeUnavailable`` (the Redis store's mapping of
 /// "Redis unavailable") and a missed deadline. Any other error — Redis answering with an
 /// error — is rethrown, never hidden behind the fallback.
-public final class FallbackRateLimitStore: RateLimitStore, FailoverFallbackStore {
+public final class FallbackRateLimitStore: LocallyDecidingRateLimitStore, FailoverFallbackStore {
     public let primary: any RateLimitStore
+    /// The primary when it can decide from local state (Redis: leased tokens).
+    let locallyDeciding: (any LocallyDecidingRateLimitStore)?
     public let fallback: any RateLimitStore
     package let failover: StoreFailover
 
@@ -22,9 +24,17 @@ public final class FallbackRateLimitStore: RateLimitStore, FailoverFallbackStore
         clock: any ToolOpsClock = SystemClock(), name: String = "rate-limit", observer: ResilienceObserver? = nil
     ) throws(ToolOpsError) {
         self.primary = primary
+        self.locallyDeciding = primary as? any LocallyDecidingRateLimitStore
         self.fallback = fallback
         self.failover = try StoreFailover(
             name: name, mode: mode, deadline: deadline, probeInterval: probeInterval, clock: clock, observer: observer.map(ResilienceEvent.forwarding))
+    }
+
+    /// The primary's local decision (leased tokens, a remembered refusal) while it is healthy:
+    /// no round trip, so no deadline to watch. Degraded: `nil` (``acquire(_:maxWait:)`` decides).
+    package func decideLocally(_ request: RateLimitRequest) -> RateLimitDecision? {
+        guard let locallyDeciding, !failover.isDegraded else { return nil }
+        return locallyDeciding.decideLocally(request)
     }
 
     public func acquire(_ requests: [RateLimitRequest], maxWait: Duration) async throws -> [RateLimitDecision] {

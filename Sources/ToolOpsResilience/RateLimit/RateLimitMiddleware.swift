@@ -63,6 +63,8 @@ public struct RateLimitMiddleware: ToolMiddleware {
     let store: any RateLimitStore
     /// The same store when it decides without waiting (memory): called directly.
     let synchronousStore: (any SynchronousRateLimitStore)?
+    /// The same store when it can sometimes decide at once (Redis with leased tokens).
+    let locallyDeciding: (any LocallyDecidingRateLimitStore)?
     let clock: any ToolOpsClock
     private let cache = SelectionCache()
 
@@ -85,6 +87,7 @@ public struct RateLimitMiddleware: ToolMiddleware {
         self.configuration = configuration
         self.store = store
         self.synchronousStore = store as? any SynchronousRateLimitStore
+        self.locallyDeciding = store as? any LocallyDecidingRateLimitStore
         self.clock = clock
     }
 
@@ -156,9 +159,17 @@ public struct RateLimitMiddleware: ToolMiddleware {
         let shadow = configuration.mode.isShadow
         let maxWait = shadow ? Duration.zero : configuration.maxWait
         let observer = configuration.observer
+        // The common case (one rule) decided at once — an in-process store, or a shared store
+        // from its leased tokens: no arrays, no async call.
+        let immediate: RateLimitDecision?
         if requests.count == 1, let synchronousStore {
-            // The common case (one rule) on an in-process store: no arrays, no async call.
-            let decision = synchronousStore.decide(requests[0], maxWait: maxWait)
+            immediate = synchronousStore.decide(requests[0], maxWait: maxWait)
+        } else if requests.count == 1, maxWait == .zero, let locallyDeciding {
+            immediate = locallyDeciding.decideLocally(requests[0])
+        } else {
+            immediate = nil
+        }
+        if let decision = immediate {
             observer?(.rateLimitDecided(tool: call.tool, rule: selected.selections[0].name, allowed: decision.allowed, shadow: shadow))
             if decision.allowed {
                 if decision.wait > .zero {

@@ -10,6 +10,16 @@ public protocol RateLimitStore: Sendable {
     func acquire(_ requests: [RateLimitRequest], maxWait: Duration) async throws -> [RateLimitDecision]
 }
 
+/// A rate-limit store that can sometimes decide one request from state in this process —
+/// leased tokens, a remembered refusal — without waiting; otherwise the caller asks
+/// ``RateLimitStore/acquire(_:maxWait:)``. The middleware tries it first, saving the async
+/// call, the failover's deadline and its task on most decisions of a busy shared bucket.
+package protocol LocallyDecidingRateLimitStore: RateLimitStore {
+    /// The decision for `request` with no wait allowed, if it can be made now; `nil` changes
+    /// nothing (ask ``RateLimitStore/acquire(_:maxWait:)``).
+    func decideLocally(_ request: RateLimitRequest) -> RateLimitDecision?
+}
+
 /// A rate-limit store that decides without waiting (state in this process). The middleware
 /// calls it directly, saving an async call per decision.
 package protocol SynchronousRateLimitStore: RateLimitStore {
