@@ -95,25 +95,31 @@ struct RedisBulkheadStoreTests {
             defer { client.shutdown() }
             let bulkhead = try BulkheadMiddleware(
                 .init(maxConcurrent: 1, lease: .milliseconds(300)), store: RedisBulkheadStore(client: client))
-            let started = Flag()
-            let slow = ToolFunction { _ in
-                started.set()
-                try await Task.sleep(for: .milliseconds(1000))
-                return ToolResult("slow")
-            }
-            let quick = ToolFunction { _ in ToolResult("quick") }
-            let call = try ToolCall(tool: ToolID("t:long"))
-            async let long = bulkhead.run(call, next: slow)
-            #expect(await eventually { started.isSet })
-            var admitted = 0
-            for _ in 0..<18 {
-                if (try? await bulkhead.run(call, next: quick)) != nil { admitted += 1 }
-                try await Task.sleep(for: .milliseconds(50))
-            }
-            #expect(admitted == 0, "a second call was admitted while the first still ran")
-            #expect(try await long.value == "slow")
-            #expect(try await bulkhead.run(call, next: quick).value == "quick")
+            try await expectTheSlotHeld(by: bulkhead, for: .milliseconds(1000))
         }
+    }
+
+    /// Runs a call of `duration` through a bulkhead of one and tries another every 50 ms
+    /// meanwhile: none may be admitted; one is once the first has ended.
+    func expectTheSlotHeld(by bulkhead: BulkheadMiddleware, for duration: Duration) async throws {
+        let started = Flag()
+        let slow = ToolFunction { _ in
+            started.set()
+            try await Task.sleep(for: duration)
+            return ToolResult("slow")
+        }
+        let quick = ToolFunction { _ in ToolResult("quick") }
+        let call = try ToolCall(tool: ToolID("t:long"))
+        async let long = bulkhead.run(call, next: slow)
+        #expect(await eventually { started.isSet })
+        var admitted = 0
+        for _ in 0..<Int(duration / .milliseconds(50) * 0.8) {  // stop well before the call ends
+            if (try? await bulkhead.run(call, next: quick)) != nil { admitted += 1 }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        #expect(admitted == 0, "a second call was admitted while the first still ran")
+        #expect(try await long.value == "slow")
+        #expect(try await bulkhead.run(call, next: quick).value == "quick")
     }
 
     /// The same with the store's service running: it renews the leases of calls in flight
@@ -136,24 +142,7 @@ struct RedisBulkheadStoreTests {
                 await store.release(permit)
                 #expect(!store.renewsLease(of: permit), "released: nothing to renew")
 
-                let started = Flag()
-                let slow = ToolFunction { _ in
-                    started.set()
-                    try await Task.sleep(for: .milliseconds(2500))
-                    return ToolResult("slow")
-                }
-                let quick = ToolFunction { _ in ToolResult("quick") }
-                let call = try ToolCall(tool: ToolID("t:renewed"))
-                async let long = bulkhead.run(call, next: slow)
-                #expect(await eventually { started.isSet })
-                var admitted = 0
-                for _ in 0..<40 {
-                    if (try? await bulkhead.run(call, next: quick)) != nil { admitted += 1 }
-                    try await Task.sleep(for: .milliseconds(50))
-                }
-                #expect(admitted == 0, "a second call was admitted while the first still ran")
-                #expect(try await long.value == "slow")
-                #expect(try await bulkhead.run(call, next: quick).value == "quick")
+                try await expectTheSlotHeld(by: bulkhead, for: .milliseconds(2500))
                 group.cancelAll()
             }
         }
