@@ -202,7 +202,7 @@ final class RedisRouter: Sendable {
     /// own so that a caller's cancellation (a store's failover deadline) does not fail it for
     /// the others; it is bounded (each node is asked within the connect and command timeouts),
     /// every caller waits for it (cancellably), and the client's service awaits the last one
-    /// when it drains (``lastRefresh``).
+    /// when it drains (``refreshInFlight``).
     func refresh() async {
         guard standalone == nil else { return }
         state.withLock { state in
