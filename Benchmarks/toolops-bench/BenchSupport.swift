@@ -18,13 +18,17 @@ func capture(_ executable: String, _ arguments: [String]) throws -> String {
 }
 
 /// redis-benchmark's requests per second for `args` at `concurrency` — the reference every
-/// Redis benchmark compares against in the same run.
-func redisBenchmarkOps(host: String, port: Int, concurrency: Int, requests: Int, args: [String]) throws -> Double {
+/// Redis benchmark compares against in the same run. `options` go before the command
+/// (`-r 10000`, `--cluster`).
+func redisBenchmarkOps(host: String, port: Int, concurrency: Int, requests: Int, options: [String] = [], args: [String]) throws -> Double {
     let output = try capture(
-        "/usr/bin/env", ["redis-benchmark", "-h", host, "-p", "\(port)", "-c", "\(concurrency)", "-n", "\(requests)", "--csv"] + args)
-    // CSV: "test","rps",… — the second line holds the numbers.
-    guard let line = output.split(separator: "\n").dropFirst().first,
-        let rps = Double(line.split(separator: ",")[1].trimmingCharacters(in: CharacterSet(charactersIn: "\"")))
+        "/usr/bin/env",
+        ["redis-benchmark", "-h", host, "-p", "\(port)", "-c", "\(concurrency)", "-n", "\(requests)", "--csv"] + options + args)
+    // CSV: "test","rps",… then one row per test; in cluster mode a description of the masters
+    // comes first. The first data row holds the numbers.
+    let rows = output.split(separator: "\n").filter { $0.hasPrefix("\"") && !$0.hasPrefix("\"test\"") }
+    guard let fields = rows.first?.split(separator: ","), fields.count > 1,
+        let rps = Double(fields[1].trimmingCharacters(in: CharacterSet(charactersIn: "\"")))
     else { throw ValidationError("cannot parse redis-benchmark output: \(output)") }
     return rps
 }

@@ -94,15 +94,8 @@ struct ClusterBench: AsyncParsableCommand {
     }
 
     func redisBenchmark(port: Int, cluster: Bool, args: [String], keys: Int) throws -> Double {
-        let output = try capture(
-            "/usr/bin/env",
-            ["redis-benchmark", "-h", "127.0.0.1", "-p", "\(port)", "-c", "\(concurrency)", "-n", "\(operations)", "-r", "\(keys)", "--csv"]
-                + (cluster ? ["--cluster"] : []) + args)
-        // In cluster mode the CSV follows a description of the masters: take the first data row.
-        let rows = output.split(separator: "\n").filter { $0.hasPrefix("\"") && !$0.hasPrefix("\"test\"") }
-        guard let fields = rows.first?.split(separator: ","), fields.count > 1,
-            let rps = Double(fields[1].trimmingCharacters(in: CharacterSet(charactersIn: "\"")))
-        else { throw ValidationError("cannot parse redis-benchmark output: \(output)") }
-        return rps
+        try redisBenchmarkOps(
+            host: "127.0.0.1", port: port, concurrency: concurrency, requests: operations,
+            options: ["-r", "\(keys)"] + (cluster ? ["--cluster"] : []), args: args)
     }
 }
