@@ -3,6 +3,7 @@ import Foundation
 import Hummingbird
 import Logging
 import NIOCore
+import NIOPosix
 import Prometheus
 import ServiceLifecycle
 import ToolOpsCore
@@ -27,6 +28,15 @@ struct HTTPBench: AsyncParsableCommand {
     @Option(help: "Comma-separated rows to run (bare, plain, memory, redis, redis-light); the bare route is always run first.")
     var rows: String = "plain,memory,redis,redis-light"
 
+    @Option(help: "Rounds: every row is measured once per round, in turn, and the medians are reported (the machine's noise moves in minutes, not seconds).")
+    var repeats: Int = 3
+
+    @Option(help: "Event-loop threads of the HTTP server (0: NIO's singleton group, one per core).")
+    var eventLoopThreads: Int = 0
+
+    @Flag(help: "Also measure the memory pipeline with each middleware left out in turn (what each one costs over HTTP).")
+    var ablation = false
+
     @Option(help: "Connections per Redis client (the configuration's state.redis.poolSize).")
     var redisPool: Int = 2
 
@@ -37,36 +47,11 @@ struct HTTPBench: AsyncParsableCommand {
         let levels = connections.split(separator: ",").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }
         var logger = Logger(label: "bench")
         logger.logLevel = .warning  // completed-call lines are info: not written (a terminal would be measured)
-        let metrics = PrometheusMetricsFactory(registry: PrometheusCollectorRegistry())
         let redis = try RedisServer()
         let probe = try RedisClient(url: redis.url)
         defer { probe.shutdown() }
         defer { redis.stop() }
-
-        func configuration(_ backend: ToolOpsConfiguration.Backend) -> ToolOpsConfiguration {
-            var configuration = ToolOpsConfiguration()
-            configuration.backend = backend
-            if case .redis(var redis) = backend {
-                redis.poolSize = redisPool
-                redis.busyPoll = .microseconds(busyPollMicroseconds)
-                configuration.backend = .redis(redis)
-            }
-            // Every policy on demo:echo; limits high enough never to refuse (their cost is measured, not their refusals).
-            configuration.policies.rateLimitRules = [.init(tools: "*", rate: 1_000_000_000, burst: 1_000_000_000)]
-            configuration.policies.cacheEnabled = true
-            configuration.policies.cacheTools = ["demo:compute"]  // consulted for echo (skipped by rule), not a hit
-            configuration.policies.retryMaxAttempts = 2
-            configuration.policies.breakerEnabled = true
-            configuration.policies.bulkheadMaxConcurrent = 10_000
-            configuration.policies.timeout = .seconds(10)
-            return configuration
-        }
-        let memory = try ToolOpsAssembly(configuration(.memory), replicaID: "bench", metricsFactory: metrics, logger: logger)
-        let onRedis = try ToolOpsAssembly(configuration(.redis(.init(url: redis.url))), replicaID: "bench", metricsFactory: metrics, logger: logger)
-        var withoutBulkhead = configuration(.redis(.init(url: redis.url)))
-        withoutBulkhead.policies.bulkheadMaxConcurrent = 0
-        let onRedisLight = try ToolOpsAssembly(withoutBulkhead, replicaID: "bench", metricsFactory: metrics, logger: logger)
-        let bare = try ToolOpsAssembly({ var c = ToolOpsConfiguration(); c.policies.timeout = .zero; return c }(), replicaID: "bench", logger: logger)
+        let assemblies = try BenchAssemblies(redisURL: redis.url, redisPool: redisPool, busyPollMicroseconds: busyPollMicroseconds, logger: logger)
 
         let router = Router()
         let body = ByteBuffer(string: #"{"hello":"world"}"#)
@@ -74,13 +59,28 @@ struct HTTPBench: AsyncParsableCommand {
             _ = try await request.body.collect(upTo: 1 << 20)
             return Response(status: .ok, headers: [.contentType: "application/json"], body: ResponseBody(byteBuffer: body))
         }
-        ToolRoutes(registry: bare.registry, pipeline: bare.registry).register(on: router.group("plain"))
-        memory.routes.register(on: router.group("memory"))
-        onRedis.routes.register(on: router.group("redis"))
-        onRedisLight.routes.register(on: router.group("redis-light"))
+        ToolRoutes(registry: assemblies.plain.registry, pipeline: assemblies.plain.registry).register(on: router.group("plain"))
+        assemblies.memory.routes.register(on: router.group("memory"))
+        assemblies.onRedis.routes.register(on: router.group("redis"))
+        assemblies.onRedisLight.routes.register(on: router.group("redis-light"))
+        var ablated: [(String, String)] = []
+        if ablation {
+            let middlewares = assemblies.memory.pipeline.middlewares
+            for index in middlewares.indices {
+                var kept = middlewares
+                let dropped = kept.remove(at: index)
+                let name = String(describing: type(of: dropped))
+                let pipeline = ToolPipeline(runner: assemblies.memory.registry, middlewares: kept)
+                ToolRoutes(registry: assemblies.memory.registry, pipeline: pipeline).register(on: router.group("memory-without-\(index)"))
+                ablated.append(("  memory without \(name)", "/memory-without-\(index)/v1/tools/demo/echo"))
+            }
+        }
         let port = try RedisServer.freePort()
-        let app = Application(router: router, configuration: .init(address: .hostname("127.0.0.1", port: port)), logger: logger)
-        let group = ServiceGroup(services: onRedis.services + onRedisLight.services + memory.services + [app], gracefulShutdownSignals: [], logger: logger)
+        let app = Application(
+            router: router, configuration: .init(address: .hostname("127.0.0.1", port: port)),
+            eventLoopGroupProvider: eventLoopThreads > 0 ? .shared(MultiThreadedEventLoopGroup(numberOfThreads: eventLoopThreads)) : .singleton,
+            logger: logger)
+        let group = ServiceGroup(services: assemblies.services + [app], gracefulShutdownSignals: [], logger: logger)
         let script = NSTemporaryDirectory() + "toolops-bench-post.lua"
         try #"wrk.method = "POST"; wrk.body = '{"hello":"world"}'; wrk.headers["Content-Type"] = "application/json""#
             .write(toFile: script, atomically: true, encoding: .utf8)
@@ -99,31 +99,66 @@ struct HTTPBench: AsyncParsableCommand {
                 ("full pipeline, memory stores", "/memory/v1/tools/demo/echo"),
                 ("full pipeline, Redis stores", "/redis/v1/tools/demo/echo"),
                 ("  the same without the bulkhead", "/redis-light/v1/tools/demo/echo"),
-            ].filter { $0.1 == "/bare" || selected.contains("/" + ($0.1.split(separator: "/").first ?? "")) }
-            print("toolops-bench http — wrk \(seconds) s per cell, server and wrk on the same machine")
-            print(pad("", 38) + levels.map { pad("c=\($0): req/s   p99", 28) }.joined())
-            var baseline: [Int: (rps: Double, p99: Double)] = [:]
-            for (name, path) in rows {
-                var line = pad(name, 38)
-                for connections in levels {
-                    _ = try? wrk(port: port, path: path, connections: connections, seconds: 1, script: script)  // warm-up
-                    let commandsBefore = try await probe.commandCalls().values.reduce(0, +)
-                    let result = try wrk(port: port, path: path, connections: connections, seconds: seconds, script: script)
-                    // Redis commands per call (the probe's own INFO calls are negligible).
-                    let commands = try await probe.commandCalls().values.reduce(0, +) - commandsBefore
-                    if path == "/bare" { baseline[connections] = result }
-                    var cell = String(format: "%8.0f %7.2f ms", result.rps, result.p99 * 1000)
-                    if path != "/bare", let base = baseline[connections] {
-                        cell += String(format: " (%.2f×, %+.2f ms)", result.rps / base.rps, (result.p99 - base.p99) * 1000)
+            ].filter { $0.1 == "/bare" || selected.contains("/" + ($0.1.split(separator: "/").first ?? "")) } + ablated
+            print("toolops-bench http — wrk \(seconds) s per cell, \(repeats) interleaved rounds, server and wrk on the same machine")
+            print("medians over the rounds; ratios and added p99 are taken against the bare route of the same round (range in brackets)")
+            print(pad("", 34) + pad("conns", 7) + pad("req/s", 9) + pad("ratio", 22) + pad("p99", 10) + pad("Δp99", 20) + pad("CPU/req", 9) + pad("cs/req", 8) + "Redis cmd/call")
+            for connections in levels {
+                var cells: [String: [Cell]] = [:]
+                for _ in 0..<repeats {
+                    var base: Cell?
+                    for (_, path) in rows {
+                        _ = try? wrk(port: port, path: path, connections: connections, seconds: 1, script: script)  // warm-up
+                        let commandsBefore = try await probe.commandCalls().values.reduce(0, +)
+                        let before = ProcessUsage.now()
+                        let result = try wrk(port: port, path: path, connections: connections, seconds: seconds, script: script)
+                        let used = ProcessUsage.now() - before
+                        // Redis commands per call (the probe's own INFO calls are negligible).
+                        let commands = try await probe.commandCalls().values.reduce(0, +) - commandsBefore
+                        let requests = result.rps * Double(seconds)
+                        var cell = Cell(
+                            rps: result.rps, p99: result.p99, cpuPerRequest: used.cpuSeconds / requests,
+                            switchesPerRequest: Double(used.contextSwitches) / requests, commandsPerCall: Double(commands) / requests)
+                        if let base {
+                            cell.ratio = result.rps / base.rps
+                            cell.addedP99 = result.p99 - base.p99
+                        } else {
+                            base = cell
+                        }
+                        cells[path, default: []].append(cell)
                     }
-                    if path.hasPrefix("/redis") { cell += String(format: " %.3f cmd/call", Double(commands) / (result.rps * Double(seconds))) }
-                    line += pad(cell, 28)
                 }
-                print(line)
+                for (name, path) in rows {
+                    let runs = cells[path] ?? []
+                    var line = pad(name, 34) + pad("\(connections)", 7) + pad(String(format: "%.0f", median(runs.map(\.rps))), 9)
+                    if path == "/bare" {
+                        line += pad("", 22) + pad(String(format: "%.2f ms", median(runs.map(\.p99)) * 1000), 10) + pad("", 20)
+                    } else {
+                        let ratios = runs.map(\.ratio), added = runs.map(\.addedP99)
+                        line += pad(String(format: "%.2f× [%.2f–%.2f]", median(ratios), ratios.min() ?? 0, ratios.max() ?? 0), 22)
+                        line += pad(String(format: "%.2f ms", median(runs.map(\.p99)) * 1000), 10)
+                        line += pad(String(format: "%+.2f [%+.1f…%+.1f]", median(added) * 1000, (added.min() ?? 0) * 1000, (added.max() ?? 0) * 1000), 20)
+                    }
+                    line += pad(String(format: "%.0f µs", median(runs.map(\.cpuPerRequest)) * 1e6), 9)
+                    line += pad(String(format: "%.2f", median(runs.map(\.switchesPerRequest))), 8)
+                    if path.hasPrefix("/redis") { line += String(format: "%.3f", median(runs.map(\.commandsPerCall))) }
+                    print(line)
+                }
             }
             await group.triggerGracefulShutdown()
             try await tasks.waitForAll()
         }
+    }
+
+    /// One row's measurement in one round.
+    struct Cell {
+        var rps: Double
+        var p99: Double
+        var cpuPerRequest: Double
+        var switchesPerRequest: Double
+        var commandsPerCall: Double
+        var ratio: Double = 1
+        var addedP99: Double = 0
     }
 
     /// Requests/s and p99 (seconds) of one wrk run; non-2xx answers make it fail.

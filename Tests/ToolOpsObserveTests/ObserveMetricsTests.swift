@@ -144,6 +144,55 @@ struct ObserveMetricsTests {
         #expect(breakers.contains("other"))
     }
 
+    /// The running totals a dashboard reads are exact under concurrent calls (lock-free
+    /// counters per tool and outcome), and list only outcomes that happened.
+    @Test func statisticsCountEveryConcurrentCallByToolAndOutcome() async throws {
+        let statistics = ToolStatistics()
+        let other = try ToolID("other:tool")
+        let observe = Observability(.init(tools: .registered([search]), logger: nil, statistics: statistics), metricsFactory: TestMetrics())
+        let pipeline = ToolPipeline(runner: echo) { observe.middleware }
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for task in 0..<8 {
+                group.addTask {
+                    for call in 0..<250 {
+                        if call % 5 == 0 {
+                            await #expect(throws: ToolFailure.self) { try await pipeline.run(ToolCall(tool: search, arguments: ["fail": true])) }
+                        } else {
+                            _ = try await pipeline.run(ToolCall(tool: task % 2 == 0 ? search : other))
+                        }
+                    }
+                }
+            }
+            try await group.waitForAll()
+        }
+        let totals = statistics.snapshot()
+        #expect(totals["github:search"] == ["ok": 800, "error": 400], "\(totals)")
+        #expect(totals["unregistered"] == ["ok": 800], "\(totals)")
+    }
+
+    /// Bulkhead meters are found by store key on the call path; keys holding a tenant must not
+    /// grow that map (nor the labels) without bound, and every call's slot is given back on the
+    /// label it was taken on.
+    @Test func bulkheadMetersStayBoundedWhenKeysComeFromTenants() async throws {
+        let metrics = TestMetrics()
+        let observe = Observability(.init(tools: .registered([search]), maximumPolicyLabels: 2, logger: nil), metricsFactory: metrics)
+        let pipeline = try ToolPipeline(runner: echo) {
+            observe.middleware
+            try BulkheadMiddleware(.init(maxConcurrent: 10, key: .tenant, observer: observe.resilience))
+        }
+        let tenants = Observability.perCallSeriesLimit + 100
+        for tenant in 0..<tenants {
+            var context = ServiceContext.topLevel
+            context.toolTenant = "tenant-\(tenant)"
+            _ = try await pipeline.run(ToolCall(tool: search, context: context))
+        }
+        #expect(observe.perCallSeriesCount == Observability.perCallSeriesLimit)
+        let meters = metrics.meters.filter { $0.label == "toolops_bulkhead_in_use" }
+        let labels = Set(meters.compactMap { $0.dimensions.first { $0.0 == "bulkhead" }?.1 })
+        #expect(labels.count == 3 && labels.contains("other"), "\(labels)")
+        for meter in meters { #expect(meter.lastValue == 0, "\(meter.dimensions)") }
+    }
+
     @Test func retriesAndTimeoutsAreCountedPerTool() async throws {
         let metrics = TestMetrics()
         let observe = Observability(.init(tools: .registered([search]), logger: nil), metricsFactory: metrics)

@@ -95,4 +95,17 @@ public enum ToolSpan {
         guard let span = current else { return }
         span.addEvent(SpanEvent(name: name, attributes: attributes()))
     }
+
+    /// The tracer a call's span starts on: `configured` if given, else the one of
+    /// `InstrumentationSystem` (bootstrapped, or bound to the task with `withTracer`); `nil`
+    /// when that is a no-op. The untraced case is recognised by concrete type before
+    /// `InstrumentationSystem.tracer` is asked: that property looks for a tracer with a
+    /// protocol cast, a conformance lookup on every call.
+    public static func activeTracer(_ configured: (any Tracer)?) -> (any Tracer)? {
+        if let configured { return configured is NoOpTracer ? nil : configured }
+        let instrument = InstrumentationSystem.instrument
+        if instrument is NoOpInstrument || instrument is NoOpTracer { return nil }
+        let tracer = InstrumentationSystem.tracer
+        return tracer is NoOpTracer ? nil : tracer
+    }
 }

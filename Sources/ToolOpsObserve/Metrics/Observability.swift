@@ -81,9 +81,49 @@ public final class Observability: Sendable {
     let bulkheads: BoundedLabels
     private let tools = Mutex<[ToolID: ToolSeries]>([:])
     private let shared: ToolSeries
-    private let counters = Mutex<[String: Counter]>([:])
-    private let gauges = Mutex<[String: Gauge]>([:])
-    private let meters = Mutex<[String: Meter]>([:])
+    private let counters = Mutex<[SeriesKey: Counter]>([:])
+    private let gauges = Mutex<[SeriesKey: Gauge]>([:])
+    private let meters = Mutex<[SeriesKey: Meter]>([:])
+    /// The per-call series, found by the event's own strings (no key built, one lock):
+    /// rate-limit decisions by rule name, bulkhead meters by store key (bounded, see
+    /// ``perCallSeriesLimit``).
+    private let perCall = Mutex(PerCallSeries())
+
+    /// Store keys (and rule–result pairs) remembered with their series; past this many, an
+    /// event takes the slower way (label, then series) and memory stays bounded when keys come
+    /// from tenants.
+    package static let perCallSeriesLimit = 4096
+
+    /// How many store keys and rule–result pairs are remembered (for tests of the bound).
+    package var perCallSeriesCount: Int { perCall.withLock { $0.decisions.count + $0.bulkheadInUse.count } }
+
+    struct PerCallSeries {
+        var decisions: [Decision: Counter] = [:]
+        var bulkheadInUse: [String: Meter] = [:]
+    }
+
+    /// A `toolops_ratelimit_decisions_total` series: a rule and a result.
+    struct Decision: Hashable {
+        let rule: String
+        let result: String
+    }
+
+    /// A series by name and label pairs, hashed as they are (no string built per event).
+    struct SeriesKey: Hashable {
+        let name: String
+        let dimensions: [String]
+
+        init(_ name: String, _ dimensions: [(String, String)]) {
+            self.name = name
+            var flat: [String] = []
+            flat.reserveCapacity(dimensions.count * 2)
+            for (label, value) in dimensions {
+                flat.append(label)
+                flat.append(value)
+            }
+            self.dimensions = flat
+        }
+    }
 
     /// - Parameter metricsFactory: where series are made. Defaults to `MetricsSystem.factory`
     ///   as bootstrapped when this is created.
@@ -93,8 +133,17 @@ public final class Observability: Sendable {
         self.factory = factory
         self.breakers = BoundedLabels(maximum: configuration.maximumPolicyLabels)
         self.bulkheads = BoundedLabels(maximum: configuration.maximumPolicyLabels)
-        self.shared = ToolSeries(label: ToolLabels.unregistered, factory: factory)
+        self.shared = ToolSeries(label: ToolLabels.unregistered, factory: factory, statistics: configuration.statistics)
+        // Registered tools' series are made now and read without a lock on every call.
+        if case .registered(let tools) = configuration.tools.rule {
+            self.registered = Dictionary(uniqueKeysWithValues: tools.map { ($0, ToolSeries(label: $0.description, factory: factory, statistics: configuration.statistics)) })
+        } else {
+            self.registered = [:]
+        }
     }
+
+    /// The series of registered tools (``ToolLabels/registered(_:)``), made at start.
+    private let registered: [ToolID: ToolSeries]
 
     /// The middleware that traces, counts and logs each call. Put it first.
     public var middleware: ObserveMiddleware { ObserveMiddleware(self) }
@@ -118,8 +167,12 @@ public final class Observability: Sendable {
         let calls: [Counter]
         let duration: Timer
 
-        init(label: String, factory: any MetricsFactory) {
+        /// This tool's running totals, when the observability keeps ``ToolStatistics``.
+        let statistics: ToolStatistics.Counts?
+
+        init(label: String, factory: any MetricsFactory, statistics: ToolStatistics?) {
             self.label = label
+            self.statistics = statistics?.counts(for: label)
             self.spanName = "tool.exec \(label)"
             self.observation = ToolObservation(span: nil, metricLabel: label)
             self.calls = ToolOutcome.allCases.map {
@@ -135,11 +188,12 @@ public final class Observability: Sendable {
     }
 
     func series(for tool: ToolID) -> ToolSeries {
+        if let known = registered[tool] { return known }
         if let known = tools.withLock({ $0[tool] }) { return known }
         let label = configuration.tools.label(for: tool)
         guard label != ToolLabels.unregistered else { return shared }
         // Made outside the lock (the factory takes its own); a race makes one twice, harmlessly.
-        let made = ToolSeries(label: label, factory: factory)
+        let made = ToolSeries(label: label, factory: factory, statistics: configuration.statistics)
         return tools.withLock { tools in
             if let known = tools[tool] { return known }
             tools[tool] = made
@@ -150,7 +204,7 @@ public final class Observability: Sendable {
     func toolLabel(_ tool: ToolID) -> String { series(for: tool).label }
 
     func counter(_ name: String, _ dimensions: [(String, String)]) -> Counter {
-        let key = Self.key(name, dimensions)
+        let key = SeriesKey(name, dimensions)
         if let known = counters.withLock({ $0[key] }) { return known }
         let made = Counter(label: name, dimensions: dimensions, factory: factory)
         return counters.withLock { known in
@@ -161,7 +215,7 @@ public final class Observability: Sendable {
     }
 
     func gauge(_ name: String, _ dimensions: [(String, String)]) -> Gauge {
-        let key = Self.key(name, dimensions)
+        let key = SeriesKey(name, dimensions)
         if let known = gauges.withLock({ $0[key] }) { return known }
         let made = Gauge(label: name, dimensions: dimensions, factory: factory)
         return gauges.withLock { known in
@@ -172,7 +226,7 @@ public final class Observability: Sendable {
     }
 
     func meter(_ name: String, _ dimensions: [(String, String)]) -> Meter {
-        let key = Self.key(name, dimensions)
+        let key = SeriesKey(name, dimensions)
         if let known = meters.withLock({ $0[key] }) { return known }
         let made = Meter(label: name, dimensions: dimensions, factory: factory)
         return meters.withLock { known in
@@ -182,15 +236,27 @@ public final class Observability: Sendable {
         }
     }
 
-    private static func key(_ name: String, _ dimensions: [(String, String)]) -> String {
-        var key = name
-        for (label, value) in dimensions {
-            key += "\u{1}"
-            key += label
-            key += "\u{2}"
-            key += value
+    /// The `toolops_ratelimit_decisions_total` counter of `rule` and `result` (made on first use).
+    func decisions(rule: String, result: String) -> Counter {
+        let key = Decision(rule: rule, result: result)
+        if let known = perCall.withLock({ $0.decisions[key] }) { return known }
+        let made = counter("toolops_ratelimit_decisions_total", [("rule", rule), ("result", result)])
+        perCall.withLock { series in
+            // Rule names come from the configuration, but a custom middleware could name rules
+            // per call: bounded like the store keys.
+            if series.decisions.count < Self.perCallSeriesLimit { series.decisions[key] = made }
         }
-        return key
+        return made
+    }
+
+    /// `toolops_bulkhead_in_use` of the bulkhead whose store key is `key`.
+    func bulkheadInUse(key: String) -> Meter {
+        if let known = perCall.withLock({ $0.bulkheadInUse[key] }) { return known }
+        let made = meter("toolops_bulkhead_in_use", [("bulkhead", bulkheads.label(for: key))])
+        perCall.withLock { series in
+            if series.bulkheadInUse.count < Self.perCallSeriesLimit { series.bulkheadInUse[key] = made }
+        }
+        return made
     }
 
     // MARK: events
@@ -227,7 +293,7 @@ public final class Observability: Sendable {
         switch event {
         case .rateLimitDecided(_, let rule, let allowed, let shadow):
             let result = allowed ? "allowed" : shadow ? "shadow_refused" : "refused"
-            counter("toolops_ratelimit_decisions_total", [("rule", rule), ("result", result)]).increment()
+            decisions(rule: rule, result: result).increment()
             ToolSpan.addEvent("ratelimit.decision", ["toolops.ratelimit.rule": .string(rule), "toolops.ratelimit.result": .string(result)])
         case .rateLimited(_, _, let decision, _):
             ToolSpan.addEvent("ratelimit.refused", ["toolops.retry_after_ms": .int64(decision.retryAfter.milliseconds)])
@@ -246,9 +312,9 @@ public final class Observability: Sendable {
             counter("toolops_bulkhead_rejections_total", [("bulkhead", bulkheads.label(for: key))]).increment()
             ToolSpan.addEvent("bulkhead.rejected", ["toolops.shadow": .bool(shadow)])
         case .bulkheadAcquired(_, let key):
-            meter("toolops_bulkhead_in_use", [("bulkhead", bulkheads.label(for: key))]).increment()
+            bulkheadInUse(key: key).increment()
         case .bulkheadReleased(_, let key):
-            meter("toolops_bulkhead_in_use", [("bulkhead", bulkheads.label(for: key))]).decrement()
+            bulkheadInUse(key: key).decrement()
         case .retrying(let tool, let attempt, let delay, _, let shadow):
             counter("toolops_retries_total", [("tool", toolLabel(tool))]).increment()
             ToolSpan.addEvent(

@@ -25,10 +25,9 @@ public struct ObserveMiddleware: ToolMiddleware {
 
     public func run(_ call: ToolCall, next: any ToolRunner) async throws -> ToolResult {
         let series = observability.series(for: call.tool)
-        let tracer = observability.configuration.tracer ?? InstrumentationSystem.tracer
         let start = ContinuousClock.now
         // No tracer bootstrapped: no span, no context to carry — only the label for observers.
-        if tracer is NoOpTracer {
+        guard let tracer = ToolSpan.activeTracer(observability.configuration.tracer) else {
             return try await ToolObservation.$current.withValue(series.observation) {
                 try await complete(call, series: series, span: nil, start: start) { try await next.run(call) }
             }
@@ -87,7 +86,7 @@ public struct ObserveMiddleware: ToolMiddleware {
     ) {
         let elapsed = ContinuousClock.now - start
         series.calls(outcome)?.increment()
-        observability.configuration.statistics?.record(label: series.label, outcome: outcome)
+        series.statistics?.add(outcome)
         series.duration.recordNanoseconds(elapsed.nanosecondsClamped)
         if let span, span.isRecording {
             describe(call, outcome: outcome, on: span)

@@ -7,16 +7,48 @@ import ToolOpsCore
 ///
 /// Pass it as ``Observability/Configuration/statistics``.
 public final class ToolStatistics: Sendable {
-    private let counts = Mutex<[String: [String: Int64]]>([:])
+    /// One tool's totals, one atomic counter per outcome (in ``ToolOutcome/allCases`` order):
+    /// the call path adds to them without a lock.
+    final class Counts: Sendable {
+        let byOutcome: InlineArray<10, Atomic<Int64>> = InlineArray { _ in Atomic(0) }
+
+        func add(_ outcome: ToolOutcome) {
+            let index = outcome.ordinal
+            guard index < byOutcome.count else { return }
+            byOutcome[index].wrappingAdd(1, ordering: .relaxed)
+        }
+
+        /// Outcome name → calls, for outcomes seen at least once.
+        func snapshot() -> [String: Int64] {
+            var outcomes: [String: Int64] = [:]
+            for outcome in ToolOutcome.allCases where outcome.ordinal < byOutcome.count {
+                let count = byOutcome[outcome.ordinal].load(ordering: .relaxed)
+                if count > 0 { outcomes[outcome.rawValue] = count }
+            }
+            return outcomes
+        }
+    }
+
+    private let tools = Mutex<[String: Counts]>([:])
 
     public init() {}
 
-    func record(label: String, outcome: ToolOutcome) {
-        counts.withLock { $0[label, default: [:]][outcome.rawValue, default: 0] += 1 }
+    /// The totals of the tool labelled `label` (made once; the observe middleware keeps it with
+    /// the tool's series).
+    func counts(for label: String) -> Counts {
+        tools.withLock { tools in
+            if let known = tools[label] { return known }
+            let made = Counts()
+            tools[label] = made
+            return made
+        }
     }
 
     /// Tool label → outcome → calls since start.
-    public func snapshot() -> [String: [String: Int64]] { counts.withLock { $0 } }
+    public func snapshot() -> [String: [String: Int64]] {
+        let tools = tools.withLock { $0 }
+        return tools.mapValues { $0.snapshot() }.filter { !$0.value.isEmpty }
+    }
 
     /// The snapshot as JSON (`{"demo:echo": {"ok": 12, "rate_limited": 3}}`).
     public func json() -> JSONValue {
