@@ -208,7 +208,8 @@ public final class RedisBulkheadStore: LocallyAcquiringBulkheadStore {
             return (token, stale)
         }
         if !stale.isEmpty { giveBack([key: stale]) }
-        return token.map { BulkheadPermit(key: key, token: $0) }
+        // Kept slots exist only while run() sweeps, and run() renews what it tracks.
+        return token.map { BulkheadPermit(key: key, token: $0, renewedByStore: lease >= Self.selfRenewedLease) }
     }
 
     public func acquire(key: String, limit: Int, lease: Duration, maxWait: Duration) async throws -> BulkheadPermit {
@@ -243,12 +244,13 @@ public final class RedisBulkheadStore: LocallyAcquiringBulkheadStore {
             guard let granted = reply.int else { throw RedisClientError(.unexpectedReply, "bulkhead script returned \(reply)") }
             if granted == 1 {
                 let now = clock.now
-                spares.withLock { state in
-                    guard state.sweeping else { return }
+                let tracked = spares.withLock { state -> Bool in
+                    guard state.sweeping else { return false }
                     if maxWait == .zero { state.book.granted(token, key: key, limit: limit, now: now) }
                     state.active[token] = Active(key: key, lease: lease, renewedAt: now)
+                    return true
                 }
-                return BulkheadPermit(key: key, token: token)
+                return BulkheadPermit(key: key, token: token, renewedByStore: tracked && lease >= Self.selfRenewedLease)
             }
             let now = clock.now
             if now >= deadline {

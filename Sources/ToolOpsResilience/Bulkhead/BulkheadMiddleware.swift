@@ -76,7 +76,7 @@ public struct BulkheadMiddleware: ToolMiddleware {
         }
         if permit != nil { observer?(.bulkheadAcquired(tool: call.tool, key: key)) }
         let result: Result<ToolResult, any Error>
-        if let permit, store.leasesExpire, !store.renewsLease(of: permit) {
+        if let permit, store.leasesExpire, !permit.renewedByStore, !store.renewsLease(of: permit) {
             result = await runRenewing(permit) { try await next.run(call) }
         } else {
             do { result = .success(try await next.run(call)) } catch { result = .failure(error) }

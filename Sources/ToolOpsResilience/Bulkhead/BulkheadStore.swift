@@ -6,9 +6,22 @@ public struct BulkheadPermit: Sendable, Hashable {
     /// Unique per acquisition (a fencing token): releasing a permit twice, or releasing one
     /// that expired and was re-issued, can never free somebody else's slot.
     public var token: UInt64
-    public init(key: String, token: UInt64) {
+    /// Whether the store renews this permit's lease itself while it is held (decided when it
+    /// was granted; see ``BulkheadStore/renewsLease(of:)``). It saves the middleware asking
+    /// the store again on every call. Not part of the permit's identity.
+    public var renewedByStore: Bool
+
+    public init(key: String, token: UInt64, renewedByStore: Bool = false) {
         self.key = key
         self.token = token
+        self.renewedByStore = renewedByStore
+    }
+
+    public static func == (lhs: BulkheadPermit, rhs: BulkheadPermit) -> Bool { lhs.key == rhs.key && lhs.token == rhs.token }
+
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(key)
+        hasher.combine(token)
     }
 }
 
