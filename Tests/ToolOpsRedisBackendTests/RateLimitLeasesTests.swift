@@ -17,6 +17,20 @@ struct RateLimitLeasesTests {
     func isJoin(_ action: RateLimitLeaseAction) -> Bool { if case .join = action { true } else { false } }
     func wanted(_ action: RateLimitLeaseAction) -> Int? { if case .fetch(let want) = action { want } else { nil } }
     func decided(_ action: RateLimitLeaseAction) -> RateLimitDecision? { if case .decided(let d) = action { d } else { nil } }
+    func refill(_ action: RateLimitLeaseAction) -> (decision: RateLimitDecision, want: Int)? {
+        if case .decidedAndRefill(let d, let want) = action { (d, want) } else { nil }
+    }
+    func isRetry(_ outcome: RateLimitLeaseOutcome) -> Bool { if case .retry = outcome { true } else { false } }
+    func isAllowed(_ outcome: RateLimitLeaseOutcome) -> Bool { if case .decided(let d) = outcome { d.allowed } else { false } }
+
+    /// Leases with refills ahead on, and `key` holding a batch of `batch` tokens granted at `now`.
+    func refilling(_ key: String, batch: Int, limit: RateLimit, now: ClockInstant) -> Leases {
+        var leases = Leases()
+        leases.refillsAhead = true
+        _ = leases.take(key, cost: 1, limit: limit, now: now)
+        _ = leases.granted(key, cost: 1, taken: batch, remaining: 900, resetAfter: .zero, now: now)
+        return leases
+    }
 
     @Test func slowBucketsAreDecidedByRedisCallByCall() throws {
         var leases = Leases()
@@ -151,6 +165,87 @@ struct RateLimitLeasesTests {
         #expect(isDirect(step23), "a cheaper call may still fit")
         let step24 = leases.take("s", cost: 2, limit: slow, now: at(1))
         #expect(decided(step24)?.allowed == false)
+    }
+
+    /// With the store's service running, the call that spends into the last quarter of a
+    /// batch also asks for the next one; calls keep spending what is left meanwhile, and only
+    /// those that find nothing left wait — for that refill, not a fetch of their own.
+    @Test func theNextBatchIsAskedForWhenAQuarterIsLeft() throws {
+        let limit = try RateLimit(rate: 10_000, burst: 1_000)  // batches of up to 50
+        var leases = refilling("k", batch: 8, limit: limit, now: at(0))  // 7 left after the fetcher's
+        for _ in 0..<5 {
+            let step = leases.take("k", cost: 1, limit: limit, now: at(1))
+            #expect(decided(step)?.allowed == true)
+        }
+        // 2 → 1 left: under a quarter of 8.
+        let r1 = leases.take("k", cost: 1, limit: limit, now: at(1))
+        let asking = try #require(refill(r1))
+        #expect(asking.decision.allowed)
+        #expect(asking.want == 7, "this window's demand so far")
+        let last = leases.take("k", cost: 1, limit: limit, now: at(1))
+        #expect(decided(last)?.allowed == true, "the last token is spent, no second refill")
+        let empty = leases.take("k", cost: 1, limit: limit, now: at(1))
+        #expect(isJoin(empty), "nothing left: wait for the refill in flight")
+        let r2 = leases.wait("w", key: "k", cost: 1)
+        #expect(r2)
+        let waiters = leases.refilled("k", taken: 8, remaining: 800, resetAfter: .zero, now: at(2))
+        #expect(waiters.count == 1 && isAllowed(waiters[0].1))
+        for _ in 0..<5 {
+            let step = leases.take("k", cost: 1, limit: limit, now: at(3))
+            #expect(decided(step)?.allowed == true, "the refill's tokens, less the waiter's")
+        }
+    }
+
+    /// A batch barely spent is refilled in the last quarter of its window (its tokens would be
+    /// dropped at the end of it); what was left joins the refill for one more window.
+    @Test func unspentTokensJoinARefillAskedForLateInTheWindow() throws {
+        let limit = try RateLimit(rate: 10_000, burst: 1_000)
+        var leases = refilling("k", batch: 40, limit: limit, now: at(0))
+        let early = leases.take("k", cost: 1, limit: limit, now: at(10))
+        #expect(decided(early)?.allowed == true)
+        let r3 = leases.take("k", cost: 1, limit: limit, now: at(16))
+        let late = try #require(refill(r3))
+        #expect(late.decision.allowed)
+        let r4 = leases.refilled("k", taken: 10, remaining: 800, resetAfter: .zero, now: at(17))
+        #expect(r4.isEmpty)
+        // 37 left + 10 new, good until 37 ms: 47 calls decided here, the 48th is not.
+        for _ in 0..<47 {
+            let step = leases.take("k", cost: 1, limit: limit, now: at(30))
+            #expect(decided(step)?.allowed == true || refill(step)?.decision.allowed == true)
+        }
+        let spent = leases.take("k", cost: 1, limit: limit, now: at(30))
+        #expect(decided(spent) == nil && refill(spent) == nil)
+    }
+
+    /// Without the service nothing is asked ahead; a refill that brings nothing (refused,
+    /// failed) keeps the tokens held and sends its waiters to fetch their own.
+    @Test func refillsNeedTheServiceAndAFailedOneKeepsTheTokens() throws {
+        let limit = try RateLimit(rate: 10_000, burst: 1_000)
+        var off = refilling("k", batch: 8, limit: limit, now: at(0))
+        off.refillsAhead = false
+        for _ in 0..<7 {
+            let step = off.take("k", cost: 1, limit: limit, now: at(1))
+            #expect(decided(step)?.allowed == true)
+        }
+        let r5 = off.take("k", cost: 1, limit: limit, now: at(1))
+        #expect(wanted(r5) != nil, "spent: the caller fetches")
+
+        var leases = refilling("k", batch: 8, limit: limit, now: at(0))
+        for _ in 0..<5 { _ = leases.take("k", cost: 1, limit: limit, now: at(1)) }
+        let r6 = leases.take("k", cost: 1, limit: limit, now: at(1))
+        #expect(refill(r6) != nil)
+        let r7 = leases.refillEnded("k")
+        #expect(r7.isEmpty)
+        let kept = leases.take("k", cost: 1, limit: limit, now: at(1))
+        #expect(refill(kept)?.decision.allowed == true, "the token held is spent, and another refill asked for")
+        let r8 = leases.take("k", cost: 1, limit: limit, now: at(1))
+        #expect(isJoin(r8))
+        let r9 = leases.wait("w", key: "k", cost: 1)
+        #expect(r9)
+        let ended = leases.endRefills()
+        #expect(ended.count == 1 && isRetry(ended[0].1), "the service stopped: the waiter starts over")
+        let r10 = leases.take("k", cost: 1, limit: limit, now: at(1))
+        #expect(wanted(r10) != nil)
     }
 
     @Test func bucketsAreBoundedAndIdleOnesMakeRoom() throws {

@@ -110,8 +110,11 @@ struct RedisRateLimitStoreTests {
 
     /// A bucket busy enough to lease: 200/s puts 20 tokens in a 100 ms window. Three replicas
     /// with eight callers each spend it for a second in batches — far fewer round trips than
-    /// decisions — and the cluster still admits no more than the limit, and not much less.
-    @Test func busyBucketsAreLeasedInBatchesWithinTheClusterLimit() async throws {
+    /// decisions — and the cluster still admits no more than the limit, and not much less;
+    /// with the stores' services running (`refillsAhead`), batches are also fetched ahead of
+    /// need, and unspent tokens carried into the refill must not break the limit either.
+    @Test(arguments: [false, true])
+    func busyBucketsAreLeasedInBatchesWithinTheClusterLimit(refillsAhead: Bool) async throws {
         try await withRedisServer { server in
             let replicas = try (0..<3).map { _ in try client(server.url) }
             let probe = try client(server.url)
@@ -121,6 +124,12 @@ struct RedisRateLimitStoreTests {
             let (rate, burst) = (200, 40)
             let limit = try RateLimit(rate: rate, per: .seconds(1), burst: burst)
             let stores = replicas.map { RedisRateLimitStore(client: $0, leasing: .init(window: .milliseconds(100))) }
+            let services = Task {
+                await withDiscardingTaskGroup { group in
+                    if refillsAhead { for store in stores { group.addTask { await store.run() } } }
+                }
+            }
+            defer { services.cancel() }
             for store in stores { _ = try await store.acquire([RateLimitRequest(key: "warm-up", limit: limit)], maxWait: .zero) }
             let before = try await evalshaCalls(probe)
             let start = try await serverMicros(probe)
@@ -157,6 +166,53 @@ struct RedisRateLimitStoreTests {
             #expect(Double(allowed) >= (Double(burst) + Double(rate) * saturated) * 0.75, "allowed \(allowed) in \(saturated) s")
             #expect(decisions > allowed * 2, "the limit was contended: \(decisions) decisions")
             #expect(after.evalsha - before.evalsha < decisions / 3, "\(after.evalsha - before.evalsha) round trips for \(decisions) decisions")
+        }
+    }
+
+    /// With the store's service running, a busy bucket's next batch is fetched before the last
+    /// one runs out: paced calls are all decided from tokens held here. Without it, the first
+    /// call of each window finds the bucket empty and waits for a round trip.
+    @Test func busyBucketsAreRefilledAheadSoCallsDoNotWait() async throws {
+        try await withRedisServer { server in
+            let client = try client(server.url)
+            defer { client.shutdown() }
+            // 2,000 tokens a 20 ms window: never refused, batches follow the demand.
+            let limit = try RateLimit(rate: 100_000, burst: 100_000)
+
+            /// Calls one every ~half millisecond for 100 windows' worth; returns how many could
+            /// not be decided from leased tokens (they went to Redis and waited).
+            func waits(_ store: RedisRateLimitStore, key: String) async throws -> Int {
+                let request = RateLimitRequest(key: key, limit: limit)
+                for _ in 0..<50 {  // the demand becomes known
+                    _ = try await store.acquire([request], maxWait: .zero)
+                    try await Task.sleep(for: .microseconds(500))
+                }
+                var waited = 0
+                let until = ContinuousClock.now + .milliseconds(400)
+                while ContinuousClock.now < until {
+                    if store.decideLocally(request) == nil {
+                        waited += 1
+                        #expect(try await store.acquire([request], maxWait: .zero)[0].allowed)
+                    }
+                    try await Task.sleep(for: .microseconds(500))
+                }
+                return waited
+            }
+
+            let plain = RedisRateLimitStore(client: client)
+            let withoutService = try await waits(plain, key: "plain")
+            let refilled = RedisRateLimitStore(client: client)
+            let withService = try await withThrowingTaskGroup(of: Int?.self) { group in
+                group.addTask {
+                    await refilled.run()
+                    return nil
+                }
+                let count = try await waits(refilled, key: "refilled")
+                group.cancelAll()
+                return count
+            }
+            #expect(withoutService >= 10, "one wait per window without refills ahead: \(withoutService)")
+            #expect(withService * 5 <= withoutService, "refilled ahead: \(withService) waits against \(withoutService)")
         }
     }
 

@@ -93,9 +93,12 @@ public final class RedisBackend: Service, Sendable {
 
     // MARK: stores
 
-    /// Cluster-wide rate limits (GCRA in one script per decision; busy buckets leased).
+    /// Cluster-wide rate limits (GCRA in one script per decision; busy buckets leased). Its
+    /// refills ahead of need run with this backend.
     public func makeRateLimitStore() -> RedisRateLimitStore {
-        RedisRateLimitStore(client: client, keys: keys, leasing: configuration.rateLimitLeasing)
+        let store = RedisRateLimitStore(client: client, keys: keys, leasing: configuration.rateLimitLeasing)
+        schedule { await store.run() }
+        return store
     }
 
     /// Cluster-wide bulkheads (leases that expire with a crashed replica). Its slot reuse runs

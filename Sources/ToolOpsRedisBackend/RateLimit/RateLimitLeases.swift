@@ -40,6 +40,10 @@ struct RateLimitLeases<Waiter> {
         var fetching = false
         var waiters: [(waiter: Waiter, cost: Int)] = []
         /// Calls seen in the current window, and in the one before it.
+        /// The fetch in flight is a refill ahead of need (``RateLimitLeases/refillsAhead``).
+        var refilling = false
+        /// The tokens the last fetch or refill brought.
+        var lastBatch = 0
         var windowStart = ClockInstant(nanoseconds: .min)
         var demand = 0
         var previousDemand = 0
@@ -50,6 +54,12 @@ struct RateLimitLeases<Waiter> {
     }
 
     let configuration: Configuration
+    /// Whether a call that spends one of the last quarter of a batch's tokens — or spends one in
+    /// the last quarter of the batch's window — asks for the next batch ahead
+    /// (``RateLimitLeaseAction/decidedAndRefill(_:want:)``), so that busy buckets are never
+    /// empty and calls do not wait for a round trip. Set while the store's service is there to
+    /// fetch refills.
+    var refillsAhead = false
     private var buckets: [String: Bucket] = [:]
     /// When full of live buckets: no sweep before this (keys may come from callers; a sweep per
     /// new key would rebuild the table under the store's lock every call).
@@ -104,7 +114,15 @@ struct RateLimitLeases<Waiter> {
         if now >= bucket.expires { bucket.tokens = 0 }
         if bucket.tokens >= cost {
             bucket.tokens -= cost
-            return .decided(allowed(bucket, now: now))
+            let decision = allowed(bucket, now: now)
+            if refillsAhead, !bucket.fetching, bucket.lastBatch >= 2,
+                bucket.tokens * 4 < bucket.lastBatch || now >= bucket.expires - configuration.window / 4
+            {
+                bucket.fetching = true
+                bucket.refilling = true
+                return .decidedAndRefill(decision, want: min(maximumBatch(limit), max(1, bucket.previousDemand, bucket.demand)))
+            }
+            return .decided(decision)
         }
         let batch = maximumBatch(limit)
         if batch <= cost { return .direct }
@@ -116,11 +134,15 @@ struct RateLimitLeases<Waiter> {
     /// ``take(_:cost:limit:now:)`` when it decides at once (leased tokens, a remembered
     /// refusal) on a bucket already tracked; otherwise `nil` and nothing changed, so the
     /// caller's asynchronous path takes again.
-    mutating func takeIfDecided(_ key: String, cost: Int, limit: RateLimit, now: ClockInstant) -> RateLimitDecision? {
+    mutating func takeIfDecided(_ key: String, cost: Int, limit: RateLimit, now: ClockInstant) -> (decision: RateLimitDecision, refill: Int?)? {
         guard let saved = buckets[key] else { return nil }
-        if case .decided(let decision) = take(key, cost: cost, limit: limit, now: now) { return decision }
-        buckets[key] = saved
-        return nil
+        switch take(key, cost: cost, limit: limit, now: now) {
+        case .decided(let decision): return (decision, nil)
+        case .decidedAndRefill(let decision, let want): return (decision, want)
+        case .fetch, .direct, .join:
+            buckets[key] = saved
+            return nil
+        }
     }
 
     /// Queues `waiter` behind the fetch in flight for `key`; `false` if it already ended
@@ -142,12 +164,56 @@ struct RateLimitLeases<Waiter> {
             return (decision, [])
         }
         bucket.fetching = false
+        bucket.refilling = false
         bucket.refusal = nil
         bucket.tokens = max(0, taken - cost)
+        bucket.lastBatch = taken
         bucket.expires = now + configuration.window
         bucket.remaining = remaining
         bucket.resetAt = now + resetAfter
         let decision = allowed(bucket, now: now)
+        let outcomes = serveWaiters(&bucket, now: now)
+        buckets[key] = bucket
+        return (decision, outcomes)
+    }
+
+    /// A refill asked for ahead of need brought `taken` tokens: they join those still
+    /// unspent (all of them Redis' grants), for one more window, and serve the calls that ran
+    /// out meanwhile.
+    mutating func refilled(_ key: String, taken: Int, remaining: Int, resetAfter: Duration, now: ClockInstant) -> [(Waiter, Outcome)] {
+        guard var bucket = buckets[key], bucket.refilling else { return [] }
+        bucket.fetching = false
+        bucket.refilling = false
+        bucket.refusal = nil
+        bucket.tokens = (now < bucket.expires ? bucket.tokens : 0) + taken
+        bucket.lastBatch = taken
+        bucket.expires = now + configuration.window
+        bucket.remaining = remaining
+        bucket.resetAt = now + resetAfter
+        let outcomes = serveWaiters(&bucket, now: now)
+        buckets[key] = bucket
+        return outcomes
+    }
+
+    /// A refill that brought nothing (refused, failed, or never sent): the tokens still held
+    /// stay, and calls that ran out meanwhile start over (a fetch of their own finds out why).
+    mutating func refillEnded(_ key: String) -> [(Waiter, Outcome)] {
+        guard var bucket = buckets[key], bucket.refilling else { return [] }
+        bucket.fetching = false
+        bucket.refilling = false
+        let outcomes = bucket.waiters.map { ($0.waiter, Outcome.retry) }
+        bucket.waiters = []
+        buckets[key] = bucket
+        return outcomes
+    }
+
+    /// Ends every refill in flight (the service that fetches them stopped).
+    mutating func endRefills() -> [(Waiter, Outcome)] {
+        let refilling = buckets.filter { $0.value.refilling }.map(\.key)
+        return refilling.flatMap { refillEnded($0) }
+    }
+
+    private func serveWaiters(_ bucket: inout Bucket, now: ClockInstant) -> [(Waiter, Outcome)] {
         var outcomes: [(Waiter, Outcome)] = []
         for (waiter, waiterCost) in bucket.waiters {
             if bucket.tokens >= waiterCost {
@@ -158,8 +224,7 @@ struct RateLimitLeases<Waiter> {
             }
         }
         bucket.waiters = []
-        buckets[key] = bucket
-        return (decision, outcomes)
+        return outcomes
     }
 
     /// The fetch for `key` was refused with `decision` (no token before its `retryAfter`):
@@ -167,6 +232,7 @@ struct RateLimitLeases<Waiter> {
     mutating func refused(_ key: String, cost: Int, decision: RateLimitDecision, now: ClockInstant) -> [(Waiter, Outcome)] {
         guard var bucket = buckets[key] else { return [] }
         bucket.fetching = false
+        bucket.refilling = false
         bucket.tokens = 0
         if decision.retryAfter > .zero {
             bucket.refusal = (now, now + decision.retryAfter, cost, decision)
@@ -190,6 +256,7 @@ struct RateLimitLeases<Waiter> {
     mutating func failed(_ key: String, error: any Error, retry: Bool) -> [(Waiter, Outcome)] {
         guard var bucket = buckets[key] else { return [] }
         bucket.fetching = false
+        bucket.refilling = false
         let outcomes = bucket.waiters.map { ($0.waiter, retry ? Outcome.retry : .failed(error)) }
         bucket.waiters = []
         buckets[key] = bucket
@@ -219,6 +286,10 @@ struct RateLimitLeases<Waiter> {
 enum RateLimitLeaseAction {
     /// Decided here.
     case decided(RateLimitDecision)
+    /// Decided here, and the caller asks the store's service for the next batch of `want`
+    /// tokens ahead of need: report with `refilled` or `refillEnded` (the bucket counts as
+    /// fetching until then).
+    case decidedAndRefill(RateLimitDecision, want: Int)
     /// Fetch `want` tokens with the lease script; report with `granted` or `refused`.
     case fetch(want: Int)
     /// Ask Redis the usual way (no leasing for this bucket).

@@ -1,3 +1,4 @@
+import ServiceLifecycle
 import Synchronization
 import ToolOpsCore
 import ToolOpsRedis
@@ -12,7 +13,9 @@ import ToolOpsResilience
 /// one round trip, and the next calls spend them without one; a refusal is remembered until
 /// its `retryAfter`. The cluster still never admits more than the limit — every call spent a
 /// token taken from the shared bucket — and slow buckets (under 2 tokens a window, such as
-/// 100/s) are decided by Redis call by call.
+/// 100/s) are decided by Redis call by call. While ``run()`` runs, the next batch is fetched
+/// ahead of need (when a quarter of a batch or of its window is left), so calls on a busy
+/// bucket do not wait for a round trip at all.
 ///
 /// ```swift
 /// let store = RedisRateLimitStore(client: redis)
@@ -21,7 +24,7 @@ import ToolOpsResilience
 ///
 /// Errors: an unreachable Redis becomes `ToolOpsError(.storeUnavailable)` (the fallback
 /// wrapper acts on it); an error reply from Redis is rethrown as the `RedisClientError`.
-public final class RedisRateLimitStore: LocallyDecidingRateLimitStore {
+public final class RedisRateLimitStore: LocallyDecidingRateLimitStore, Service {
     public let client: RedisClient
     public let keys: RedisKeySchema
 
@@ -63,6 +66,17 @@ public final class RedisRateLimitStore: LocallyDecidingRateLimitStore {
     public let slotMode: SlotMode
     private let leases: Mutex<RateLimitLeases<Waiter>>
     private let clock: any ToolOpsClock
+
+    /// A batch asked for ahead of need, fetched by ``run()``.
+    struct Refill: Sendable {
+        var key: String
+        var limit: RateLimit
+        var want: Int
+    }
+
+    /// Refills waiting for ``run()``: at most one per bucket is in flight (the bucket counts as
+    /// fetching until it ends), so the buffer is bounded by the buckets.
+    private let refills = AsyncStream<Refill>.makeStream()
 
     /// - Parameters:
     ///   - leasing: how busy buckets are leased; defaults to ``Leasing/init(window:maximumBuckets:)``.
@@ -200,7 +214,58 @@ public final class RedisRateLimitStore: LocallyDecidingRateLimitStore {
     /// A decision from leased tokens or a remembered refusal, when there is one (no I/O).
     package func decideLocally(_ request: RateLimitRequest) -> RateLimitDecision? {
         let now = clock.now
-        return leases.withLock { $0.takeIfDecided(request.key, cost: request.cost, limit: request.limit, now: now) }
+        guard let (decision, refill) = leases.withLock({ $0.takeIfDecided(request.key, cost: request.cost, limit: request.limit, now: now) })
+        else { return nil }
+        if let refill { requestRefill(Refill(key: request.key, limit: request.limit, want: refill)) }
+        return decision
+    }
+
+    /// Fetches the batches asked for ahead of need, until graceful shutdown or cancellation.
+    /// Without it, a bucket's next batch is fetched when it runs out, by the call that finds
+    /// it empty (the others wait for it).
+    public func run() async {
+        leases.withLock { $0.refillsAhead = true }
+        let (requests, continuation) = refills
+        await withGracefulShutdownHandler {
+            await withDiscardingTaskGroup { group in
+                for await refill in requests {
+                    group.addTask { await self.fetchRefill(refill) }
+                }
+            }
+        } onGracefulShutdown: {
+            continuation.finish()
+        }
+        // Refills asked for but never fetched (cancelled): their buckets stop waiting for them.
+        let waiters = leases.withLock { leases in
+            leases.refillsAhead = false
+            return leases.endRefills()
+        }
+        for (waiter, outcome) in waiters { waiter.resume(returning: outcome) }
+    }
+
+    private func requestRefill(_ refill: Refill) {
+        if case .terminated = refills.continuation.yield(refill) {
+            let waiters = leases.withLock { $0.refillEnded(refill.key) }
+            for (waiter, outcome) in waiters { waiter.resume(returning: outcome) }
+        }
+    }
+
+    /// One refill: at least one token and up to `want`; the tokens join those still held.
+    private func fetchRefill(_ refill: Refill) async {
+        let command = RedisCommand.evalSHA(
+            Self.leaseScript, keys: [keys.rateLimit(refill.key)],
+            arguments: [1, Double(refill.limit.emissionInterval) / 1000, refill.limit.burst, refill.want])
+        let waiters: [(Waiter, RateLimitLeaseOutcome)]
+        if let reply = try? await client.send(command), let values = reply.array?.compactMap(\.int), values.count == 4, values[0] > 0 {
+            waiters = leases.withLock {
+                $0.refilled(refill.key, taken: Int(values[0]), remaining: Int(values[1]), resetAfter: .microseconds(values[3]), now: clock.now)
+            }
+        } else {
+            // Refused, failed or unreadable: the calls that need tokens fetch their own and
+            // learn why (a refusal is then remembered, an unreachable Redis reaches the fallback).
+            waiters = leases.withLock { $0.refillEnded(refill.key) }
+        }
+        for (waiter, outcome) in waiters { waiter.resume(returning: outcome) }
     }
 
     /// One request decided without waiting: from leased tokens or a remembered refusal when
@@ -213,6 +278,9 @@ public final class RedisRateLimitStore: LocallyDecidingRateLimitStore {
             let startedAt = clock.now
             switch leases.withLock({ $0.take(request.key, cost: request.cost, limit: request.limit, now: startedAt) }) {
             case .decided(let decision):
+                return decision
+            case .decidedAndRefill(let decision, let want):
+                requestRefill(Refill(key: request.key, limit: request.limit, want: want))
                 return decision
             case .direct:
                 let decision = try await decide([request], maxWait: .zero)[0]
