@@ -167,48 +167,50 @@ struct RateLimitLeasesTests {
         #expect(decided(step24)?.allowed == false)
     }
 
-    /// With the store's service running, the call that spends into the last quarter of a
-    /// batch also asks for the next one; calls keep spending what is left meanwhile, and only
-    /// those that find nothing left wait — for that refill, not a fetch of their own.
-    @Test func theNextBatchIsAskedForWhenAQuarterIsLeft() throws {
+    /// With the store's service running, the call that spends into the second half of a batch
+    /// also asks for the next one; calls keep spending what is left meanwhile, and only those
+    /// that find nothing left wait — for that refill, not a fetch of their own.
+    @Test func theNextBatchIsAskedForWhenHalfIsLeft() throws {
         let limit = try RateLimit(rate: 10_000, burst: 1_000)  // batches of up to 50
         var leases = refilling("k", batch: 8, limit: limit, now: at(0))  // 7 left after the fetcher's
-        for _ in 0..<5 {
+        for _ in 0..<3 {
             let step = leases.take("k", cost: 1, limit: limit, now: at(1))
             #expect(decided(step)?.allowed == true)
         }
-        // 2 → 1 left: under a quarter of 8.
-        let r1 = leases.take("k", cost: 1, limit: limit, now: at(1))
-        let asking = try #require(refill(r1))
+        // 4 → 3 left: under half of 8.
+        let step1 = leases.take("k", cost: 1, limit: limit, now: at(1))
+        let asking = try #require(refill(step1))
         #expect(asking.decision.allowed)
-        #expect(asking.want == 7, "this window's demand so far")
-        let last = leases.take("k", cost: 1, limit: limit, now: at(1))
-        #expect(decided(last)?.allowed == true, "the last token is spent, no second refill")
+        #expect(asking.want == 5, "this window's demand so far")
+        for _ in 0..<3 {
+            let step = leases.take("k", cost: 1, limit: limit, now: at(1))
+            #expect(decided(step)?.allowed == true, "the last tokens are spent, no second refill")
+        }
         let empty = leases.take("k", cost: 1, limit: limit, now: at(1))
         #expect(isJoin(empty), "nothing left: wait for the refill in flight")
-        let r2 = leases.wait("w", key: "k", cost: 1)
-        #expect(r2)
+        let step2 = leases.wait("w", key: "k", cost: 1)
+        #expect(step2)
         let waiters = leases.refilled("k", taken: 8, remaining: 800, resetAfter: .zero, now: at(2))
         #expect(waiters.count == 1 && isAllowed(waiters[0].1))
-        for _ in 0..<5 {
+        for _ in 0..<3 {
             let step = leases.take("k", cost: 1, limit: limit, now: at(3))
             #expect(decided(step)?.allowed == true, "the refill's tokens, less the waiter's")
         }
     }
 
-    /// A batch barely spent is refilled in the last quarter of its window (its tokens would be
+    /// A batch barely spent is refilled in the second half of its window (its tokens would be
     /// dropped at the end of it); what was left joins the refill for one more window.
     @Test func unspentTokensJoinARefillAskedForLateInTheWindow() throws {
         let limit = try RateLimit(rate: 10_000, burst: 1_000)
         var leases = refilling("k", batch: 40, limit: limit, now: at(0))
-        let early = leases.take("k", cost: 1, limit: limit, now: at(10))
+        let early = leases.take("k", cost: 1, limit: limit, now: at(5))
         #expect(decided(early)?.allowed == true)
-        let r3 = leases.take("k", cost: 1, limit: limit, now: at(16))
-        let late = try #require(refill(r3))
+        let step1 = leases.take("k", cost: 1, limit: limit, now: at(12))
+        let late = try #require(refill(step1))
         #expect(late.decision.allowed)
-        let r4 = leases.refilled("k", taken: 10, remaining: 800, resetAfter: .zero, now: at(17))
-        #expect(r4.isEmpty)
-        // 37 left + 10 new, good until 37 ms: 47 calls decided here, the 48th is not.
+        let step2 = leases.refilled("k", taken: 10, remaining: 800, resetAfter: .zero, now: at(13))
+        #expect(step2.isEmpty)
+        // 37 left + 10 new, good until 33 ms: 47 calls decided here, the 48th is not.
         for _ in 0..<47 {
             let step = leases.take("k", cost: 1, limit: limit, now: at(30))
             #expect(decided(step)?.allowed == true || refill(step)?.decision.allowed == true)
@@ -227,25 +229,26 @@ struct RateLimitLeasesTests {
             let step = off.take("k", cost: 1, limit: limit, now: at(1))
             #expect(decided(step)?.allowed == true)
         }
-        let r5 = off.take("k", cost: 1, limit: limit, now: at(1))
-        #expect(wanted(r5) != nil, "spent: the caller fetches")
+        let step1 = off.take("k", cost: 1, limit: limit, now: at(1))
+        #expect(wanted(step1) != nil, "spent: the caller fetches")
 
         var leases = refilling("k", batch: 8, limit: limit, now: at(0))
-        for _ in 0..<5 { _ = leases.take("k", cost: 1, limit: limit, now: at(1)) }
-        let r6 = leases.take("k", cost: 1, limit: limit, now: at(1))
-        #expect(refill(r6) != nil)
-        let r7 = leases.refillEnded("k")
-        #expect(r7.isEmpty)
+        for _ in 0..<3 { _ = leases.take("k", cost: 1, limit: limit, now: at(1)) }
+        let step2 = leases.take("k", cost: 1, limit: limit, now: at(1))
+        #expect(refill(step2) != nil)
+        let step3 = leases.refillEnded("k")
+        #expect(step3.isEmpty)
         let kept = leases.take("k", cost: 1, limit: limit, now: at(1))
-        #expect(refill(kept)?.decision.allowed == true, "the token held is spent, and another refill asked for")
-        let r8 = leases.take("k", cost: 1, limit: limit, now: at(1))
-        #expect(isJoin(r8))
-        let r9 = leases.wait("w", key: "k", cost: 1)
-        #expect(r9)
+        #expect(refill(kept)?.decision.allowed == true, "a token held is spent, and another refill asked for")
+        for _ in 0..<2 { _ = leases.take("k", cost: 1, limit: limit, now: at(1)) }
+        let step4 = leases.take("k", cost: 1, limit: limit, now: at(1))
+        #expect(isJoin(step4))
+        let step5 = leases.wait("w", key: "k", cost: 1)
+        #expect(step5)
         let ended = leases.endRefills()
         #expect(ended.count == 1 && isRetry(ended[0].1), "the service stopped: the waiter starts over")
-        let r10 = leases.take("k", cost: 1, limit: limit, now: at(1))
-        #expect(wanted(r10) != nil)
+        let step6 = leases.take("k", cost: 1, limit: limit, now: at(1))
+        #expect(wanted(step6) != nil)
     }
 
     @Test func bucketsAreBoundedAndIdleOnesMakeRoom() throws {

@@ -54,8 +54,8 @@ struct RateLimitLeases<Waiter> {
     }
 
     let configuration: Configuration
-    /// Whether a call that spends one of the last quarter of a batch's tokens — or spends one in
-    /// the last quarter of the batch's window — asks for the next batch ahead
+    /// Whether a call that spends into the second half of a batch's tokens — or spends one in
+    /// the second half of the batch's window — asks for the next batch ahead
     /// (``RateLimitLeaseAction/decidedAndRefill(_:want:)``), so that busy buckets are never
     /// empty and calls do not wait for a round trip. Set while the store's service is there to
     /// fetch refills.
@@ -116,7 +116,7 @@ struct RateLimitLeases<Waiter> {
             bucket.tokens -= cost
             let decision = allowed(bucket, now: now)
             if refillsAhead, !bucket.fetching, bucket.lastBatch >= 2,
-                bucket.tokens * 4 < bucket.lastBatch || now >= bucket.expires - configuration.window / 4
+                bucket.tokens * 2 < bucket.lastBatch || now >= bucket.expires - configuration.window / 2
             {
                 bucket.fetching = true
                 bucket.refilling = true

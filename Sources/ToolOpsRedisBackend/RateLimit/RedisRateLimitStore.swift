@@ -14,7 +14,8 @@ import ToolOpsResilience
 /// its `retryAfter`. The cluster still never admits more than the limit — every call spent a
 /// token taken from the shared bucket — and slow buckets (under 2 tokens a window, such as
 /// 100/s) are decided by Redis call by call. While ``run()`` runs, the next batch is fetched
-/// ahead of need (when a quarter of a batch or of its window is left), so calls on a busy
+/// ahead of need (when half of a batch or of its window is left: a round trip under load
+/// can take longer than the last quarter lasts), so calls on a busy
 /// bucket do not wait for a round trip at all.
 ///
 /// ```swift
