@@ -34,7 +34,7 @@ struct HTTPBench: AsyncParsableCommand {
     @Option(help: "Event-loop threads of the HTTP server (0: NIO's singleton group, one per core).")
     var eventLoopThreads: Int = 0
 
-    @Flag(help: "Also measure the memory pipeline with each middleware left out in turn (what each one costs over HTTP).")
+    @Flag(help: "Also measure the memory and Redis pipelines with each middleware left out in turn (what each one costs over HTTP).")
     var ablation = false
 
     @Option(help: "Connections per Redis client (the configuration's state.redis.poolSize).")
@@ -65,14 +65,16 @@ struct HTTPBench: AsyncParsableCommand {
         assemblies.onRedisLight.routes.register(on: router.group("redis-light"))
         var ablated: [(String, String)] = []
         if ablation {
-            let middlewares = assemblies.memory.pipeline.middlewares
-            for index in middlewares.indices {
-                var kept = middlewares
-                let dropped = kept.remove(at: index)
-                let name = String(describing: type(of: dropped))
-                let pipeline = ToolPipeline(runner: assemblies.memory.registry, middlewares: kept)
-                ToolRoutes(registry: assemblies.memory.registry, pipeline: pipeline).register(on: router.group("memory-without-\(index)"))
-                ablated.append(("  memory without \(name)", "/memory-without-\(index)/v1/tools/demo/echo"))
+            for (row, assembly) in [("memory", assemblies.memory), ("redis", assemblies.onRedis)] {
+                let middlewares = assembly.pipeline.middlewares
+                for index in middlewares.indices {
+                    var kept = middlewares
+                    let dropped = kept.remove(at: index)
+                    let name = String(describing: type(of: dropped))
+                    let pipeline = ToolPipeline(runner: assembly.registry, middlewares: kept)
+                    ToolRoutes(registry: assembly.registry, pipeline: pipeline).register(on: router.group("\(row)-without-\(index)"))
+                    ablated.append(("  \(row) without \(name)", "/\(row)-without-\(index)/v1/tools/demo/echo"))
+                }
             }
         }
         let port = try RedisServer.freePort()
@@ -99,7 +101,8 @@ struct HTTPBench: AsyncParsableCommand {
                 ("full pipeline, memory stores", "/memory/v1/tools/demo/echo"),
                 ("full pipeline, Redis stores", "/redis/v1/tools/demo/echo"),
                 ("  the same without the bulkhead", "/redis-light/v1/tools/demo/echo"),
-            ].filter { $0.1 == "/bare" || selected.contains("/" + ($0.1.split(separator: "/").first ?? "")) } + ablated
+            ].filter { $0.1 == "/bare" || selected.contains("/" + ($0.1.split(separator: "/").first ?? "")) }
+                + ablated.filter { row in selected.contains { row.1.hasPrefix($0 + "-without-") } }
             print("toolops-bench http — wrk \(seconds) s per cell, \(repeats) interleaved rounds, server and wrk on the same machine")
             print("medians over the rounds; ratios and added p99 are taken against the bare route of the same round (range in brackets)")
             print(pad("", 34) + pad("conns", 7) + pad("req/s", 9) + pad("ratio", 22) + pad("p99", 10) + pad("Δp99", 20) + pad("CPU/req", 9) + pad("cs/req", 8) + "Redis cmd/call")
