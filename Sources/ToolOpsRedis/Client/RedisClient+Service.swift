@@ -21,22 +21,25 @@ extension RedisClient: Service {
     }
 
     /// Reopens the pub/sub connection when needed, once a second, and on a cluster or with
-    /// Sentinel refreshes the layout when due (``RedisConfiguration/topologyRefreshInterval``,
-    /// or soon after a failure said it changed), until graceful shutdown or cancellation.
+    /// Sentinel performs the layout refreshes: those commands ask for, and the periodic one
+    /// (``RedisConfiguration/topologyRefreshInterval``, or soon after a failure said it
+    /// changed), until graceful shutdown or cancellation.
     package func maintainSubscriptions() async {
         await cancelWhenGracefulShutdown {
-            while !Task.isCancelled {
-                try? await Task.sleep(for: .seconds(1))
-                await self.router.refreshIfDue()
-                self.subscriber.reviveIfNeeded()
+            await withDiscardingTaskGroup { group in
+                if self.router.standalone == nil { group.addTask { await self.router.runRefreshes() } }
+                while !Task.isCancelled {
+                    try? await Task.sleep(for: .seconds(1))
+                    await self.router.refreshIfDue()
+                    self.subscriber.reviveIfNeeded()
+                }
+                group.cancelAll()
             }
         }
     }
 
     /// Waits until every connection has closed after ``shutdown()``, at most the command timeout.
     package func drained() async {
-        // A topology refresh under way ends within its timeouts (it makes no pool after shutdown).
-        await router.refreshInFlight?.value
         let until = ContinuousClock.now.advanced(by: configuration.commandTimeout)
         while ContinuousClock.now < until {
             if liveConnections == 0 && subscriber.isIdle && leases.load(ordering: .relaxed) == 0 { return }

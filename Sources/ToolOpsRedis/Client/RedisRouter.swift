@@ -19,8 +19,11 @@ final class RedisRouter: Sendable {
         var slotPools: [RedisNodePool?] = []
         /// Sentinel: the master's address once known.
         var master: Endpoint?
-        /// The refresh under way, if any (see ``refresh()``).
-        var refreshTask: Task<Void, Never>?
+        /// A refresh is asked for or under way (see ``refresh()``).
+        var refreshing = false
+        /// The client's service runs the refreshes (``runRefreshes()``); without it, the
+        /// caller that asks for one performs it.
+        var serviceRunning = false
         var waiters: [Int: CheckedContinuation<Void, Never>] = [:]
         var nextWaiter = 0
         var lastRefresh: ContinuousClock.Instant?
@@ -39,6 +42,8 @@ final class RedisRouter: Sendable {
     private let makePool: @Sendable (Endpoint) -> RedisNodePool
     private let logger: Logger
     private let askSentinels: @Sendable () async throws(RedisClientError) -> Endpoint
+    /// Refreshes asked of ``runRefreshes()``; one at a time is asked for (``State/refreshing``).
+    private let refreshRequests = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
 
     init(
         configuration: RedisConfiguration, logger: Logger, makePool: @escaping @Sendable (Endpoint) -> RedisNodePool,
@@ -68,8 +73,7 @@ final class RedisRouter: Sendable {
         // Not for every command: a refresh under way is joined, and one that just failed is
         // not repeated within 100 ms (its error is returned).
         if refreshDue(now: .now, unknown: true) || isRefreshing {
-            await refresh()
-            if evenIfCancelled { await refreshInFlight?.value }
+            await refresh(cancellable: !evenIfCancelled)
         }
         if let pool = try knownPool(for: routing) { return pool }
         throw unknownLayoutError(for: routing)
@@ -181,14 +185,14 @@ final class RedisRouter: Sendable {
     func refreshDue(now: ContinuousClock.Instant = .now, unknown: Bool = false) -> Bool {
         guard standalone == nil else { return false }
         return state.withLock { state in
-            guard state.refreshTask == nil, !state.isShutDown else { return false }
+            guard !state.refreshing, !state.isShutDown else { return false }
             guard let last = state.lastRefresh else { return true }
             if state.refreshWanted || unknown { return now - last >= .milliseconds(100) }
             return now - last >= configuration.topologyRefreshInterval
         }
     }
 
-    private var isRefreshing: Bool { state.withLock { $0.refreshTask != nil } }
+    private var isRefreshing: Bool { state.withLock { $0.refreshing } }
 
     /// Refreshes when ``refreshDue(now:unknown:)``.
     func refreshIfDue() async {
@@ -196,39 +200,75 @@ final class RedisRouter: Sendable {
     }
 
     /// Reads the layout again (`CLUSTER SLOTS` from the first node that answers; the sentinels'
-    /// master) and returns when it is done — or when the caller is cancelled.
+    /// master) and returns when it is done — or, if `cancellable`, when the caller is cancelled.
     ///
-    /// One refresh at a time: callers arriving during one wait for it. It runs in a task of its
-    /// own so that a caller's cancellation (a store's failover deadline) does not fail it for
-    /// the others; it is bounded (each node is asked within the connect and command timeouts),
-    /// every caller waits for it (cancellably), and the client's service awaits the last one
-    /// when it drains (``refreshInFlight``).
-    func refresh() async {
+    /// One refresh at a time: callers arriving during one wait for it. The client's service
+    /// performs it (``runRefreshes()``), so that a caller's cancellation (a store's failover
+    /// deadline) does not fail it for the others; it is bounded (each node is asked within the
+    /// connect and command timeouts). A client whose service is not running has the caller
+    /// perform it.
+    func refresh(cancellable: Bool = true) async {
         guard standalone == nil else { return }
-        state.withLock { state in
-            if state.isShutDown || state.refreshTask != nil { return }
-            state.refreshTask = Task { await self.performRefresh() }
+        enum Start { case none, join, service, inline }
+        let start = state.withLock { state -> Start in
+            if state.isShutDown { return .none }
+            if state.refreshing { return .join }
+            state.refreshing = true
+            return state.serviceRunning ? .service : .inline
         }
-        await waitForRefresh()
+        switch start {
+        case .none: return
+        case .join: await waitForRefresh(cancellable: cancellable)
+        case .service:
+            refreshRequests.continuation.yield()
+            await waitForRefresh(cancellable: cancellable)
+        case .inline: await performRefresh()
+        }
     }
 
-    /// The refresh under way, for the client's service to await while it drains.
-    var refreshInFlight: Task<Void, Never>? { state.withLock { $0.refreshTask } }
+    /// Performs the refreshes callers ask for, one at a time, until cancelled (the client's
+    /// service runs it). Ending, it releases the callers of one asked for and not performed.
+    /// A second one at the same time (the client's service and a backend's both running)
+    /// returns at once: one consumer only.
+    func runRefreshes() async {
+        let first = state.withLock { state -> Bool in
+            if state.serviceRunning { return false }
+            state.serviceRunning = true
+            return true
+        }
+        guard first else { return }
+        for await _ in refreshRequests.stream {
+            if Task.isCancelled { break }
+            await performRefresh()
+        }
+        let waiters = state.withLock { state -> [CheckedContinuation<Void, Never>] in
+            state.serviceRunning = false
+            guard state.refreshing else { return [] }
+            state.refreshing = false
+            defer { state.waiters = [:] }
+            return Array(state.waiters.values)
+        }
+        for waiter in waiters { waiter.resume() }
+    }
 
-    private func waitForRefresh() async {
+    private func waitForRefresh(cancellable: Bool) async {
         let id = state.withLock { state -> Int in
             state.nextWaiter += 1
             return state.nextWaiter
         }
-        await withTaskCancellationHandler {
+        func wait() async {
             await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
                 let now = state.withLock { state -> Bool in
-                    guard state.refreshTask != nil, !Task.isCancelled else { return true }
+                    guard state.refreshing, !(cancellable && Task.isCancelled) else { return true }
                     state.waiters[id] = continuation
                     return false
                 }
                 if now { continuation.resume() }
             }
+        }
+        guard cancellable else { return await wait() }
+        await withTaskCancellationHandler {
+            await wait()
         } onCancel: {
             state.withLock { $0.waiters.removeValue(forKey: id) }?.resume()
         }
@@ -247,7 +287,7 @@ final class RedisRouter: Sendable {
             outcome = .failure(error)
         }
         let waiters = state.withLock { state -> [CheckedContinuation<Void, Never>] in
-            state.refreshTask = nil
+            state.refreshing = false
             state.lastRefresh = .now
             switch outcome {
             case .success:
