@@ -53,13 +53,15 @@ struct BulkheadSpares {
     /// A spare slot for a call on `key` (its lease id), if one is kept and fresh; and the
     /// spares found stale on the way, to give back to Redis.
     mutating func take(key: String, limit: Int, lease: Duration, now: ClockInstant) -> (token: UInt64?, stale: [UInt64]) {
-        guard var list = spares[key] else { return (nil, []) }
+        // The list is changed where it lies (`spares[key]?.popLast()`): taken out into a
+        // variable, it would be copied whole on every call while the dictionary still held it.
+        guard spares[key] != nil else { return (nil, []) }
         var stale: [UInt64] = []
         var found: Spare?
-        while found == nil, let spare = list.popLast() {
+        while found == nil, let spare = spares[key]?.popLast() {
             if now < spare.until && now - spare.renewedAt < lease / 3 { found = spare } else { stale.append(spare.token) }
         }
-        spares[key] = list.isEmpty ? nil : list
+        if spares[key]?.isEmpty == true { spares[key] = nil }
         guard let found else { return (nil, stale) }
         held[found.token] = Held(key: key, renewedAt: found.renewedAt, capacity: capacity(limit: limit))
         return (found.token, stale)
@@ -85,10 +87,8 @@ struct BulkheadSpares {
     /// Redis now (always when not `keep`: nothing would give it back later).
     mutating func released(_ token: UInt64, now: ClockInstant, keep: Bool = true) -> Bool {
         guard let slot = held.removeValue(forKey: token), keep else { return false }
-        var list = spares[slot.key, default: []]
-        guard list.count < slot.capacity else { return false }
-        list.append(Spare(token: token, renewedAt: slot.renewedAt, until: now + configuration.hold))
-        spares[slot.key] = list
+        guard (spares[slot.key]?.count ?? 0) < slot.capacity else { return false }
+        spares[slot.key, default: []].append(Spare(token: token, renewedAt: slot.renewedAt, until: now + configuration.hold))
         return true
     }
 
