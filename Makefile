@@ -45,4 +45,5 @@ bench: test-deps
 	.build/release/toolops-bench cache
 	.build/release/toolops-bench observe
 	.build/release/toolops-bench auth
+	.build/release/toolops-bench pipeline
 	.build/release/toolops-bench http
