@@ -125,7 +125,7 @@ let package = Package(
             dependencies: [
                 "ToolOpsCore", "ToolOpsHealth", "ToolOpsRedis", "ToolOpsRedisBackend", "ToolOpsHTTP", "ToolOpsTelemetry", "ToolOpsAuth",
                 "ToolOpsResilience", "ToolOpsCache", "ToolOpsObserve", "ToolOpsMCP", .product(name: "MCP", package: "swift-sdk"), hummingbird, lifecycle, log, metrics, .product(name: "Yams", package: "Yams"),
-                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"), .product(name: "NIOPosix", package: "swift-nio"),
             ],
             swiftSettings: strict),
         .executableTarget(

@@ -1,5 +1,6 @@
 import Hummingbird
 import Logging
+import NIOPosix
 import ServiceLifecycle
 import ToolOpsCore
 import ToolOpsMCP
@@ -75,8 +76,17 @@ public struct ToolOpsServer: Sendable {
             configuration: .init(tenantHeader: configuration.server.tenantHeader.map { $0.lowercased() }), logger: logger)
         MCPRoutes(server: mcp).register(on: router)
         DashboardRoutes(assembly: assembly, replicaID: replicaID).register(on: router)
+        var eventLoops: EventLoopGroupProvider = .singleton
+        if let threads = configuration.server.eventLoopThreads {
+            let group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
+            // Before the server in the list: a service group stops its services in reverse
+            // order, so the threads are shut down once the server no longer needs them.
+            services.append(EventLoopGroupOwner(group: group))
+            eventLoops = .shared(group)
+        }
         let app = Application(
-            router: router, configuration: .init(address: .hostname(configuration.server.host, port: configuration.server.port)), logger: logger)
+            router: router, configuration: .init(address: .hostname(configuration.server.host, port: configuration.server.port)),
+            eventLoopGroupProvider: eventLoops, logger: logger)
         services.append(app)
         services.append(ReadinessService(health: health, drainDelay: configuration.server.drainDelay, logger: logger))
         services.append(
@@ -125,5 +135,16 @@ public struct ToolOpsServer: Sendable {
             ? String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self) : "replica"
         let safe = String(host.map { $0.isLetter || $0.isNumber || $0 == "-" ? $0 : "-" }.prefix(100))
         return "\(safe.isEmpty ? "replica" : safe)-\(getpid())"
+    }
+}
+
+/// Owns the HTTP server's own event-loop group (``ToolOpsConfiguration/Server/eventLoopThreads``):
+/// waits for graceful shutdown, then shuts the group's threads down.
+struct EventLoopGroupOwner: Service {
+    let group: MultiThreadedEventLoopGroup
+
+    func run() async throws {
+        try? await gracefulShutdown()
+        try await group.shutdownGracefully()
     }
 }

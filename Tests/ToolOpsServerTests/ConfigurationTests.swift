@@ -57,6 +57,7 @@ struct ConfigurationTests {
         #expect(configuration.server.port == 7002)  // flag
         #expect(configuration.server.maximumBodyBytes == 4096)  // environment
         #expect(configuration.server.host == "0.0.0.0")  // file
+        #expect(configuration.server.eventLoopThreads == nil, "NIO's shared group unless set")
         #expect(configuration.policies.timeout == .milliseconds(250))
         // A section given only by the environment.
         let redis = try ToolOpsConfiguration.load(
@@ -93,6 +94,7 @@ struct ConfigurationTests {
             (#"{"auth":{"enabled":true}}"#, [:], [], ["every call would be refused"]),
             ("{not json", [:], [], ["not valid JSON"]),
             (#"{"policies":{"rateLimit":{"leaseWindow":"5s"}}}"#, [:], [], ["policies.rateLimit.leaseWindow", "above 1s"]),
+            (nil, ["TOOLOPS_SERVER_EVENT_LOOP_THREADS": "0"], [], ["server.eventLoopThreads", "TOOLOPS_SERVER_EVENT_LOOP_THREADS", "1…256"]),
         ]
         for item in cases {
             let file = try item.file.map(write)

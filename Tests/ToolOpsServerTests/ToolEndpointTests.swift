@@ -52,7 +52,8 @@ func errorCode(_ body: String) -> String? {
 @Suite("The tool endpoint", .timeLimit(.minutes(1)))
 struct ToolEndpointTests {
     @Test func theDemoToolsAnswerAndListTheirSchemas() async throws {
-        try await withToolServer { port, _ in
+        // On an event-loop group of its own (server.eventLoopThreads), not NIO's shared one.
+        try await withToolServer({ $0.server.eventLoopThreads = 1 }) { port, _ in
             let list = try await http(port: port, "GET", "/v1/tools")
             #expect(list.status == 200)
             let tools = try JSONValue(parsing: list.body)["tools"]

@@ -23,6 +23,7 @@ extension ToolOpsConfiguration {
             server.maximumBodyBytes = try node.int("maxBodyBytes", in: 1...(256 << 20), default: server.maximumBodyBytes)
             if let header = try node.string("tenantHeader") { server.tenantHeader = header.isEmpty ? nil : header }
             server.drainDelay = try node.duration("drainDelay", default: server.drainDelay)
+            server.eventLoopThreads = try node.int("eventLoopThreads", in: 1...256)
         }
         if let node = try root.object("replica") {
             if let id = try node.string("id") {

@@ -25,6 +25,11 @@ public struct ToolOpsConfiguration: Sendable {
         public var tenantHeader: String? = "X-Tenant-ID"
         /// `server.drainDelay`: serving on after readiness turns false on SIGTERM. Defaults to 0.
         public var drainDelay: Duration = .zero
+        /// `server.eventLoopThreads`: the HTTP server's NIO event-loop threads. `nil` (the
+        /// default) uses NIO's shared group, one thread per core. Tool calls run on the Swift
+        /// concurrency pool, not on these threads: on small machines fewer event loops sleep
+        /// less often between responses, and each wake-up is a context switch.
+        public var eventLoopThreads: Int?
         public init() {}
     }
 
