@@ -253,13 +253,10 @@ public final class RedisRateLimitStore: LocallyDecidingRateLimitStore, Service {
 
     /// One refill: at least one token and up to `want`; the tokens join those still held.
     private func fetchRefill(_ refill: Refill) async {
-        let command = RedisCommand.evalSHA(
-            Self.leaseScript, keys: [keys.rateLimit(refill.key)],
-            arguments: [1, Double(refill.limit.emissionInterval) / 1000, refill.limit.burst, refill.want])
         let waiters: [(Waiter, RateLimitLeaseOutcome)]
-        if let reply = try? await client.send(command), let values = reply.array?.compactMap(\.int), values.count == 4, values[0] > 0 {
+        if let values = try? await lease(refill.key, limit: refill.limit, cost: 1, want: refill.want), values[0] > 0 {
             waiters = leases.withLock {
-                $0.refilled(refill.key, taken: Int(values[0]), remaining: Int(values[1]), resetAfter: .microseconds(values[3]), now: clock.now)
+                $0.refilled(refill.key, taken: values[0], remaining: values[1], resetAfter: .microseconds(values[3]), now: clock.now)
             }
         } else {
             // Refused, failed or unreadable: the calls that need tokens fetch their own and
@@ -306,16 +303,9 @@ public final class RedisRateLimitStore: LocallyDecidingRateLimitStore, Service {
 
     /// Takes up to `want` tokens for `request`'s bucket and tells the calls waiting for them.
     private func fetch(_ request: RateLimitRequest, want: Int, startedAt: ClockInstant) async throws -> RateLimitDecision {
-        let command = RedisCommand.evalSHA(
-            Self.leaseScript, keys: [keys.rateLimit(request.key)],
-            arguments: [request.cost, Double(request.limit.emissionInterval) / 1000, request.limit.burst, want])
         let values: [Int]
         do {
-            let reply = try await client.send(command)
-            guard let ints = reply.array?.compactMap(\.int), ints.count == 4 else {
-                throw RedisClientError(.unexpectedReply, "rate-limit lease script returned \(reply)")
-            }
-            values = ints.map { Int($0) }
+            values = try await lease(request.key, limit: request.limit, cost: request.cost, want: want)
         } catch {
             let waiters = leases.withLock { $0.failed(request.key, error: Self.mapped(error), retry: error is CancellationError) }
             for (waiter, outcome) in waiters { waiter.resume(returning: outcome) }
@@ -337,6 +327,17 @@ public final class RedisRateLimitStore: LocallyDecidingRateLimitStore, Service {
         }
         for (waiter, outcome) in waiters { waiter.resume(returning: outcome) }
         return decision
+    }
+
+    /// Runs ``leaseScript`` on `key`'s bucket: `taken, remaining, retryAfter, resetAfter` (µs).
+    private func lease(_ key: String, limit: RateLimit, cost: Int, want: Int) async throws -> [Int] {
+        let reply = try await client.send(
+            RedisCommand.evalSHA(
+                Self.leaseScript, keys: [keys.rateLimit(key)], arguments: [cost, Double(limit.emissionInterval) / 1000, limit.burst, want]))
+        guard let values = reply.array?.compactMap(\.int), values.count == 4 else {
+            throw RedisClientError(.unexpectedReply, "rate-limit lease script returned \(reply)")
+        }
+        return values.map { Int($0) }
     }
 
     /// KEYS: buckets. ARGV: per bucket its cost and emission interval (µs). Gives back tokens a

@@ -5,6 +5,8 @@ import ToolOpsCore
 /// are released to the store that issued them.
 public final class FallbackBulkheadStore: LocallyAcquiringBulkheadStore, FailoverFallbackStore {
     public let primary: any BulkheadStore
+    /// The primary when it can sometimes grant at once (Redis: a kept slot).
+    let locallyAcquiring: (any LocallyAcquiringBulkheadStore)?
     public let fallback: any BulkheadStore
     package let failover: StoreFailover
     /// Permits from the fallback store carry this bit, so releases find their way back.
@@ -16,6 +18,7 @@ public final class FallbackBulkheadStore: LocallyAcquiringBulkheadStore, Failove
         clock: any ToolOpsClock = SystemClock(), name: String = "bulkhead", observer: ResilienceObserver? = nil
     ) throws(ToolOpsError) {
         self.primary = primary
+        self.locallyAcquiring = primary as? any LocallyAcquiringBulkheadStore
         self.fallback = fallback
         self.failover = try StoreFailover(
             name: name, mode: mode, deadline: deadline, probeInterval: probeInterval, clock: clock, observer: observer.map(ResilienceEvent.forwarding))
@@ -23,8 +26,8 @@ public final class FallbackBulkheadStore: LocallyAcquiringBulkheadStore, Failove
 
     /// The primary's local grant (a kept slot) while it is healthy; degraded: `nil`.
     package func acquireLocally(key: String, limit: Int, lease: Duration) -> BulkheadPermit? {
-        guard let local = primary as? any LocallyAcquiringBulkheadStore, !failover.isDegraded else { return nil }
-        return local.acquireLocally(key: key, limit: limit, lease: lease)
+        guard let locallyAcquiring, !failover.isDegraded else { return nil }
+        return locallyAcquiring.acquireLocally(key: key, limit: limit, lease: lease)
     }
 
     public func acquire(key: String, limit: Int, lease: Duration, maxWait: Duration) async throws -> BulkheadPermit {
