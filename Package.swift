@@ -142,7 +142,7 @@ let package = Package(
                 "ToolOpsCore", "ToolOpsRedis", "ToolOpsResilience", "ToolOpsCache", "ToolOpsRedisBackend", "ToolOpsTesting",
                 "ToolOpsObserve", "ToolOpsAuth", "ToolOpsHTTP", "ToolOpsServer", "CHiredis", argumentParser, log, tracing, prometheus, lifecycle,
                 hummingbird, .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
-                .product(name: "JWTKit", package: "jwt-kit"),
+                .product(name: "NIOEmbedded", package: "swift-nio"), .product(name: "JWTKit", package: "jwt-kit"),
                 .product(name: "OTel", package: "swift-otel"),
             ],
             path: "Benchmarks/toolops-bench",

@@ -11,7 +11,7 @@ struct Bench: AsyncParsableCommand {
         commandName: "toolops-bench",
         abstract: "Benchmarks, printed side by side with a reference measured in the same run.",
         version: ToolOps.version,
-        subcommands: [RedisBench.self, SoakBench.self, ClusterBench.self, DecodeBench.self, KeysBench.self, ResilienceBench.self, RateLimitBench.self, BreakerBench.self, CacheBench.self, ObserveBench.self, AuthBench.self, HTTPBench.self, PipelineBench.self]
+        subcommands: [RedisBench.self, SoakBench.self, ClusterBench.self, DecodeBench.self, KeysBench.self, ResilienceBench.self, RateLimitBench.self, BreakerBench.self, CacheBench.self, ObserveBench.self, AuthBench.self, HTTPBench.self, PipelineBench.self, HandlerBench.self]
     )
 }
 

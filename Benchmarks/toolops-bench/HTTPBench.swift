@@ -25,7 +25,7 @@ struct HTTPBench: AsyncParsableCommand {
     @Option(help: "Seconds per measurement.")
     var seconds: Int = 3
 
-    @Option(help: "Comma-separated rows to run (bare, plain, memory, redis, redis-light); the bare route is always run first.")
+    @Option(help: "Comma-separated rows to run (bare, spin, plain, memory, redis, redis-light); the bare route is always run first.")
     var rows: String = "plain,memory,redis,redis-light"
 
     @Option(help: "Rounds: every row is measured once per round, in turn, and the medians are reported (the machine's noise moves in minutes, not seconds).")
@@ -33,6 +33,9 @@ struct HTTPBench: AsyncParsableCommand {
 
     @Option(help: "Event-loop threads of the HTTP server (0: NIO's singleton group, one per core).")
     var eventLoopThreads: Int = 0
+
+    @Option(help: "How long the `spin` row's handler computes, in microseconds: a calibration row (CPU that is neither ours nor Hummingbird's, added per request).")
+    var spinMicroseconds: Int = 20
 
     @Flag(help: "Also measure the memory and Redis pipelines with each middleware left out in turn (what each one costs over HTTP).")
     var ablation = false
@@ -57,6 +60,12 @@ struct HTTPBench: AsyncParsableCommand {
         let body = ByteBuffer(string: #"{"hello":"world"}"#)
         router.post("bare") { request, _ -> Response in
             _ = try await request.body.collect(upTo: 1 << 20)
+            return Response(status: .ok, headers: [.contentType: "application/json"], body: ResponseBody(byteBuffer: body))
+        }
+        router.post("spin") { request, _ -> Response in
+            _ = try await request.body.collect(upTo: 1 << 20)
+            let until = ContinuousClock.now + .microseconds(spinMicroseconds)
+            while ContinuousClock.now < until {}  // computing, as a handler would
             return Response(status: .ok, headers: [.contentType: "application/json"], body: ResponseBody(byteBuffer: body))
         }
         ToolRoutes(registry: assemblies.plain.registry, pipeline: assemblies.plain.registry).register(on: router.group("plain"))
@@ -97,6 +106,7 @@ struct HTTPBench: AsyncParsableCommand {
             let selected = Set(rows.split(separator: ",").map { "/" + $0.trimmingCharacters(in: .whitespaces) })
             let rows: [(String, String)] = [
                 ("bare Hummingbird route (same JSON)", "/bare"),
+                ("bare route + \(spinMicroseconds) µs of CPU", "/spin"),
                 ("tool endpoint, no policies", "/plain/v1/tools/demo/echo"),
                 ("full pipeline, memory stores", "/memory/v1/tools/demo/echo"),
                 ("full pipeline, Redis stores", "/redis/v1/tools/demo/echo"),

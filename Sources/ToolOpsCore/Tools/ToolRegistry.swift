@@ -87,7 +87,77 @@ public struct ArgumentSchema: Sendable {
     }
 
     /// Throws ``ToolOpsError/Code/invalidInput`` naming the first problem (with its path).
+    ///
+    /// Arguments are checked twice only when they are wrong: a first pass answers yes or no
+    /// without building a path or a message (or sorting members), which is all a valid call —
+    /// nearly every call — costs; the second finds the first problem in member-name order.
     public static func validate(_ value: JSONValue, against schema: JSONValue, path: String = "arguments") throws(ToolOpsError) {
+        if conforms(value, to: schema) { return }
+        try report(value, against: schema, path: path)
+    }
+
+    /// Whether `value` satisfies `schema`: exactly when ``report(_:against:path:)`` throws nothing.
+    static func conforms(_ value: JSONValue, to schema: JSONValue) -> Bool {
+        guard case .object(let rules) = schema else { return true }
+        if let types = rules["type"] {
+            switch types {
+            case .string(let one):
+                if !matches(value, type: one) { return false }
+            case .array(let many):
+                var listed = false
+                for case .string(let type) in many {
+                    if matches(value, type: type) {
+                        listed = false
+                        break
+                    }
+                    listed = true
+                }
+                if listed { return false }
+            default:
+                break
+            }
+        }
+        if case .array(let options)? = rules["enum"], !options.contains(value) { return false }
+        switch value {
+        case .object(let members):
+            if case .array(let required)? = rules["required"] {
+                for case .string(let name) in required where members[name] == nil { return false }
+            }
+            let properties: [String: JSONValue]
+            if case .object(let declared)? = rules["properties"] { properties = declared } else { properties = [:] }
+            let closed = rules["additionalProperties"] == .bool(false)
+            if properties.isEmpty && !closed { return true }
+            for (name, member) in members {
+                if let propertySchema = properties[name] {
+                    if !conforms(member, to: propertySchema) { return false }
+                } else if closed {
+                    return false
+                }
+            }
+        case .array(let items):
+            if let maximum = rules["maxItems"]?.int64Value, items.count > maximum { return false }
+            if let itemSchema = rules["items"] {
+                for item in items where !conforms(item, to: itemSchema) { return false }
+            }
+        case .string(let text):
+            let minimum = rules["minLength"]?.int64Value, maximum = rules["maxLength"]?.int64Value
+            if minimum != nil || maximum != nil {
+                let length = text.count
+                if let minimum, length < minimum { return false }
+                if let maximum, length > maximum { return false }
+            }
+        case .integer, .number:
+            let number = value.doubleValue ?? 0
+            if let minimum = rules["minimum"]?.doubleValue, number < minimum { return false }
+            if let maximum = rules["maximum"]?.doubleValue, number > maximum { return false }
+        default:
+            break
+        }
+        return true
+    }
+
+    /// Throws for the first problem of `value` against `schema`, members in name order.
+    static func report(_ value: JSONValue, against schema: JSONValue, path: String) throws(ToolOpsError) {
         guard case .object(let rules) = schema else { return }
         if let types = rules["type"] {
             let allowed: [String] = switch types {
@@ -113,7 +183,7 @@ public struct ArgumentSchema: Sendable {
             if case .object(let declared)? = rules["properties"] { properties = declared } else { properties = [:] }
             for (name, member) in members.sorted(by: { $0.key < $1.key }) {
                 if let propertySchema = properties[name] {
-                    try validate(member, against: propertySchema, path: "\(path).\(name)")
+                    try report(member, against: propertySchema, path: "\(path).\(name)")
                 } else if case .bool(false)? = rules["additionalProperties"] {
                     throw ToolOpsError(.invalidInput, "\(path).\(clip(name)) is not an accepted argument")
                 }
@@ -123,7 +193,7 @@ public struct ArgumentSchema: Sendable {
                 throw ToolOpsError(.invalidInput, "\(path) has more than \(maximum) items")
             }
             if let itemSchema = rules["items"] {
-                for (index, item) in items.enumerated() { try validate(item, against: itemSchema, path: "\(path)[\(index)]") }
+                for (index, item) in items.enumerated() { try report(item, against: itemSchema, path: "\(path)[\(index)]") }
             }
         case .string(let text):
             let length = text.count
