@@ -14,7 +14,7 @@ struct BulkheadSparesTests {
     @Test func smallBulkheadsGiveSlotsBackAtOnce() {
         var spares = BulkheadSpares()
         #expect(spares.capacity(limit: 15) == 0 && spares.capacity(limit: 16) == 1 && spares.capacity(limit: 10_000) == 625)
-        spares.granted(1, key: "k", limit: 15, now: at(0))
+        spares.granted(1, key: "k", limit: 15, lease: lease, now: at(0))
         let r1 = spares.released(1, now: at(1))
         #expect(!r1)
         #expect(BulkheadSpares(configuration: .init(hold: .zero)).capacity(limit: 10_000) == 0, "hold 0: reuse off")
@@ -22,7 +22,7 @@ struct BulkheadSparesTests {
 
     @Test func aReleasedSlotIsKeptForTheNextCallOnTheSameBulkhead() {
         var spares = BulkheadSpares()
-        spares.granted(7, key: "k", limit: 64, now: at(0))
+        spares.granted(7, key: "k", limit: 64, lease: lease, now: at(0))
         let r2 = spares.released(7, now: at(1))
         #expect(r2)
         let r3 = spares.take(key: "other", limit: 64, lease: lease, now: at(2))
@@ -39,7 +39,7 @@ struct BulkheadSparesTests {
 
     @Test func atMostAFractionOfTheLimitIsKept() {
         var spares = BulkheadSpares()
-        for token in UInt64(1)...5 { spares.granted(token, key: "k", limit: 32, now: at(0)) }  // 2 spares at most
+        for token in UInt64(1)...5 { spares.granted(token, key: "k", limit: 32, lease: lease, now: at(0)) }  // 2 spares at most
         let kept = (UInt64(1)...5).map { spares.released($0, now: at(1)) }
         #expect(kept == [true, true, false, false, false])
         #expect(spares.spareCount == 2)
@@ -47,8 +47,8 @@ struct BulkheadSparesTests {
 
     @Test func staleSparesAreNotReusedButGivenBack() {
         var spares = BulkheadSpares()
-        spares.granted(1, key: "k", limit: 64, now: at(0))
-        spares.granted(2, key: "k", limit: 64, now: at(0))
+        spares.granted(1, key: "k", limit: 64, lease: lease, now: at(0))
+        spares.granted(2, key: "k", limit: 64, lease: lease, now: at(0))
         let r6 = spares.released(1, now: at(1))
         let r7 = spares.released(2, now: at(1))
         #expect(r6 && r7)
@@ -57,12 +57,12 @@ struct BulkheadSparesTests {
         #expect(late.token == nil && Set(late.stale) == [1, 2])
         // A lease not renewed for a third of it is not handed to a new call, which would renew
         // it only a third of a lease after its own start.
-        spares.granted(3, key: "k", limit: 64, now: at(0))
+        spares.granted(3, key: "k", limit: 64, lease: lease, now: at(0))
         let r8 = spares.released(3, now: at(100_000))
         #expect(r8)
         let old = spares.take(key: "k", limit: 64, lease: lease, now: at(100_001))
         #expect(old.token == nil && old.stale == [3])
-        spares.granted(4, key: "k", limit: 64, now: at(0))
+        spares.granted(4, key: "k", limit: 64, lease: lease, now: at(0))
         spares.renewed(4, now: at(99_999))
         let r9 = spares.released(4, now: at(100_000))
         #expect(r9)
@@ -72,8 +72,8 @@ struct BulkheadSparesTests {
 
     @Test func expiredSparesAreDueToGoBack() {
         var spares = BulkheadSpares()
-        spares.granted(1, key: "a", limit: 64, now: at(0))
-        spares.granted(2, key: "b", limit: 64, now: at(5))
+        spares.granted(1, key: "a", limit: 64, lease: lease, now: at(0))
+        spares.granted(2, key: "b", limit: 64, lease: lease, now: at(5))
         let r11 = spares.released(1, now: at(0))
         let r12 = spares.released(2, now: at(5))
         #expect(r11 && r12)
@@ -85,9 +85,59 @@ struct BulkheadSparesTests {
         #expect(r14 == ["b": [2]], "at shutdown: everything")
         #expect(spares.nextExpiry == nil)
         // Not kept when nothing would give it back.
-        spares.granted(3, key: "a", limit: 64, now: at(20))
+        spares.granted(3, key: "a", limit: 64, lease: lease, now: at(20))
         let r15 = spares.released(3, now: at(21), keep: false)
         #expect(!r15)
         #expect(spares.spareCount == 0)
+    }
+}
+
+/// The permits of calls in flight: renewed a third of a lease after their last renewal, and
+/// tracked only up to a bound.
+@Suite("Bulkhead permits in flight")
+struct BulkheadInFlightTests {
+    let start = ClockInstant(nanoseconds: 1_000_000_000)
+
+    func at(_ milliseconds: Int) -> ClockInstant { start + .milliseconds(milliseconds) }
+
+    @Test func leasesFallDueAThirdOfALeaseAfterTheirLastRenewal() {
+        var book = BulkheadSpares()
+        book.granted(1, key: "a", limit: 4, lease: .seconds(3), now: at(0))
+        book.granted(2, key: "b", limit: 4, lease: .seconds(30), now: at(0))
+        book.granted(3, key: "c", limit: 4, lease: .milliseconds(300), now: at(0))  // too short for the store to renew
+        let early = book.dueForRenewal(now: at(500), minimumLease: .seconds(1), check: .milliseconds(100))
+        #expect(early.due.isEmpty && early.next == at(600))
+        let due = book.dueForRenewal(now: at(1000), minimumLease: .seconds(1), check: .seconds(60))
+        #expect(due.due.map(\.token) == [1] && due.next == at(10_000))
+        book.renewed(1, now: at(1000))
+        #expect(book.dueForRenewal(now: at(1000), minimumLease: .seconds(1), check: .seconds(60)).due.isEmpty)
+        // A lapsed lease is forgotten: not renewed, and its slot not kept.
+        book.lapsed(1)
+        #expect(book.renewedAt(1) == nil)
+        let kept = book.released(1, now: at(1001))
+        #expect(!kept)
+        // A released permit is no longer renewed.
+        _ = book.released(2, now: at(1001))
+        #expect(book.dueForRenewal(now: at(20_000), minimumLease: .seconds(1), check: .seconds(60)).due.isEmpty)
+    }
+
+    @Test func aWaitingCallersSlotIsRenewedButNeverKept() {
+        var book = BulkheadSpares()
+        book.granted(1, key: "k", limit: 64, lease: .seconds(3), now: at(0), reusable: false)
+        #expect(book.dueForRenewal(now: at(1000), minimumLease: .seconds(1), check: .seconds(1)).due.map(\.token) == [1])
+        let kept = book.released(1, now: at(1001))
+        #expect(!kept, "kept slots would jump the queue of waiters")
+    }
+
+    @Test func permitsBeyondTheBoundAreNotTracked() {
+        var book = BulkheadSpares(configuration: .init(maximumTracked: 2))
+        let first = book.granted(1, key: "k", limit: 64, lease: .seconds(3), now: at(0))
+        let second = book.granted(2, key: "k", limit: 64, lease: .seconds(3), now: at(0))
+        let third = book.granted(3, key: "k", limit: 64, lease: .seconds(3), now: at(0))
+        #expect(first && second)
+        #expect(!third, "its caller renews it")
+        #expect(book.inFlight.count == 2)
+        let kept = book.released(3, now: at(1))
+        #expect(!kept)
     }
 }

@@ -1,7 +1,9 @@
 import ToolOpsCore
 
-/// Slots a replica keeps for a moment after its calls end — the state machine of
-/// ``RedisBulkheadStore``'s slot reuse, without I/O.
+/// The permits a replica holds — those of its calls in flight and the slots it keeps for a
+/// moment after its calls end — the state machine of ``RedisBulkheadStore``'s lease renewal
+/// and slot reuse, without I/O. One table serves both: a call's permit is looked up once when
+/// it is granted and once when it is released.
 ///
 /// On a large bulkhead (a limit of at least `divisor`: 16 by default), a released slot is
 /// not given back to Redis at once: it stays with this replica for `hold` (10 ms), and the
@@ -18,7 +20,8 @@ struct BulkheadSpares {
         var hold: Duration = .milliseconds(10)
         /// A bulkhead keeps at most `limit / divisor` spares (so reuse starts at this limit).
         var divisor = 16
-        /// Permits tracked at most (keys may come from callers); beyond, slots go back at once.
+        /// Permits tracked at most (keys may come from callers); beyond, a permit is neither
+        /// renewed here nor kept: its caller renews it and its slot goes back at once.
         var maximumTracked = 100_000
     }
 
@@ -28,15 +31,18 @@ struct BulkheadSpares {
         var until: ClockInstant
     }
 
-    private struct Held {
+    /// A permit of a call in flight.
+    struct InFlight {
         var key: String
+        var lease: Duration
         var renewedAt: ClockInstant
+        /// The spares its bulkhead may keep (0: its slot goes back to Redis when released).
         var capacity: Int
     }
 
     let configuration: Configuration
     private var spares: [String: [Spare]] = [:]
-    private var held: [UInt64: Held] = [:]
+    private(set) var inFlight: [UInt64: InFlight] = [:]
 
     init(configuration: Configuration = .init()) {
         self.configuration = configuration
@@ -53,42 +59,70 @@ struct BulkheadSpares {
     /// A spare slot for a call on `key` (its lease id), if one is kept and fresh; and the
     /// spares found stale on the way, to give back to Redis.
     mutating func take(key: String, limit: Int, lease: Duration, now: ClockInstant) -> (token: UInt64?, stale: [UInt64]) {
-        // The list is changed where it lies (`spares[key]?.popLast()`): taken out into a
-        // variable, it would be copied whole on every call while the dictionary still held it.
-        guard spares[key] != nil else { return (nil, []) }
+        // One lookup; the list is then changed where it lies (taken out into a variable, it
+        // would be copied whole on every call while the dictionary still held it).
+        guard let index = spares.index(forKey: key) else { return (nil, []) }
         var stale: [UInt64] = []
         var found: Spare?
-        while found == nil, let spare = spares[key]?.popLast() {
+        while found == nil, let spare = spares.values[index].popLast() {
             if now < spare.until && now - spare.renewedAt < lease / 3 { found = spare } else { stale.append(spare.token) }
         }
-        if spares[key]?.isEmpty == true { spares[key] = nil }
+        if spares.values[index].isEmpty { spares.remove(at: index) }
         guard let found else { return (nil, stale) }
-        held[found.token] = Held(key: key, renewedAt: found.renewedAt, capacity: capacity(limit: limit))
+        inFlight[found.token] = InFlight(key: key, lease: lease, renewedAt: found.renewedAt, capacity: capacity(limit: limit))
         return (found.token, stale)
     }
 
-    /// Redis granted `token` for a call on `key` (a bulkhead of `limit`) at `now`: tracked, so
-    /// its release may keep it, when the bulkhead is large enough to reuse slots.
-    mutating func granted(_ token: UInt64, key: String, limit: Int, now: ClockInstant) {
-        let capacity = capacity(limit: limit)
-        guard capacity > 0, held.count < configuration.maximumTracked else { return }
-        held[token] = Held(key: key, renewedAt: now, capacity: capacity)
+    /// Redis granted `token` for a call on `key` (a bulkhead of `limit`) at `now`: tracked —
+    /// its lease renewed here while the call runs and, when `reusable` and the bulkhead is
+    /// large enough, its slot kept when released. Returns whether it is tracked (not beyond
+    /// ``Configuration/maximumTracked``).
+    @discardableResult
+    mutating func granted(_ token: UInt64, key: String, limit: Int, lease: Duration, now: ClockInstant, reusable: Bool = true) -> Bool {
+        guard inFlight.count < configuration.maximumTracked else { return false }
+        inFlight[token] = InFlight(key: key, lease: lease, renewedAt: now, capacity: reusable ? capacity(limit: limit) : 0)
+        return true
     }
 
     /// When `token`'s lease was last renewed, if it is tracked.
-    func renewedAt(_ token: UInt64) -> ClockInstant? { held[token]?.renewedAt }
+    func renewedAt(_ token: UInt64) -> ClockInstant? { inFlight[token]?.renewedAt }
 
     /// `token`'s lease was renewed at `now`.
     mutating func renewed(_ token: UInt64, now: ClockInstant) {
-        held[token]?.renewedAt = now
+        inFlight[token]?.renewedAt = now
+    }
+
+    /// `token`'s lease had lapsed when renewed: nothing left to renew, or to keep.
+    mutating func lapsed(_ token: UInt64) {
+        inFlight[token] = nil
+    }
+
+    /// The permits in flight (with a lease of at least `minimumLease`) due for renewal a third
+    /// of a lease after their last one, and when the next one falls due (at the latest `now +
+    /// check`).
+    func dueForRenewal(now: ClockInstant, minimumLease: Duration, check: Duration) -> (due: [(token: UInt64, key: String, lease: Duration)], next: ClockInstant) {
+        var due: [(token: UInt64, key: String, lease: Duration)] = []
+        var next = now + check
+        for (token, permit) in inFlight where permit.lease >= minimumLease {
+            let at = permit.renewedAt + permit.lease / 3
+            if at <= now { due.append((token, permit.key, permit.lease)) } else { next = min(next, at) }
+        }
+        return (due, next)
     }
 
     /// `token`'s call ended: `true` if its slot is kept as a spare, `false` if it goes back to
     /// Redis now (always when not `keep`: nothing would give it back later).
     mutating func released(_ token: UInt64, now: ClockInstant, keep: Bool = true) -> Bool {
-        guard let slot = held.removeValue(forKey: token), keep else { return false }
-        guard (spares[slot.key]?.count ?? 0) < slot.capacity else { return false }
-        spares[slot.key, default: []].append(Spare(token: token, renewedAt: slot.renewedAt, until: now + configuration.hold))
+        guard let permit = inFlight.removeValue(forKey: token), keep, permit.capacity > 0 else { return false }
+        // One lookup: the list is added if missing (capacity > 0, so it never stays empty)
+        // and appended to where it lies.
+        let spare = Spare(token: token, renewedAt: permit.renewedAt, until: now + configuration.hold)
+        return Self.append(spare, to: &spares[permit.key, default: []], capacity: permit.capacity)
+    }
+
+    private static func append(_ spare: Spare, to list: inout [Spare], capacity: Int) -> Bool {
+        guard list.count < capacity else { return false }
+        list.append(spare)
         return true
     }
 

@@ -47,19 +47,13 @@ public final class RedisBulkheadStore: LocallyAcquiringBulkheadStore {
     }
 
     private struct SpareState {
+        /// The permits of calls in flight (whose leases ``run()`` renews) and the kept slots.
         var book: BulkheadSpares
         /// Spares are kept, and leases renewed here, only while ``run()`` is there to do it.
         var sweeping = false
-        /// The permits of calls in flight whose leases ``run()`` renews: one entry per call
-        /// holding a slot, removed when it is released.
-        var active: [UInt64: Active] = [:]
-    }
-
-    /// A permit held by a call in flight.
-    struct Active {
-        var key: String
-        var lease: Duration
-        var renewedAt: ClockInstant
+        /// A sweep of kept slots is under way or asked for: releases need not ask again (each
+        /// ask is a lock and, when the sweeper waits, a task wake-up).
+        var sweepAsked = false
     }
 
     private let spares: Mutex<SpareState>
@@ -89,7 +83,7 @@ public final class RedisBulkheadStore: LocallyAcquiringBulkheadStore {
             await withDiscardingTaskGroup { group in
                 group.addTask { await self.renewLeases() }
                 for await _ in requests {
-                    while let next = spares.withLock({ $0.book.nextExpiry }) {
+                    while let next = nextSweep() {
                         // Expiries are swept together, at most every half hold: a busy replica
                         // releases thousands of slots a second, and a wake-up for each was a
                         // large share of a call's CPU. A slot goes back within 1.5 × hold.
@@ -105,10 +99,20 @@ public final class RedisBulkheadStore: LocallyAcquiringBulkheadStore {
         }
         let rest = spares.withLock { state in
             state.sweeping = false
-            state.active = [:]
+            state.sweepAsked = false
             return state.book.expired(now: clock.now, all: true)
         }
         giveBack(rest)
+    }
+
+    /// When the next kept slot's hold ends; `nil` when none is kept (a release then asks for
+    /// the next sweep).
+    private func nextSweep() -> ClockInstant? {
+        spares.withLock { state in
+            let next = state.book.nextExpiry
+            if next == nil { state.sweepAsked = false }
+            return next
+        }
     }
 
     /// Renews the lease of every call in flight (with a lease of at least ``selfRenewedLease``)
@@ -117,20 +121,12 @@ public final class RedisBulkheadStore: LocallyAcquiringBulkheadStore {
     private func renewLeases() async {
         while !Task.isCancelled {
             let now = clock.now
-            let (due, next) = spares.withLock { state -> ([(UInt64, Active)], ClockInstant) in
-                var due: [(UInt64, Active)] = []
-                var next = now + Self.renewalCheck
-                for (token, active) in state.active where active.lease >= Self.selfRenewedLease {
-                    let at = active.renewedAt + active.lease / 3
-                    if at <= now { due.append((token, active)) } else { next = min(next, at) }
-                }
-                return (due, next)
-            }
-            for (token, active) in due {
-                // A lapsed lease leaves the list (renew says so); an unreachable Redis is tried
+            let (due, next) = spares.withLock { $0.book.dueForRenewal(now: now, minimumLease: Self.selfRenewedLease, check: Self.renewalCheck) }
+            for permit in due {
+                // A lapsed lease leaves the book (renew says so); an unreachable Redis is tried
                 // again at the next check, as long as the call holds the slot.
-                let renewed = try? await renew(BulkheadPermit(key: active.key, token: token), lease: active.lease)
-                if renewed == nil { spares.withLock { $0.active[token]?.renewedAt = clock.now - active.lease / 3 + .milliseconds(100) } }
+                let renewed = try? await renew(BulkheadPermit(key: permit.key, token: permit.token), lease: permit.lease)
+                if renewed == nil { spares.withLock { $0.book.renewed(permit.token, now: clock.now - permit.lease / 3 + .milliseconds(100)) } }
             }
             do { try await clock.sleep(until: next) } catch { return }
         }
@@ -203,9 +199,7 @@ public final class RedisBulkheadStore: LocallyAcquiringBulkheadStore {
         let now = clock.now
         let (token, stale) = spares.withLock { state -> (UInt64?, [UInt64]) in
             guard state.sweeping else { return (nil, []) }
-            let (token, stale) = state.book.take(key: key, limit: limit, lease: lease, now: now)
-            if let token { state.active[token] = Active(key: key, lease: lease, renewedAt: state.book.renewedAt(token) ?? now) }
-            return (token, stale)
+            return state.book.take(key: key, limit: limit, lease: lease, now: now)
         }
         if !stale.isEmpty { giveBack([key: stale]) }
         // Kept slots exist only while run() sweeps, and run() renews what it tracks.
@@ -246,9 +240,7 @@ public final class RedisBulkheadStore: LocallyAcquiringBulkheadStore {
                 let now = clock.now
                 let tracked = spares.withLock { state -> Bool in
                     guard state.sweeping else { return false }
-                    if maxWait == .zero { state.book.granted(token, key: key, limit: limit, now: now) }
-                    state.active[token] = Active(key: key, lease: lease, renewedAt: now)
-                    return true
+                    return state.book.granted(token, key: key, limit: limit, lease: lease, now: now, reusable: maxWait == .zero)
                 }
                 return BulkheadPermit(key: key, token: token, renewedByStore: tracked && lease >= Self.selfRenewedLease)
             }
@@ -277,12 +269,7 @@ public final class RedisBulkheadStore: LocallyAcquiringBulkheadStore {
             let renewedAt = clock.now
             let reply = try await client.run(Self.renewScript, keys: [keys.bulkheadLeases(permit.key)], arguments: [leaseMs, String(permit.token)])
             spares.withLock { state in
-                if reply.int == 1 {
-                    state.book.renewed(permit.token, now: renewedAt)
-                    state.active[permit.token]?.renewedAt = renewedAt
-                } else {
-                    state.active[permit.token] = nil  // lapsed: nothing left to renew
-                }
+                if reply.int == 1 { state.book.renewed(permit.token, now: renewedAt) } else { state.book.lapsed(permit.token) }
             }
             return reply.int == 1
         } catch let error as RedisClientError where error.isUnavailable {
@@ -297,8 +284,8 @@ public final class RedisBulkheadStore: LocallyAcquiringBulkheadStore {
     /// times a second, which must stay well inside a third of the lease.
     public func renewsLease(of permit: BulkheadPermit) -> Bool {
         spares.withLock { state in
-            guard state.sweeping, let active = state.active[permit.token] else { return false }
-            return active.lease >= Self.selfRenewedLease
+            guard state.sweeping, let permit = state.book.inFlight[permit.token] else { return false }
+            return permit.lease >= Self.selfRenewedLease
         }
     }
 
@@ -308,12 +295,13 @@ public final class RedisBulkheadStore: LocallyAcquiringBulkheadStore {
     static let renewalCheck = Duration.milliseconds(100)
 
     public func release(_ permit: BulkheadPermit) async {
-        let kept = spares.withLock { state in
-            state.active[permit.token] = nil
-            return state.book.released(permit.token, now: clock.now, keep: state.sweeping)
+        let (kept, askSweep) = spares.withLock { state -> (Bool, Bool) in
+            guard state.book.released(permit.token, now: clock.now, keep: state.sweeping) else { return (false, false) }
+            defer { state.sweepAsked = true }
+            return (true, !state.sweepAsked)
         }
         if kept {
-            sweepRequests.continuation.yield()
+            if askSweep { sweepRequests.continuation.yield() }
             return
         }
         // Written at once and not waited for: the caller's answer does not depend on it (one

@@ -82,12 +82,24 @@ struct RateLimitLeases<Waiter> {
 
     /// The first step of a call of `cost` on `key`.
     mutating func take(_ key: String, cost: Int, limit: RateLimit, now: ClockInstant) -> Action {
-        if buckets[key] == nil {
-            guard makeRoom(now: now) else { return .direct }
-            buckets[key] = Bucket(limit: limit)
-        }
-        guard var bucket = buckets[key] else { return .direct }
-        defer { buckets[key] = bucket }
+        // One lookup for a known key; the bucket then changes where it lies.
+        guard let index = buckets.index(forKey: key) ?? newBucket(key, limit: limit, now: now) else { return .direct }
+        return Self.step(
+            &buckets.values[index], cost: cost, limit: limit, now: now, window: configuration.window, batch: maximumBatch(limit),
+            refillsAhead: refillsAhead)
+    }
+
+    /// Tracks a bucket for `key`, if there is room; its index.
+    private mutating func newBucket(_ key: String, limit: RateLimit, now: ClockInstant) -> Dictionary<String, Bucket>.Index? {
+        guard makeRoom(now: now) else { return nil }
+        buckets[key] = Bucket(limit: limit)
+        return buckets.index(forKey: key)
+    }
+
+    /// ``take(_:cost:limit:now:)`` on one bucket (`batch`: ``maximumBatch(_:)`` of `limit`).
+    private static func step(
+        _ bucket: inout Bucket, cost: Int, limit: RateLimit, now: ClockInstant, window: Duration, batch: Int, refillsAhead: Bool
+    ) -> Action {
         if bucket.limit != limit {
             // Another limit on the same key (the rule changed): its tokens and refusal do not
             // apply; a fetch in flight and its waiters carry on.
@@ -95,9 +107,9 @@ struct RateLimitLeases<Waiter> {
             bucket.tokens = 0
             bucket.refusal = nil
         }
-        if now >= bucket.windowStart + configuration.window {
+        if now >= bucket.windowStart + window {
             // A window with no calls in between leaves a demand of zero: batches shrink when calls stop.
-            bucket.previousDemand = now >= bucket.windowStart + configuration.window * 2 ? 0 : bucket.demand
+            bucket.previousDemand = now >= bucket.windowStart + window * 2 ? 0 : bucket.demand
             bucket.demand = 0
             bucket.windowStart = now
         }
@@ -114,17 +126,16 @@ struct RateLimitLeases<Waiter> {
         if now >= bucket.expires { bucket.tokens = 0 }
         if bucket.tokens >= cost {
             bucket.tokens -= cost
-            let decision = allowed(bucket, now: now)
+            let decision = Self.allowed(bucket, now: now)
             if refillsAhead, !bucket.fetching, bucket.lastBatch >= 2,
-                bucket.tokens * 2 < bucket.lastBatch || now >= bucket.expires - configuration.window / 2
+                bucket.tokens * 2 < bucket.lastBatch || now >= bucket.expires - window / 2
             {
                 bucket.fetching = true
                 bucket.refilling = true
-                return .decidedAndRefill(decision, want: min(maximumBatch(limit), max(1, bucket.previousDemand, bucket.demand)))
+                return .decidedAndRefill(decision, want: min(batch, max(1, bucket.previousDemand, bucket.demand)))
             }
             return .decided(decision)
         }
-        let batch = maximumBatch(limit)
         if batch <= cost { return .direct }
         if bucket.fetching { return .join }
         bucket.fetching = true
@@ -135,12 +146,18 @@ struct RateLimitLeases<Waiter> {
     /// refusal) on a bucket already tracked; otherwise `nil` and nothing changed, so the
     /// caller's asynchronous path takes again.
     mutating func takeIfDecided(_ key: String, cost: Int, limit: RateLimit, now: ClockInstant) -> (decision: RateLimitDecision, refill: Int?)? {
-        guard let saved = buckets[key] else { return nil }
-        switch take(key, cost: cost, limit: limit, now: now) {
-        case .decided(let decision): return (decision, nil)
-        case .decidedAndRefill(let decision, let want): return (decision, want)
+        guard let index = buckets.index(forKey: key) else { return nil }
+        var bucket = buckets.values[index]
+        let action = Self.step(
+            &bucket, cost: cost, limit: limit, now: now, window: configuration.window, batch: maximumBatch(limit), refillsAhead: refillsAhead)
+        switch action {
+        case .decided(let decision):
+            buckets.values[index] = bucket
+            return (decision, nil)
+        case .decidedAndRefill(let decision, let want):
+            buckets.values[index] = bucket
+            return (decision, want)
         case .fetch, .direct, .join:
-            buckets[key] = saved
             return nil
         }
     }
@@ -171,7 +188,7 @@ struct RateLimitLeases<Waiter> {
         bucket.expires = now + configuration.window
         bucket.remaining = remaining
         bucket.resetAt = now + resetAfter
-        let decision = allowed(bucket, now: now)
+        let decision = Self.allowed(bucket, now: now)
         let outcomes = serveWaiters(&bucket, now: now)
         buckets[key] = bucket
         return (decision, outcomes)
@@ -218,7 +235,7 @@ struct RateLimitLeases<Waiter> {
         for (waiter, waiterCost) in bucket.waiters {
             if bucket.tokens >= waiterCost {
                 bucket.tokens -= waiterCost
-                outcomes.append((waiter, .decided(allowed(bucket, now: now))))
+                outcomes.append((waiter, .decided(Self.allowed(bucket, now: now))))
             } else {
                 outcomes.append((waiter, .retry))
             }
@@ -263,7 +280,7 @@ struct RateLimitLeases<Waiter> {
         return outcomes
     }
 
-    private func allowed(_ bucket: Bucket, now: ClockInstant) -> RateLimitDecision {
+    private static func allowed(_ bucket: Bucket, now: ClockInstant) -> RateLimitDecision {
         RateLimitDecision(
             allowed: true, limit: bucket.limit.burst, remaining: bucket.remaining + bucket.tokens,
             retryAfter: .zero, resetAfter: max(.zero, bucket.resetAt - now))
