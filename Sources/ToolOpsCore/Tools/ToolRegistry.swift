@@ -41,6 +41,15 @@ public struct ToolDefinition: Sendable {
 /// ```
 public struct ToolRegistry: ToolRunner {
     public let definitions: [ToolID: ToolDefinition]
+    /// The same definitions, each behind one reference: a call looks its tool up twice (to
+    /// prepare and to run it), and copying a definition out of `definitions` retained and
+    /// released each of its strings, its schema, its tags and its runner every time.
+    private let entries: [ToolID: Entry]
+
+    private final class Entry: Sendable {
+        let definition: ToolDefinition
+        init(_ definition: ToolDefinition) { self.definition = definition }
+    }
 
     public init(_ definitions: [ToolDefinition] = []) throws(ToolOpsError) {
         var byID: [ToolID: ToolDefinition] = [:]
@@ -50,6 +59,7 @@ public struct ToolRegistry: ToolRunner {
             byID[definition.id] = definition
         }
         self.definitions = byID
+        self.entries = byID.mapValues(Entry.init)
     }
 
     /// The tools, sorted by id.
@@ -60,16 +70,17 @@ public struct ToolRegistry: ToolRunner {
     /// The call as its tool should see it (tags added, arguments checked) before the pipeline
     /// runs it, so policies see the tool's tags (the cache never stores a `write` tool).
     public func prepare(_ call: ToolCall) throws(ToolOpsError) -> ToolCall {
-        guard let definition = definitions[call.tool] else { throw ToolOpsError(.toolNotFound, "no tool \(call.tool)") }
-        try ArgumentSchema.validate(call.arguments, against: definition.inputSchema)
+        guard let entry = entries[call.tool] else { throw ToolOpsError(.toolNotFound, "no tool \(call.tool)") }
+        try ArgumentSchema.validate(call.arguments, against: entry.definition.inputSchema)
+        if entry.definition.tags.isEmpty { return call }
         var call = call
-        if !definition.tags.isEmpty { call.tags.formUnion(definition.tags) }
+        call.tags.formUnion(entry.definition.tags)
         return call
     }
 
     public func run(_ call: ToolCall) async throws -> ToolResult {
-        guard let definition = definitions[call.tool] else { throw ToolOpsError(.toolNotFound, "no tool \(call.tool)") }
-        return try await definition.runner.run(call)
+        guard let entry = entries[call.tool] else { throw ToolOpsError(.toolNotFound, "no tool \(call.tool)") }
+        return try await entry.definition.runner.run(call)
     }
 }
 

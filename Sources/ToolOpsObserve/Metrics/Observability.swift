@@ -266,7 +266,8 @@ public final class Observability: Sendable {
         ToolObservation.current?.metricLabel ?? ToolLabels.unregistered
     }
 
-    func observe(_ event: CacheEvent) {
+    /// Records a cache event (what ``cache`` does), for an observer of your own that does more.
+    public func observe(_ event: CacheEvent) {
         switch event {
         case .hit:
             counter("toolops_cache_hits_total", [("tool", currentToolLabel)]).increment()
@@ -289,7 +290,9 @@ public final class Observability: Sendable {
         }
     }
 
-    func observe(_ event: ResilienceEvent) {
+    /// Records a resilience event (what ``resilience`` does), for an observer of your own that
+    /// does more: calling this from it costs no closure per event.
+    public func observe(_ event: ResilienceEvent) {
         switch event {
         case .rateLimitDecided(_, let rule, let allowed, let shadow):
             let result = allowed ? "allowed" : shadow ? "shadow_refused" : "refused"

@@ -113,8 +113,9 @@ public struct ToolOpsAssembly: Sendable {
         }
         let breakerCheck = CircuitBreakerHealthCheck()
         let resilienceObserver: ResilienceObserver = { [observability, breakerCheck] event in
-            observability.resilience(event)
-            breakerCheck.observer(event)
+            // The methods, not the `resilience`/`observer` closures: those are made per access.
+            observability.observe(event)
+            breakerCheck.observe(event)
         }
 
         var middlewares: [any ToolMiddleware] = [observability.middleware]
