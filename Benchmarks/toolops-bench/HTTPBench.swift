@@ -25,7 +25,7 @@ struct HTTPBench: AsyncParsableCommand {
     @Option(help: "Seconds per measurement.")
     var seconds: Int = 3
 
-    @Option(help: "Comma-separated rows to run (bare, spin, plain, memory, redis, redis-light); the bare route is always run first.")
+    @Option(help: "Comma-separated rows to run (bare, spin, bare-pipeline, plain, memory, redis, redis-light); the bare route is always run first.")
     var rows: String = "plain,memory,redis,redis-light"
 
     @Option(help: "Rounds: every row is measured once per round, in turn, and the medians are reported (the machine's noise moves in minutes, not seconds).")
@@ -68,6 +68,13 @@ struct HTTPBench: AsyncParsableCommand {
             while ContinuousClock.now < until {}  // computing, as a handler would
             return Response(status: .ok, headers: [.contentType: "application/json"], body: ResponseBody(byteBuffer: body))
         }
+        let prepared = try assemblies.memory.registry.prepare(ToolCall(tool: ToolID(namespace: "demo", name: "echo"), arguments: ["hello": "world"]))
+        let memoryPipeline = assemblies.memory.pipeline
+        router.post("bare-pipeline") { request, _ -> Response in
+            _ = try await request.body.collect(upTo: 1 << 20)
+            _ = try await memoryPipeline.run(prepared)
+            return Response(status: .ok, headers: [.contentType: "application/json"], body: ResponseBody(byteBuffer: body))
+        }
         ToolRoutes(registry: assemblies.plain.registry, pipeline: assemblies.plain.registry).register(on: router.group("plain"))
         assemblies.memory.routes.register(on: router.group("memory"))
         assemblies.onRedis.routes.register(on: router.group("redis"))
@@ -107,6 +114,7 @@ struct HTTPBench: AsyncParsableCommand {
             let rows: [(String, String)] = [
                 ("bare Hummingbird route (same JSON)", "/bare"),
                 ("bare route + \(spinMicroseconds) µs of CPU", "/spin"),
+                ("bare route + memory pipeline", "/bare-pipeline"),
                 ("tool endpoint, no policies", "/plain/v1/tools/demo/echo"),
                 ("full pipeline, memory stores", "/memory/v1/tools/demo/echo"),
                 ("full pipeline, Redis stores", "/redis/v1/tools/demo/echo"),
