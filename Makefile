@@ -46,4 +46,5 @@ bench: test-deps
 	.build/release/toolops-bench observe
 	.build/release/toolops-bench auth
 	.build/release/toolops-bench pipeline
+	.build/release/toolops-bench handler
 	.build/release/toolops-bench http

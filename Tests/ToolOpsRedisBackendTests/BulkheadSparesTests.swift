@@ -141,3 +141,23 @@ struct BulkheadInFlightTests {
         #expect(!kept)
     }
 }
+
+extension BulkheadInFlightTests {
+    /// While Redis cannot be reached a renewal is tried again soon, but the lease does not
+    /// count as renewed: its slot, once released, is not reused past a third of the lease
+    /// after its last real renewal (the lease may have lapsed in Redis by then).
+    @Test func aFailedRenewalIsRetriedWithoutFreshingTheLease() {
+        var book = BulkheadSpares()
+        let lease = Duration.seconds(3)
+        book.granted(1, key: "k", limit: 64, lease: lease, now: at(0))
+        book.renewalFailed(1, retryAt: at(1100))
+        let before = book.dueForRenewal(now: at(1050), minimumLease: .seconds(1), check: .seconds(1))
+        #expect(before.due.isEmpty && before.next == at(1100))
+        #expect(book.dueForRenewal(now: at(1100), minimumLease: .seconds(1), check: .seconds(1)).due.map(\.token) == [1])
+        #expect(book.renewedAt(1) == at(0))
+        let kept = book.released(1, now: at(1200))
+        #expect(kept)
+        let reused = book.take(key: "k", limit: 64, lease: lease, now: at(1201))
+        #expect(reused.token == nil && reused.stale == [1], "not renewed for a third of its lease: given back, not reused")
+    }
+}

@@ -38,6 +38,10 @@ struct BulkheadSpares {
         var renewedAt: ClockInstant
         /// The spares its bulkhead may keep (0: its slot goes back to Redis when released).
         var capacity: Int
+        /// When to try again after a renewal failed (Redis unreachable); `nil`: a third of a
+        /// lease after `renewedAt`. Kept apart from `renewedAt`, which says how fresh the lease
+        /// really is when its slot is offered for reuse.
+        var retryAt: ClockInstant? = nil
     }
 
     let configuration: Configuration
@@ -90,6 +94,13 @@ struct BulkheadSpares {
     /// `token`'s lease was renewed at `now`.
     mutating func renewed(_ token: UInt64, now: ClockInstant) {
         inFlight[token]?.renewedAt = now
+        inFlight[token]?.retryAt = nil
+    }
+
+    /// Renewing `token`'s lease failed (Redis unreachable): try again at `retryAt`; the lease
+    /// stays as fresh as its last renewal.
+    mutating func renewalFailed(_ token: UInt64, retryAt: ClockInstant) {
+        inFlight[token]?.retryAt = retryAt
     }
 
     /// `token`'s lease had lapsed when renewed: nothing left to renew, or to keep.
@@ -104,7 +115,7 @@ struct BulkheadSpares {
         var due: [(token: UInt64, key: String, lease: Duration)] = []
         var next = now + check
         for (token, permit) in inFlight where permit.lease >= minimumLease {
-            let at = permit.renewedAt + permit.lease / 3
+            let at = permit.retryAt ?? permit.renewedAt + permit.lease / 3
             if at <= now { due.append((token, permit.key, permit.lease)) } else { next = min(next, at) }
         }
         return (due, next)

@@ -124,9 +124,10 @@ public final class RedisBulkheadStore: LocallyAcquiringBulkheadStore {
             let (due, next) = spares.withLock { $0.book.dueForRenewal(now: now, minimumLease: Self.selfRenewedLease, check: Self.renewalCheck) }
             for permit in due {
                 // A lapsed lease leaves the book (renew says so); an unreachable Redis is tried
-                // again at the next check, as long as the call holds the slot.
+                // again 100 ms later, as long as the call holds the slot — without the lease
+                // counting as renewed (a released slot is reused only while really fresh).
                 let renewed = try? await renew(BulkheadPermit(key: permit.key, token: permit.token), lease: permit.lease)
-                if renewed == nil { spares.withLock { $0.book.renewed(permit.token, now: clock.now - permit.lease / 3 + .milliseconds(100)) } }
+                if renewed == nil { spares.withLock { $0.book.renewalFailed(permit.token, retryAt: clock.now + .milliseconds(100)) } }
             }
             do { try await clock.sleep(until: next) } catch { return }
         }
