@@ -70,13 +70,15 @@ public struct ToolRoutes: Sendable {
 
     /// Adds the routes to `router` (or a route group).
     ///
-    /// Each registered tool gets a route of its own (`v1/tools/demo/echo`): the router matches
-    /// constant paths for less than half of what capturing `:namespace/:name` costs it, and the
-    /// call needs no id parsing or registry lookup. The parameterised route answers the rest:
-    /// tools the registry does not have (404) and ids that are not valid (404 naming the
-    /// problem).
+    /// Each registered tool gets a route of its own (`v1/tools/demo/echo`) while there are at
+    /// most ``constantRouteLimit``: the router matches constant paths for less than half of what
+    /// capturing `:namespace/:name` costs it, and the call needs no id parsing or registry
+    /// lookup. (The router tries sibling constants one after another, so a large registry —
+    /// tools proxied from an MCP upstream — is served by the parameterised route alone.) The
+    /// parameterised route answers the rest: tools the registry does not have (404) and ids
+    /// that are not valid (404 naming the problem).
     public func register<Router: RouterMethods>(on router: Router) {
-        for definition in registry.tools {
+        for definition in registry.definitions.count <= Self.constantRouteLimit ? registry.tools : [] {
             let tool = definition.id
             router.post(RouterPath("v1/tools/\(tool.namespace)/\(tool.name)")) { request, _ in await call(request, tool: tool) }
         }
@@ -182,6 +184,9 @@ public struct ToolRoutes: Sendable {
         !text.isEmpty && text.utf8.count <= 128 && text.utf8.allSatisfy { $0 > 0x20 && $0 < 0x7F }
     }
 
+    /// Registries of up to this many tools get a constant route per tool.
+    public static let constantRouteLimit = 64
+
     static let callIDField = HTTPField.Name("X-ToolOps-Call-ID")!
     static let cacheField = HTTPField.Name("X-ToolOps-Cache")!
 
@@ -194,9 +199,9 @@ public struct ToolRoutes: Sendable {
 }
 
 extension HTTPFields {
-    /// The value of the field `name`, several joined with ", " — what HTTPFields' own
-    /// `subscript(_:) -> String?` answers, without its cost when there is one (it builds a
-    /// joined string every time: an allocation per lookup that showed in profiles).
+    /// The value of the field `name`, several joined with ", " (cookies with "; ") — what
+    /// HTTPFields' own `subscript(_:) -> String?` answers, without its cost when there is one
+    /// (it builds a joined string every time: an allocation per lookup that showed in profiles).
     func value(_ name: HTTPField.Name) -> String? {
         var found: String?
         for field in self where field.name == name {
@@ -204,7 +209,7 @@ extension HTTPFields {
                 found = field.value
                 continue
             }
-            found = earlier + ", " + field.value
+            found = earlier + (name == .cookie ? "; " : ", ") + field.value
         }
         return found
     }

@@ -20,4 +20,14 @@ struct HeaderValueTests {
         #expect(fields.value(tenant) == fields[tenant])
         #expect(!ToolRoutes.isAcceptableTenant(fields.value(tenant) ?? ""))
     }
+
+    /// Cookies are joined as the subscript joins them ("; "), so a cookie credential reads the
+    /// same whether it came as one field or several (HTTP/2 splits them).
+    @Test func cookiesAreJoinedWithSemicolons() {
+        var fields = HTTPFields()
+        fields.append(HTTPField(name: .cookie, value: "a=1"))
+        fields.append(HTTPField(name: .cookie, value: "b=2"))
+        #expect(fields.value(.cookie) == "a=1; b=2")
+        #expect(fields.value(.cookie) == fields[.cookie])
+    }
 }

@@ -271,6 +271,32 @@ struct ToolEndpointContextTests {
     }
 }
 
+extension ToolEndpointContextTests {
+    /// Past `constantRouteLimit` tools the router gets no route per tool (it would try every
+    /// sibling in turn): the parameterised route serves them, and still answers 404.
+    @Test func aLargeRegistryIsServedThroughTheParameterisedRoute() async throws {
+        let count = ToolRoutes.constantRouteLimit + 6
+        let registry = try ToolRegistry(
+            try (0..<count).map { index in
+                ToolDefinition(try ToolID("bulk:t\(index)"), description: "returns its index") { _ in ToolResult(.integer(Int64(index))) }
+            })
+        let router = Router()
+        ToolRoutes(registry: registry, pipeline: registry).register(on: router)
+        let port = try RedisServer.freePort()
+        let app = Application(router: router, configuration: .init(address: .hostname("127.0.0.1", port: port)), logger: quietLogger)
+        let group = ServiceGroup(services: [app], gracefulShutdownSignals: [], logger: quietLogger)
+        try await withThrowingTaskGroup(of: Void.self) { tasks in
+            tasks.addTask { try await group.run() }
+            #expect(await waitFor(seconds: 10) { (try? await http(port: port, "GET", "/v1/tools"))?.status == 200 } != nil)
+            let answer = try await http(port: port, "POST", "/v1/tools/bulk/t42", body: "{}")
+            #expect(answer.status == 200 && answer.body == "42")
+            #expect(try await http(port: port, "POST", "/v1/tools/bulk/nope", body: "{}").status == 404)
+            await group.triggerGracefulShutdown()
+            try await tasks.waitForAll()
+        }
+    }
+}
+
 @Suite("API keys managed with toolops keys", .timeLimit(.minutes(1)))
 struct KeysCommandTests {
     @Test func aKeyCreatedWithTheCommandWorksAtOnceAndARevocationRefusesIt() async throws {

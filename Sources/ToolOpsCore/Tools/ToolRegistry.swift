@@ -105,6 +105,9 @@ public struct ArgumentSchema: Sendable {
     public static func validate(_ value: JSONValue, against schema: JSONValue, path: String = "arguments") throws(ToolOpsError) {
         if conforms(value, to: schema) { return }
         try report(value, against: schema, path: path)
+        // The passes disagree (a rule checked by one only): refuse rather than let it through.
+        assertionFailure("argument schema passes disagree")
+        throw ToolOpsError(.invalidInput, "\(path) does not match the tool's input schema")
     }
 
     /// Whether `value` satisfies `schema`: exactly when ``report(_:against:path:)`` throws nothing.
