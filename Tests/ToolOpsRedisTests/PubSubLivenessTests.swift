@@ -38,6 +38,26 @@ struct PubSubLivenessTests {
         #expect(peer.accepted.current == 2)
     }
 
+    /// A server that takes the SUBSCRIBE and never confirms it: the subscribe fails with a
+    /// timeout after the connect and command timeouts, it does not hang.
+    @Test func anUnconfirmedSubscriptionTimesOut() async throws {
+        let peer = try ScriptedPeer { _, connection in
+            guard connection.waitFor("PING\r\n") else { return }
+            connection.write("+PONG\r\n")
+            while connection.waitFor("\r\n", seconds: 30) {}  // SUBSCRIBE swallowed
+        }
+        let client = try makeClient(peer.url) {
+            $0.clientName = nil
+            $0.connectTimeout = .milliseconds(200)
+            $0.commandTimeout = .milliseconds(300)
+        }
+        defer { client.shutdown() }
+        let started = ContinuousClock.now
+        let error = await #expect(throws: RedisClientError.self) { _ = try await client.subscribe(to: ["silent"]) }
+        #expect(error?.code == .commandTimeout)
+        #expect(ContinuousClock.now - started < .seconds(3))
+    }
+
     @Test func aLiveChannelIsPingedAndNeverLost() async throws {
         try await withRedisServer { server in
             let client = try makeClient(server.url) { $0.pubSubHeartbeat = .milliseconds(50) }

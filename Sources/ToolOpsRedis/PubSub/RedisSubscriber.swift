@@ -174,55 +174,58 @@ final class RedisSubscriber: Sendable {
             // after the connect + command timeouts: a subscribe never hangs.
             let group = makeSubscriberID()
             let limit = configuration.connectTimeout + configuration.commandTimeout
-            let timer = Task { [weak self] in
-                do { try await Task.sleep(for: limit) } catch { return }
-                self?.failGroup(group, RedisClientError(.commandTimeout, "no SUBSCRIBE confirmation within \(limit)"))
-            }
-            defer { timer.cancel() }
-            try await withTaskCancellationHandler {
-            try await withCheckedThrowingContinuation { (waiter: CheckedContinuation<Void, any Error>) in
-                // Register, and write (P)SUBSCRIBE under the same lock, so a concurrent
-                // unsubscribe of the same channel cannot be written after our subscribe.
-                let outcome: Result<Bool, RedisClientError> = state.withLock { state in
-                    if state.closed { return .failure(RedisClientError(.clientClosed, "the Redis client was shut down")) }
-                    if Task.isCancelled { return .failure(RedisClientError(.clientClosed, "cancelled")) }
-                    state.subscribers[id] = Subscriber(channels: channels, patterns: patterns, sink: sink)
-                    var newChannels: [String] = []
-                    var newPatterns: [String] = []
-                    for channel in Set(channels) {
-                        state.channels[channel, default: 0] += 1
-                        if state.channels[channel] == 1 { newChannels.append(channel) }
-                    }
-                    for pattern in Set(patterns) {
-                        state.patterns[pattern, default: 0] += 1
-                        if state.patterns[pattern] == 1 { newPatterns.append(pattern) }
-                    }
-                    let keys = newChannels.map { "c:" + $0 } + newPatterns.map { "p:" + $0 }
-                    if keys.isEmpty { return .success(true) }
-                    do {
-                        let connection = try state.connection ?? startConnection(&state, delay: .zero)
-                        state.groups[group] = (keys.count, waiter)
-                        for key in keys { state.confirmations[key, default: []].append(group) }
-                        do {
-                            if !newChannels.isEmpty { try connection.write(RedisCommand("SUBSCRIBE", arguments: newChannels).encoded) }
-                            if !newPatterns.isEmpty { try connection.write(RedisCommand("PSUBSCRIBE", arguments: newPatterns).encoded) }
-                        } catch {
-                            state.groups[group] = nil
-                            return .failure((error as? RedisClientError) ?? RedisClientError(.connectionClosed, "\(error)"))
+            // The timer is a child task: cancelled and awaited as soon as the wait ends.
+            try await withThrowingTaskGroup(of: Void.self) { timer in
+                timer.addTask { [weak self] in
+                    do { try await Task.sleep(for: limit) } catch { return }
+                    self?.failGroup(group, RedisClientError(.commandTimeout, "no SUBSCRIBE confirmation within \(limit)"))
+                }
+                defer { timer.cancelAll() }
+                try await withTaskCancellationHandler {
+                try await withCheckedThrowingContinuation { (waiter: CheckedContinuation<Void, any Error>) in
+                    // Register, and write (P)SUBSCRIBE under the same lock, so a concurrent
+                    // unsubscribe of the same channel cannot be written after our subscribe.
+                    let outcome: Result<Bool, RedisClientError> = state.withLock { state in
+                        if state.closed { return .failure(RedisClientError(.clientClosed, "the Redis client was shut down")) }
+                        if Task.isCancelled { return .failure(RedisClientError(.clientClosed, "cancelled")) }
+                        state.subscribers[id] = Subscriber(channels: channels, patterns: patterns, sink: sink)
+                        var newChannels: [String] = []
+                        var newPatterns: [String] = []
+                        for channel in Set(channels) {
+                            state.channels[channel, default: 0] += 1
+                            if state.channels[channel] == 1 { newChannels.append(channel) }
                         }
-                        return .success(false)
-                    } catch {
-                        return .failure((error as? RedisClientError) ?? RedisClientError(.connectionRefused, "\(error)"))
+                        for pattern in Set(patterns) {
+                            state.patterns[pattern, default: 0] += 1
+                            if state.patterns[pattern] == 1 { newPatterns.append(pattern) }
+                        }
+                        let keys = newChannels.map { "c:" + $0 } + newPatterns.map { "p:" + $0 }
+                        if keys.isEmpty { return .success(true) }
+                        do {
+                            let connection = try state.connection ?? startConnection(&state, delay: .zero)
+                            state.groups[group] = (keys.count, waiter)
+                            for key in keys { state.confirmations[key, default: []].append(group) }
+                            do {
+                                if !newChannels.isEmpty { try connection.write(RedisCommand("SUBSCRIBE", arguments: newChannels).encoded) }
+                                if !newPatterns.isEmpty { try connection.write(RedisCommand("PSUBSCRIBE", arguments: newPatterns).encoded) }
+                            } catch {
+                                state.groups[group] = nil
+                                return .failure((error as? RedisClientError) ?? RedisClientError(.connectionClosed, "\(error)"))
+                            }
+                            return .success(false)
+                        } catch {
+                            return .failure((error as? RedisClientError) ?? RedisClientError(.connectionRefused, "\(error)"))
+                        }
+                    }
+                    switch outcome {
+                    case .success(true): waiter.resume()
+                    case .success(false): break
+                    case .failure(let error): waiter.resume(throwing: error)
                     }
                 }
-                switch outcome {
-                case .success(true): waiter.resume()
-                case .success(false): break
-                case .failure(let error): waiter.resume(throwing: error)
+                } onCancel: {
+                    failGroup(group, CancellationError())
                 }
-            }
-            } onCancel: {
-                failGroup(group, CancellationError())
             }
         } catch {
             remove(id)
