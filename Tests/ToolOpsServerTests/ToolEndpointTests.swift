@@ -249,14 +249,7 @@ struct ToolEndpointContextTests {
         let routes = ToolRoutes(
             registry: registry, pipeline: registry,
             configuration: .init(tenantHeader: "X-Tenant-ID", credentialHeaders: ["X-API-Key"], instrument: TraceparentKeeper()))
-        let router = Router()
-        routes.register(on: router)
-        let port = try RedisServer.freePort()
-        let app = Application(router: router, configuration: .init(address: .hostname("127.0.0.1", port: port)), logger: quietLogger)
-        let group = ServiceGroup(services: [app], gracefulShutdownSignals: [], logger: quietLogger)
-        try await withThrowingTaskGroup(of: Void.self) { tasks in
-            tasks.addTask { try await group.run() }
-            #expect(await waitFor(seconds: 10) { (try? await http(port: port, "GET", "/v1/tools"))?.status == 200 } != nil)
+        try await serving(routes) { port in
             let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
             let response = try await http(
                 port: port, "POST", "/v1/tools/t/probe", headers: ["traceparent": traceparent, "x-tenant-id": "acme", "X-API-Key": "k-123"], body: "{}")
@@ -265,6 +258,20 @@ struct ToolEndpointContextTests {
             #expect(context[TraceparentKeeper.Key.self] == traceparent)
             #expect(context.toolTenant == "acme")
             #expect(context.authCredentials?["x-api-key"] == "k-123")  // for the auth middleware (which removes it)
+        }
+    }
+
+    /// Serves `routes` alone on a free port while `body` runs.
+    func serving(_ routes: ToolRoutes, _ body: (Int) async throws -> Void) async throws {
+        let router = Router()
+        routes.register(on: router)
+        let port = try RedisServer.freePort()
+        let app = Application(router: router, configuration: .init(address: .hostname("127.0.0.1", port: port)), logger: quietLogger)
+        let group = ServiceGroup(services: [app], gracefulShutdownSignals: [], logger: quietLogger)
+        try await withThrowingTaskGroup(of: Void.self) { tasks in
+            tasks.addTask { try await group.run() }
+            #expect(await waitFor(seconds: 10) { (try? await http(port: port, "GET", "/v1/tools"))?.status == 200 } != nil)
+            try await body(port)
             await group.triggerGracefulShutdown()
             try await tasks.waitForAll()
         }
@@ -280,19 +287,10 @@ extension ToolEndpointContextTests {
             try (0..<count).map { index in
                 ToolDefinition(try ToolID("bulk:t\(index)"), description: "returns its index") { _ in ToolResult(.integer(Int64(index))) }
             })
-        let router = Router()
-        ToolRoutes(registry: registry, pipeline: registry).register(on: router)
-        let port = try RedisServer.freePort()
-        let app = Application(router: router, configuration: .init(address: .hostname("127.0.0.1", port: port)), logger: quietLogger)
-        let group = ServiceGroup(services: [app], gracefulShutdownSignals: [], logger: quietLogger)
-        try await withThrowingTaskGroup(of: Void.self) { tasks in
-            tasks.addTask { try await group.run() }
-            #expect(await waitFor(seconds: 10) { (try? await http(port: port, "GET", "/v1/tools"))?.status == 200 } != nil)
+        try await serving(ToolRoutes(registry: registry, pipeline: registry)) { port in
             let answer = try await http(port: port, "POST", "/v1/tools/bulk/t42", body: "{}")
             #expect(answer.status == 200 && answer.body == "42")
             #expect(try await http(port: port, "POST", "/v1/tools/bulk/nope", body: "{}").status == 404)
-            await group.triggerGracefulShutdown()
-            try await tasks.waitForAll()
         }
     }
 }
