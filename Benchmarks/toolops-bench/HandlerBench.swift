@@ -26,7 +26,7 @@ struct HandlerBench: AsyncParsableCommand {
     @Option(help: "Requests per measurement.")
     var requests: Int = 200_000
 
-    @Option(help: "Comma-separated rows (bare, plain, memory, redis, redis-light).")
+    @Option(help: "Comma-separated rows (bare, bare-short, plain, memory, redis, redis-light). `bare` answers at the tool rows' path shape (`/bare/v1/tools/demo/echo`: the router's cost grows with the path), `bare-short` at `/bare`.")
     var rows: String = "bare,plain,memory,redis"
 
     func run() async throws {
@@ -37,9 +37,11 @@ struct HandlerBench: AsyncParsableCommand {
         let assemblies = try BenchAssemblies(redisURL: redis.url, redisPool: 2, busyPollMicroseconds: 0, logger: logger)
         let router = Router()
         let reply = ByteBuffer(string: #"{"hello":"world"}"#)
-        router.post("bare") { request, _ -> Response in
-            _ = try await request.body.collect(upTo: 1 << 20)
-            return Response(status: .ok, headers: [.contentType: "application/json"], body: ResponseBody(byteBuffer: reply))
+        for path in ["bare", "bare/v1/tools/demo/echo"] {
+            router.post(RouterPath(path)) { request, _ -> Response in
+                _ = try await request.body.collect(upTo: 1 << 20)
+                return Response(status: .ok, headers: [.contentType: "application/json"], body: ResponseBody(byteBuffer: reply))
+            }
         }
         for (name, pipeline) in assemblies.rows {
             ToolRoutes(registry: assemblies.memory.registry, pipeline: pipeline).register(on: router.group(RouterPath(name)))
@@ -53,7 +55,7 @@ struct HandlerBench: AsyncParsableCommand {
             print("toolops-bench handler — \(requests) requests per cell; wall ns/request, CPU ns/request and context switches per 1,000 requests (this process)")
             print(pad("", 14) + levels.map { pad("c=\($0): wall    CPU  cs/1k", 30) }.joined())
             for name in selected {
-                let path = name == "bare" ? "/bare" : "/\(name)/v1/tools/demo/echo"
+                let path = name == "bare-short" ? "/bare" : "/\(name)/v1/tools/demo/echo"
                 @Sendable func once() async throws {
                     let head = HTTPRequest(
                         method: .post, scheme: "http", authority: "127.0.0.1", path: path,

@@ -23,6 +23,9 @@ struct PipelineBench: AsyncParsableCommand {
     @Option(help: "Comma-separated rows (plain, memory, redis, redis-light).")
     var rows: String = "plain,memory,redis,redis-light"
 
+    @Flag(help: "Also measure the memory and Redis pipelines with each middleware left out in turn (what each one costs).")
+    var ablation = false
+
     func run() async throws {
         let levels = concurrency.split(separator: ",").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }
         var logger = Logger(label: "bench")
@@ -36,9 +39,20 @@ struct PipelineBench: AsyncParsableCommand {
             tasks.addTask { try await group.run() }
             let call = try assemblies.memory.registry.prepare(ToolCall(tool: ToolID(namespace: "demo", name: "echo"), arguments: ["hello": "world"]))
             print("toolops-bench pipeline — \(calls) calls per cell; wall ns/call, CPU ns/call and context switches per 1,000 calls (this process)")
-            print(pad("", 14) + levels.map { pad("c=\($0): wall    CPU  cs/1k", 30) }.joined())
-            for (name, pipeline) in assemblies.rows where selected.contains(name) {
-                var line = pad(name, 14)
+            print(pad("", ablation ? 44 : 14) + levels.map { pad("c=\($0): wall    CPU  cs/1k", 30) }.joined())
+            var rows = assemblies.rows.filter { selected.contains($0.0) }
+            if ablation {
+                for (name, assembly) in [("memory", assemblies.memory), ("redis", assemblies.onRedis)] where selected.contains(name) {
+                    let middlewares = assembly.pipeline.middlewares
+                    for index in middlewares.indices {
+                        var kept = middlewares
+                        let dropped = kept.remove(at: index)
+                        rows.append(("  \(name) without \(type(of: dropped))", ToolPipeline(runner: assembly.registry, middlewares: kept)))
+                    }
+                }
+            }
+            for (name, pipeline) in rows {
+                var line = pad(name, ablation ? 44 : 14)
                 for level in levels {
                     let before = ProcessUsage.now()
                     let wall = try await measurePipeline(pipeline, call, calls: calls, concurrency: level)
