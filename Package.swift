@@ -70,7 +70,7 @@ let package = Package(
 
         // MARK: the core and the concerns (no Redis, no HTTP)
 
-        .target(name: "ToolOpsCore", dependencies: [log, metrics, serviceContext, tracing], swiftSettings: strict),
+        .target(name: "ToolOpsCore", dependencies: [log, metrics, serviceContext, tracing, lifecycle], swiftSettings: strict),
         .target(name: "ToolOpsResilience", dependencies: ["ToolOpsCore", metrics, lifecycle], swiftSettings: strict),
         .target(
             name: "ToolOpsCache",
@@ -165,7 +165,13 @@ let package = Package(
 
         .testTarget(
             name: "ToolOpsTestingTests", dependencies: ["ToolOpsTesting", "ToolOpsCore", "ToolOpsTestSupport"], swiftSettings: strict),
-        .testTarget(name: "ToolOpsCoreTests", dependencies: ["ToolOpsCore", "ToolOpsTesting", serviceContext], swiftSettings: strict),
+        .testTarget(
+            name: "ToolOpsCoreTests",
+            dependencies: [
+                "ToolOpsCore", "ToolOpsTesting", serviceContext, lifecycle,
+                .product(name: "ServiceLifecycleTestKit", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: strict),
         .testTarget(
             name: "ToolOpsResilienceTests",
             dependencies: [

@@ -194,18 +194,49 @@ struct CacheMiddlewareTests {
 
     @Test func refreshAheadRenewsInTheBackgroundOnce() async throws {
         let tool = CountingTool(delay: .milliseconds(200))
-        let cache = try cache(try CachePolicy(defaultTTL: .seconds(100), jitter: 0, refreshAhead: 0.8))
+        let background = try BackgroundWork()
+        let cache = try CacheMiddleware(
+            .init(policy: try CachePolicy(defaultTTL: .seconds(100), jitter: 0, refreshAhead: 0.8), background: background),
+            store: MemoryCacheStore(clock: clock), clock: clock)
+        let runner = Task { try await background.run() }
+        defer { runner.cancel() }
         let first = try await cache.run(try call(), next: tool)
         clock.advance(by: .seconds(85))
         for _ in 0..<5 { #expect(try await cache.run(try call(), next: tool).value == first.value) }
-        // One background refresh, then the renewed entry is served.
+        // One background refresh (the service may start after the first hits: they skip it),
+        // then the renewed entry is served.
         let deadline = ContinuousClock.now + .seconds(5)
-        while tool.count < 2 && ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(5)) }
+        while tool.count < 2 && ContinuousClock.now < deadline {
+            _ = try await cache.run(try call(), next: tool)
+            try await Task.sleep(for: .milliseconds(5))
+        }
         while cache.flights.activeFlights > 0 && ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(5)) }
         #expect(tool.count == 2)
         let renewed = try await cache.run(try call(), next: tool)
         #expect(renewed.metadata["cache"] == "hit")
         #expect(renewed.value != first.value)
+    }
+
+    @Test func refreshingAheadNeedsBackgroundWork() throws {
+        #expect(throws: ToolOpsError.self) {
+            try CacheMiddleware(.init(policy: try CachePolicy(refreshAhead: 0.5)), store: MemoryCacheStore(clock: clock), clock: clock)
+        }
+    }
+
+    @Test func aRefreshIsSkippedWhileTheBackgroundWorkIsNotRunning() async throws {
+        let tool = CountingTool()
+        let cache = try CacheMiddleware(
+            .init(policy: try CachePolicy(defaultTTL: .seconds(100), jitter: 0, refreshAhead: 0.5), background: try BackgroundWork()),
+            store: MemoryCacheStore(clock: clock), clock: clock)
+        _ = try await cache.run(try call(), next: tool)
+        clock.advance(by: .seconds(60))
+        // Due for a refresh, but nothing runs it: the hit is served and no flight is left
+        // behind for later callers to wait on.
+        #expect(try await cache.run(try call(), next: tool).metadata["cache"] == "hit")
+        #expect(cache.flights.activeFlights == 0)
+        clock.advance(by: .seconds(41))
+        #expect(try await cache.run(try call(), next: tool).metadata["cache"] == nil)
+        #expect(tool.count == 2)
     }
 }
 

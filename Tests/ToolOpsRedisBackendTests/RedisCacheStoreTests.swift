@@ -102,6 +102,27 @@ struct RedisCacheStoreTests {
         }
     }
 
+    @Test func aReleasedLeaseWakesTheWaiterAtOnceAndOnlyItsHolderCanRelease() async throws {
+        try await withRedisURL { url in
+            // A slow poll: a waiter that returns quickly was woken by the release's message.
+            let all = try await replicas(url, count: 2, configuration: .init(pollInterval: .seconds(5)))
+            defer { all.forEach { $0.client.shutdown() } }
+            let key = try CacheKeyer().key(for: try call(["q": .string("release-\(UInt32.random(in: 0...UInt32.max))")]))
+            let lease = try #require(try await all[0].store.acquireFill(key, lease: .seconds(30)))
+            // Someone else's token releases nothing.
+            await all[1].store.releaseFill(CacheFillLease(key: key, token: "not-the-holder"))
+            #expect(try await all[1].store.acquireFill(key, lease: .seconds(30)) == nil)
+            let started = ContinuousClock.now
+            async let waited: Void = all[1].store.waitForFill(key, timeout: .seconds(10))
+            try await Task.sleep(for: .milliseconds(50))
+            // Returns without waiting for Redis's answer; the lease is gone all the same.
+            await all[0].store.releaseFill(lease)
+            await waited
+            #expect(ContinuousClock.now - started < .seconds(3))
+            #expect(try await all[1].store.acquireFill(key, lease: .seconds(30)) != nil)
+        }
+    }
+
     @Test func tagInvalidationReachesEveryReplicaAndNearCacheWithinTheBound() async throws {
         try await withRedisURL { url in
             let all = try await replicas(url)

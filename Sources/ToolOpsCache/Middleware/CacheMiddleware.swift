@@ -43,11 +43,17 @@ public struct CacheMiddleware: ToolMiddleware {
         /// Defaults to 10 s.
         public var fillWait: Duration
         public var observer: (@Sendable (CacheEvent) -> Void)?
+        /// Where refreshes ahead of expiry (``CachePolicy/refreshAhead``) run; required when
+        /// the policy refreshes ahead, and it must run as a service. While it is not running
+        /// (or its queue is full) a refresh is skipped: the entry is filled again when it
+        /// expires. Defaults to none.
+        public var background: BackgroundWork?
 
         public init(
             policy: CachePolicy, keyer: CacheKeyer = .init(), fillLease: Duration = .seconds(10),
-            fillWait: Duration = .seconds(10), observer: (@Sendable (CacheEvent) -> Void)? = nil
+            fillWait: Duration = .seconds(10), observer: (@Sendable (CacheEvent) -> Void)? = nil, background: BackgroundWork? = nil
         ) {
+            self.background = background
             self.policy = policy
             self.keyer = keyer
             self.fillLease = fillLease
@@ -67,6 +73,9 @@ public struct CacheMiddleware: ToolMiddleware {
     public init(_ configuration: Configuration, store: any CacheStore, clock: any ToolOpsClock = WallClock()) throws(ToolOpsError) {
         guard configuration.fillLease > .zero, configuration.fillWait >= .zero else {
             throw ToolOpsError(.invalidConfiguration, "fillLease must be positive and fillWait not negative")
+        }
+        guard configuration.policy.refreshAhead == nil || configuration.background != nil else {
+            throw ToolOpsError(.invalidConfiguration, "refreshAhead needs a BackgroundWork (configuration.background) run as a service")
         }
         self.configuration = configuration
         self.store = store
@@ -154,12 +163,16 @@ public struct CacheMiddleware: ToolMiddleware {
                 }
             }
         }
-        defer {
-            if let lease, let coordinator {
-                // Released after the entry is stored, so woken waiters find it.
-                Task { await coordinator.releaseFill(lease) }
-            }
-        }
+        let outcome: Result<ToolResult, any Error>
+        do { outcome = .success(try await fillNow(call, key: key, next: next, stale: stale)) } catch { outcome = .failure(error) }
+        // Released after the entry is stored, so woken waiters find it. Coordinators release
+        // without waiting for a round trip, and whether or not this call was cancelled.
+        if let lease, let coordinator { await coordinator.releaseFill(lease) }
+        return try outcome.get()
+    }
+
+    /// A miss: runs the tool and stores its result, or serves a stale entry if it fails.
+    private func fillNow(_ call: ToolCall, key: CacheKey, next: any ToolRunner, stale: CacheEntry?) async throws -> ToolResult {
         metrics.miss.increment()
         configuration.observer?(.miss(key))
         do {
@@ -213,17 +226,18 @@ public struct CacheMiddleware: ToolMiddleware {
         do { try await store.set(key, entry, encodedValue: encoded) } catch { failed("set", error) }
     }
 
-    /// One refresh per key in this process (and, with a coordinator, in the cluster).
+    /// One refresh per key in this process (and, with a coordinator, in the cluster), run by
+    /// ``Configuration/background``; skipped when it takes no job now.
     func refreshInBackground(_ call: ToolCall, key: CacheKey, next: any ToolRunner) {
-        guard flights.tryLead(key) else { return }
-        configuration.observer?(.refreshStarted(key))
-        Task {
+        guard let background = configuration.background, flights.tryLead(key) else { return }
+        let accepted = background.submit { [self] in
             var outcome: Result<ToolResult, any Error> = .failure(CancellationError())
             var lease: CacheFillLease?
-            if let coordinator {
+            // A job started at shutdown runs cancelled: it only lets go of the flight.
+            if let coordinator, !Task.isCancelled {
                 lease = try? await coordinator.acquireFill(key, lease: configuration.fillLease)
             }
-            if coordinator == nil || lease != nil {
+            if !Task.isCancelled && (coordinator == nil || lease != nil) {
                 do {
                     let result = try await next.run(call)
                     await store(result, for: call, key: key)
@@ -235,6 +249,11 @@ public struct CacheMiddleware: ToolMiddleware {
             if let lease, let coordinator { await coordinator.releaseFill(lease) }
             // Followers that joined meanwhile are misses: a failed refresh makes them lead anew.
             flights.finish(key, with: outcome.flatMapError { _ in .failure(CancellationError()) })
+        }
+        if accepted {
+            configuration.observer?(.refreshStarted(key))
+        } else {
+            flights.finish(key, with: .failure(CancellationError()))
         }
     }
 

@@ -376,10 +376,16 @@ public final class RedisCacheStore: CacheStore, CacheFillCoordinator, Service {
         return reply.isNull ? nil : CacheFillLease(key: key, token: token)
     }
 
+    /// Written at once and not waited for (the filler's answer does not depend on it), and not
+    /// cancelled with the filler: `EVAL` with the source, so a script cache emptied by a
+    /// restart costs no `NOSCRIPT` round. With no connection to queue it on it is sent the
+    /// ordinary way; if Redis is unreachable the lease simply expires.
     public func releaseFill(_ lease: CacheFillLease) async {
-        _ = try? await client.run(
-            Self.releaseScript, keys: [keys.cacheFill(lease.key.value)],
-            arguments: [lease.token, keys.cacheEvents, message("r", lease.key.value)])
+        let command = RedisCommand(
+            "EVAL",
+            arguments: [Self.releaseScript.source, 1, keys.cacheFill(lease.key.value), lease.token, keys.cacheEvents, message("r", lease.key.value)])
+        if client.sendUnawaited([command]) { return }
+        _ = try? await client.sendIgnoringCancellation(command)
     }
 
     public func waitForFill(_ key: CacheKey, timeout: Duration) async {
