@@ -2,7 +2,8 @@ import ServiceLifecycle
 import ServiceLifecycleTestKit
 import Synchronization
 import Testing
-import ToolOpsCore
+@testable import ToolOpsCore
+import ToolOpsTesting
 
 /// Jobs that wait until released (or cancelled), recording what happened to them.
 final class GatedJobs: Sendable {
@@ -39,16 +40,6 @@ final class GatedJobs: Sendable {
     }
 }
 
-/// Polls `condition` for up to two seconds (the jobs run on other threads).
-func eventually(_ condition: () -> Bool) async throws -> Bool {
-    let deadline = ContinuousClock.now + .seconds(2)
-    while !condition() {
-        if ContinuousClock.now > deadline { return false }
-        try await Task.sleep(for: .milliseconds(2))
-    }
-    return true
-}
-
 @Suite("Background work", .timeLimit(.minutes(1)))
 struct BackgroundWorkTests {
     @Test func jobsAreTakenOnlyWhileTheServiceRuns() async throws {
@@ -58,8 +49,8 @@ struct BackgroundWorkTests {
         try await testGracefulShutdown { shutdown in
             try await withThrowingTaskGroup(of: Void.self) { group in
                 group.addTask { try await work.run() }
-                #expect(try await eventually { work.submit { ran.add(1, ordering: .relaxed) } })
-                #expect(try await eventually { ran.load(ordering: .relaxed) == 1 })
+                #expect(await eventually { work.submit { ran.add(1, ordering: .relaxed) } })
+                #expect(await eventually { ran.load(ordering: .relaxed) == 1 })
                 shutdown.triggerGracefulShutdown()
                 try await group.waitForAll()
             }
@@ -74,16 +65,16 @@ struct BackgroundWorkTests {
         try await testGracefulShutdown { shutdown in
             try await withThrowingTaskGroup(of: Void.self) { group in
                 group.addTask { try await work.run() }
-                #expect(try await eventually { work.submit(jobs.job) })
+                #expect(await eventually { work.submit(jobs.job) })
                 #expect(work.submit(jobs.job))
-                #expect(try await eventually { jobs.started.load(ordering: .relaxed) == 2 })
+                #expect(await eventually { jobs.started.load(ordering: .relaxed) == 2 })
                 for _ in 0..<3 { #expect(work.submit(jobs.job)) }
                 #expect(work.pendingJobs == 3)
                 // Two running and three waiting: a sixth is refused, not queued.
                 #expect(!work.submit(jobs.job))
                 #expect(work.runningJobs == 2)
                 jobs.releaseAll()
-                #expect(try await eventually { jobs.finished.load(ordering: .relaxed) == 5 && work.runningJobs == 0 })
+                #expect(await eventually { jobs.finished.load(ordering: .relaxed) == 5 && work.runningJobs == 0 })
                 #expect(jobs.cancelled.load(ordering: .relaxed) == 0)
                 shutdown.triggerGracefulShutdown()
                 try await group.waitForAll()
@@ -97,9 +88,9 @@ struct BackgroundWorkTests {
         try await testGracefulShutdown { shutdown in
             try await withThrowingTaskGroup(of: Void.self) { group in
                 group.addTask { try await work.run() }
-                #expect(try await eventually { work.submit(jobs.job) })
+                #expect(await eventually { work.submit(jobs.job) })
                 for _ in 0..<3 { #expect(work.submit(jobs.job)) }
-                #expect(try await eventually { jobs.started.load(ordering: .relaxed) == 1 })
+                #expect(await eventually { jobs.started.load(ordering: .relaxed) == 1 })
                 shutdown.triggerGracefulShutdown()
                 try await group.waitForAll()
             }
@@ -115,12 +106,26 @@ struct BackgroundWorkTests {
         let work = try BackgroundWork()
         let jobs = GatedJobs()
         let runner = Task { try await work.run() }
-        #expect(try await eventually { work.submit(jobs.job) })
-        #expect(try await eventually { jobs.started.load(ordering: .relaxed) == 1 })
+        #expect(await eventually { work.submit(jobs.job) })
+        #expect(await eventually { jobs.started.load(ordering: .relaxed) == 1 })
         runner.cancel()
         try await runner.value
         #expect(jobs.cancelled.load(ordering: .relaxed) == 1)
         #expect(!work.submit(jobs.job))
+    }
+
+    @Test func aQueueThatNeverEmptiesStaysBounded() {
+        var queue = FIFOQueue<Int>()
+        for value in 0..<10 { queue.append(value) }
+        // Always ten waiting: taken elements must not pile up in front of them.
+        for value in 10..<10_000 {
+            queue.append(value)
+            #expect(queue.popFirst() == value - 10)
+        }
+        #expect(queue.count == 10)
+        #expect(queue.storedCount < 200)
+        while queue.popFirst() != nil {}
+        #expect(queue.count == 0 && queue.storedCount == 0)
     }
 
     @Test func itRunsOnceAndRefusesAnImpossibleConfiguration() async throws {
@@ -128,7 +133,7 @@ struct BackgroundWorkTests {
         #expect(throws: ToolOpsError.self) { try BackgroundWork(.init(maximumPending: 0)) }
         let work = try BackgroundWork()
         let runner = Task { try await work.run() }
-        _ = try await eventually { work.submit {} }
+        _ = await eventually { work.submit {} }
         await #expect(throws: ToolOpsError.self) { try await work.run() }
         runner.cancel()
         try await runner.value

@@ -13,7 +13,7 @@ import Synchronization
 /// promptly then (a cancelled refresh stores nothing) — and ``run()`` returns once they have.
 ///
 /// ```swift
-/// let background = BackgroundWork()
+/// let background = try BackgroundWork()
 /// let cache = try CacheMiddleware(.init(policy: policy, background: background), store: store)
 /// let group = ServiceGroup(services: [background, app], …)
 /// ```
@@ -37,25 +37,15 @@ public final class BackgroundWork: Service, Sendable {
 
     private struct State {
         var phase = Phase.idle
-        var pending: [Job] = []
-        var pendingStart = 0
+        var pending = FIFOQueue<Job>()
         /// ``run()`` waits here for a job, a free place, or the end.
         var waiter: CheckedContinuation<Void, Never>?
         /// Jobs started and not yet ended.
         var running = 0
 
-        var pendingCount: Int { pending.count - pendingStart }
+        var pendingCount: Int { pending.count }
 
-        mutating func takeNext() -> Job? {
-            guard pendingStart < pending.count else { return nil }
-            let job = pending[pendingStart]
-            pendingStart += 1
-            if pendingStart == pending.count {
-                pending.removeAll(keepingCapacity: true)
-                pendingStart = 0
-            }
-            return job
-        }
+        mutating func takeNext() -> Job? { pending.popFirst() }
 
         /// Wakes ``run()`` if it waits.
         mutating func wake() -> CheckedContinuation<Void, Never>? {
@@ -171,5 +161,33 @@ public final class BackgroundWork: Service, Sendable {
             state.phase = .stopped
             return state.wake()
         }?.resume()
+    }
+}
+
+/// A first-in, first-out queue on an array: taken elements are dropped when it empties, and in
+/// one move once they make up half of it, so a queue that never empties stays bounded too.
+struct FIFOQueue<Element> {
+    private var elements: [Element] = []
+    private var head = 0
+
+    var count: Int { elements.count - head }
+
+    /// What the array holds, taken elements included (for tests of the bound).
+    var storedCount: Int { elements.count }
+
+    mutating func append(_ element: Element) { elements.append(element) }
+
+    mutating func popFirst() -> Element? {
+        guard head < elements.count else { return nil }
+        let element = elements[head]
+        head += 1
+        if head == elements.count {
+            elements.removeAll(keepingCapacity: true)
+            head = 0
+        } else if head >= 64 && head * 2 >= elements.count {
+            elements.removeFirst(head)
+            head = 0
+        }
+        return element
     }
 }
