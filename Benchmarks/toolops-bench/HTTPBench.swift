@@ -25,7 +25,7 @@ struct HTTPBench: AsyncParsableCommand {
     @Option(help: "Seconds per measurement.")
     var seconds: Int = 3
 
-    @Option(help: "Comma-separated rows to run (bare-short, spin, bare-pipeline, plain, memory, redis, redis-light); the bare route (at the tool rows' path shape) is always run first.")
+    @Option(help: "Comma-separated rows to run (bare-short, spin, bare-pipeline, plain, layers, memory, redis, redis-light); the bare route (at the tool rows' path shape) is always run first.")
     var rows: String = "plain,memory,redis,redis-light"
 
     @Option(help: "Rounds: every row is measured once per round, in turn, and the medians are reported (the machine's noise moves in minutes, not seconds).")
@@ -39,6 +39,9 @@ struct HTTPBench: AsyncParsableCommand {
 
     @Flag(help: "Also measure the memory and Redis pipelines with each middleware left out in turn (what each one costs over HTTP).")
     var ablation = false
+
+    @Flag(help: "Also measure each middleware of the memory and Redis pipelines alone in front of the tool (what each one costs over HTTP by itself).")
+    var solo = false
 
     @Option(name: .customLong("wrk-cpus"), help: "CPUs wrk runs on (taskset's list, e.g. `1`; empty: wherever the scheduler puts it). Run the bench itself under `taskset -c 0` to keep the server and redis-server off them.")
     var wrkCPUs: String = ""
@@ -84,6 +87,9 @@ struct HTTPBench: AsyncParsableCommand {
             return Response(status: .ok, headers: [.contentType: "application/json"], body: ResponseBody(byteBuffer: body))
         }
         ToolRoutes(registry: assemblies.plain.registry, pipeline: assemblies.plain.registry).register(on: router.group("plain"))
+        // A calibration row: what the chain's async layers cost over HTTP, apart from any policy.
+        let layered = ToolPipeline(runner: assemblies.plain.registry, middlewares: Array(repeating: PassThrough(), count: PassThrough.layers))
+        ToolRoutes(registry: assemblies.plain.registry, pipeline: layered).register(on: router.group("layers"))
         assemblies.memory.routes.register(on: router.group("memory"))
         assemblies.onRedis.routes.register(on: router.group("redis"))
         assemblies.onRedisLight.routes.register(on: router.group("redis-light"))
@@ -98,6 +104,15 @@ struct HTTPBench: AsyncParsableCommand {
                     let pipeline = ToolPipeline(runner: assembly.registry, middlewares: kept)
                     ToolRoutes(registry: assembly.registry, pipeline: pipeline).register(on: router.group("\(row)-without-\(index)"))
                     ablated.append(("  \(row) without \(name)", "/\(row)-without-\(index)/v1/tools/demo/echo"))
+                }
+            }
+        }
+        if solo {
+            for (row, assembly) in [("memory", assemblies.memory), ("redis", assemblies.onRedis)] {
+                for (index, middleware) in assembly.pipeline.middlewares.enumerated() {
+                    let pipeline = ToolPipeline(runner: assembly.registry, middlewares: [middleware])
+                    ToolRoutes(registry: assembly.registry, pipeline: pipeline).register(on: router.group("\(row)-only-\(index)"))
+                    ablated.append(("  \(row): only \(type(of: middleware))", "/\(row)-only-\(index)/v1/tools/demo/echo"))
                 }
             }
         }
@@ -125,11 +140,12 @@ struct HTTPBench: AsyncParsableCommand {
                 ("bare route + \(spinMicroseconds) µs of CPU", "spin", "/spin"),
                 ("bare route + memory pipeline", "bare-pipeline", "/bare-pipeline"),
                 ("tool endpoint, no policies", "plain", "/plain/v1/tools/demo/echo"),
+                ("  with \(PassThrough.layers) pass-through layers", "layers", "/layers/v1/tools/demo/echo"),
                 ("full pipeline, memory stores", "memory", "/memory/v1/tools/demo/echo"),
                 ("full pipeline, Redis stores", "redis", "/redis/v1/tools/demo/echo"),
                 ("  the same without the bulkhead", "redis-light", "/redis-light/v1/tools/demo/echo"),
             ].filter { $0.1 == "bare" || selected.contains($0.1) }.map { ($0.0, $0.2) }
-                + ablated.filter { row in selected.contains { row.1.hasPrefix("/" + $0 + "-without-") } }
+                + ablated.filter { row in selected.contains { row.1.hasPrefix("/" + $0 + "-without-") || row.1.hasPrefix("/" + $0 + "-only-") } }
             print("toolops-bench http — wrk \(seconds) s per cell, \(repeats) interleaved rounds, server and wrk on the same machine")
             print("medians over the rounds; ratios and added p99 are taken against the bare route of the same round (range in brackets)")
             print(pad("", 34) + pad("conns", 7) + pad("req/s", 9) + pad("ratio", 22) + pad("p99", 10) + pad("Δp99", 20) + pad("CPU/req", 9) + pad("cs/req", 8) + "Redis cmd/call")
@@ -215,3 +231,9 @@ struct HTTPBench: AsyncParsableCommand {
     }
 }
 
+
+/// A middleware that only passes the call on: the cost of a layer of the chain itself.
+struct PassThrough: ToolMiddleware {
+    static let layers = 8
+    func run(_ call: ToolCall, next: any ToolRunner) async throws -> ToolResult { try await next.run(call) }
+}

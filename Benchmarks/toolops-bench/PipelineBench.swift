@@ -20,7 +20,7 @@ struct PipelineBench: AsyncParsableCommand {
     @Option(help: "Calls per measurement.")
     var calls: Int = 200_000
 
-    @Option(help: "Comma-separated rows (plain, memory, redis, redis-light).")
+    @Option(help: "Comma-separated rows (plain, layers — the registry behind 8 pass-through middlewares —, memory, redis, redis-light).")
     var rows: String = "plain,memory,redis,redis-light"
 
     @Flag(help: "Also measure the memory and Redis pipelines with each middleware left out in turn (what each one costs).")
@@ -135,6 +135,10 @@ struct BenchAssemblies {
 
     /// Rows by their short names; `plain` is the registry alone (no middleware at all).
     var rows: [(String, ToolPipeline)] {
-        [("plain", ToolPipeline(runner: plain.registry, middlewares: [])), ("memory", memory.pipeline), ("redis", onRedis.pipeline), ("redis-light", onRedisLight.pipeline)]
+        [
+            ("plain", ToolPipeline(runner: plain.registry, middlewares: [])),
+            ("layers", ToolPipeline(runner: plain.registry, middlewares: Array(repeating: PassThrough(), count: PassThrough.layers))),
+            ("memory", memory.pipeline), ("redis", onRedis.pipeline), ("redis-light", onRedisLight.pipeline),
+        ]
     }
 }
