@@ -87,33 +87,17 @@ struct HTTPBench: AsyncParsableCommand {
             return Response(status: .ok, headers: [.contentType: "application/json"], body: ResponseBody(byteBuffer: body))
         }
         ToolRoutes(registry: assemblies.plain.registry, pipeline: assemblies.plain.registry).register(on: router.group("plain"))
-        // A calibration row: what the chain's async layers cost over HTTP, apart from any policy.
-        let layered = ToolPipeline(runner: assemblies.plain.registry, middlewares: Array(repeating: PassThrough(), count: PassThrough.layers))
-        ToolRoutes(registry: assemblies.plain.registry, pipeline: layered).register(on: router.group("layers"))
+        ToolRoutes(registry: assemblies.plain.registry, pipeline: assemblies.layered).register(on: router.group("layers"))
         assemblies.memory.routes.register(on: router.group("memory"))
         assemblies.onRedis.routes.register(on: router.group("redis"))
         assemblies.onRedisLight.routes.register(on: router.group("redis-light"))
         var ablated: [(String, String)] = []
-        if ablation {
-            for (row, assembly) in [("memory", assemblies.memory), ("redis", assemblies.onRedis)] {
-                let middlewares = assembly.pipeline.middlewares
-                for index in middlewares.indices {
-                    var kept = middlewares
-                    let dropped = kept.remove(at: index)
-                    let name = String(describing: type(of: dropped))
-                    let pipeline = ToolPipeline(runner: assembly.registry, middlewares: kept)
-                    ToolRoutes(registry: assembly.registry, pipeline: pipeline).register(on: router.group("\(row)-without-\(index)"))
-                    ablated.append(("  \(row) without \(name)", "/\(row)-without-\(index)/v1/tools/demo/echo"))
-                }
-            }
-        }
-        if solo {
-            for (row, assembly) in [("memory", assemblies.memory), ("redis", assemblies.onRedis)] {
-                for (index, middleware) in assembly.pipeline.middlewares.enumerated() {
-                    let pipeline = ToolPipeline(runner: assembly.registry, middlewares: [middleware])
-                    ToolRoutes(registry: assembly.registry, pipeline: pipeline).register(on: router.group("\(row)-only-\(index)"))
-                    ablated.append(("  \(row): only \(type(of: middleware))", "/\(row)-only-\(index)/v1/tools/demo/echo"))
-                }
+        let kinds: [(BenchAssemblies.Variant, String)] = (ablation ? [(.leftOut, "without")] : []) + (solo ? [(.alone, "only")] : [])
+        for (kind, infix) in kinds {
+            for variant in assemblies.variants(kind) {
+                let group = "\(variant.row)-\(infix)-\(variant.index)"
+                ToolRoutes(registry: variant.registry, pipeline: variant.pipeline).register(on: router.group(RouterPath(group)))
+                ablated.append(("  " + variant.label, "/\(group)/v1/tools/demo/echo"))
             }
         }
         let port = try RedisServer.freePort()
@@ -230,7 +214,6 @@ struct HTTPBench: AsyncParsableCommand {
         return nil
     }
 }
-
 
 /// A middleware that only passes the call on: the cost of a layer of the chain itself.
 struct PassThrough: ToolMiddleware {

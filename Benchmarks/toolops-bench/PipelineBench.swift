@@ -42,14 +42,7 @@ struct PipelineBench: AsyncParsableCommand {
             print(pad("", ablation ? 44 : 14) + levels.map { pad("c=\($0): wall    CPU  cs/1k", 30) }.joined())
             var rows = assemblies.rows.filter { selected.contains($0.0) }
             if ablation {
-                for (name, assembly) in [("memory", assemblies.memory), ("redis", assemblies.onRedis)] where selected.contains(name) {
-                    let middlewares = assembly.pipeline.middlewares
-                    for index in middlewares.indices {
-                        var kept = middlewares
-                        let dropped = kept.remove(at: index)
-                        rows.append(("  \(name) without \(type(of: dropped))", ToolPipeline(runner: assembly.registry, middlewares: kept)))
-                    }
-                }
+                rows += assemblies.variants(.leftOut).filter { selected.contains($0.row) }.map { ("  " + $0.label, $0.pipeline) }
             }
             for (name, pipeline) in rows {
                 var line = pad(name, ablation ? 44 : 14)
@@ -136,9 +129,32 @@ struct BenchAssemblies {
     /// Rows by their short names; `plain` is the registry alone (no middleware at all).
     var rows: [(String, ToolPipeline)] {
         [
-            ("plain", ToolPipeline(runner: plain.registry, middlewares: [])),
-            ("layers", ToolPipeline(runner: plain.registry, middlewares: Array(repeating: PassThrough(), count: PassThrough.layers))),
+            ("plain", ToolPipeline(runner: plain.registry, middlewares: [])), ("layers", layered),
             ("memory", memory.pipeline), ("redis", onRedis.pipeline), ("redis-light", onRedisLight.pipeline),
         ]
+    }
+
+    /// The registry behind ``PassThrough/layers`` pass-through middlewares: what the chain's
+    /// layers cost, apart from any policy.
+    var layered: ToolPipeline { ToolPipeline(runner: plain.registry, middlewares: Array(repeating: PassThrough(), count: PassThrough.layers)) }
+
+    enum Variant { case leftOut, alone }
+
+    /// The memory and Redis pipelines with each middleware left out in turn (`leftOut`), or
+    /// each middleware alone in front of the tool (`alone`): what each one costs.
+    func variants(_ kind: Variant) -> [(row: String, index: Int, label: String, registry: ToolRegistry, pipeline: ToolPipeline)] {
+        [("memory", memory), ("redis", onRedis)].flatMap { row, assembly in
+            assembly.pipeline.middlewares.enumerated().map { index, middleware in
+                let name = String(describing: type(of: middleware))
+                switch kind {
+                case .leftOut:
+                    var kept = assembly.pipeline.middlewares
+                    kept.remove(at: index)
+                    return (row, index, "\(row) without \(name)", assembly.registry, ToolPipeline(runner: assembly.registry, middlewares: kept))
+                case .alone:
+                    return (row, index, "\(row): only \(name)", assembly.registry, ToolPipeline(runner: assembly.registry, middlewares: [middleware]))
+                }
+            }
+        }
     }
 }
