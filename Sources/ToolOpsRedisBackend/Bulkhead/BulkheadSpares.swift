@@ -88,9 +88,6 @@ struct BulkheadSpares {
         return true
     }
 
-    /// When `token`'s lease was last renewed, if it is tracked.
-    func renewedAt(_ token: UInt64) -> ClockInstant? { inFlight[token]?.renewedAt }
-
     /// `token`'s lease was renewed at `now`.
     mutating func renewed(_ token: UInt64, now: ClockInstant) {
         inFlight[token]?.renewedAt = now
